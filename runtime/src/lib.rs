@@ -1,0 +1,9 @@
+//! Run-time plumbing shared by `pantau-agent` and `pantau-collector`: loading a TOML config with
+//! `PANTAU_<SECTION>__<KEY>` overrides, MQTT endpoint parsing and client options, reconnect
+//! backoff, the single shutdown token, and log setup.
+
+pub mod backoff;
+pub mod config;
+pub mod logging;
+pub mod mqtt;
+pub mod shutdown;
