@@ -6,4 +6,5 @@ pub mod backoff;
 pub mod config;
 pub mod logging;
 pub mod mqtt;
+pub mod ratelimit;
 pub mod shutdown;

@@ -1,0 +1,119 @@
+//! The HTTP side: `/metrics` for Prometheus, `/healthz` and `/readyz` for supervisors, and the
+//! JSON API under `/api/v1/`. Every response is counted by route and status code; client
+//! errors get a JSON body saying what was wrong and an info line at a limited rate.
+
+mod agents;
+mod error;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use pantau_runtime::ratelimit::{LogLimiter, Verdict};
+use tracing::info;
+
+pub use error::ApiError;
+
+use crate::exposition::{SharedState, Telemetry};
+use crate::ingest::Readiness;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub state: SharedState,
+    pub telemetry: Arc<Telemetry>,
+    pub readiness: Readiness,
+    client_error_log: Arc<LogLimiter>,
+}
+
+impl AppState {
+    pub fn new(state: SharedState, telemetry: Arc<Telemetry>, readiness: Readiness) -> Self {
+        Self {
+            state,
+            telemetry,
+            readiness,
+            client_error_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/v1/agents", get(agents::list))
+        .route("/api/v1/agents/{id}", get(agents::one))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let text = app.telemetry.render().map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    if app.readiness.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: not subscribed to the broker\n",
+        )
+            .into_response()
+    }
+}
+
+async fn not_found(request: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route for {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+}
+
+async fn count_requests(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let handler = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    app.telemetry
+        .http_requests
+        .with_label_values(&[handler.as_str(), status.as_str()])
+        .inc();
+    if status.is_client_error()
+        && let Verdict::Log { suppressed } = app.client_error_log.check(status.as_str())
+    {
+        info!(%method, path, status = status.as_u16(), suppressed, "client error");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,130 @@
+//! Handler tests without a socket: `app(state).oneshot(request)`.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use pantau_protocol::{Limits, decode};
+use tower::ServiceExt;
+
+use super::*;
+use crate::state::{Liveness, Moment, State as AgentsState};
+
+fn fixture() -> AppState {
+    let state = Arc::new(RwLock::new(AgentsState::new(Liveness {
+        silent_intervals: 3,
+        default_interval: Duration::from_secs(15),
+        forget_after: Duration::from_secs(3600),
+    })));
+    let telemetry = Arc::new(Telemetry::new(state.clone()).unwrap());
+    AppState::new(state, telemetry, Readiness::default())
+}
+
+fn add_agent(app: &AppState, id: &str) {
+    let payload = format!(
+        r#"{{"schema":1,"agent":"{id}","site":"dc","seq":3,"timestamp_ms":1,
+            "families":[{{"name":"node_load1","type":"gauge","samples":[{{"value":0.5}}]}}]}}"#
+    );
+    let topic = format!("pantau/v1/dc/{id}/metrics");
+    let decoded = decode("pantau", &topic, payload.as_bytes(), &Limits::default()).unwrap();
+    app.state
+        .write()
+        .unwrap()
+        .apply(decoded, false, Moment::now());
+}
+
+async fn get(app: &AppState, uri: &str) -> (StatusCode, String, Option<String>) {
+    let response = super::app(app.clone())
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        String::from_utf8(body.to_vec()).unwrap(),
+        content_type,
+    )
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = fixture();
+    assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
+    let (status, body, _) = get(&app, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("not subscribed"));
+    app.readiness.set(true);
+    assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn agents_are_listed_and_looked_up() {
+    let app = fixture();
+    add_agent(&app, "dc-srv-02");
+    add_agent(&app, "dc-srv-01");
+    let (status, body, _) = get(&app, "/api/v1/agents").await;
+    assert_eq!(status, StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let agents = json["agents"].as_array().unwrap();
+    assert_eq!(agents.len(), 2);
+    assert_eq!(agents[0]["id"], "dc-srv-01");
+    assert_eq!(agents[0]["site"], "dc");
+    assert_eq!(agents[0]["online"], true);
+    assert_eq!(agents[0]["status"], "online");
+    assert_eq!(agents[0]["last_sequence"], 3);
+    assert!(agents[0]["last_seen"].as_str().unwrap().ends_with('Z'));
+
+    let (status, body, _) = get(&app, "/api/v1/agents/dc-srv-02").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("\"id\":\"dc-srv-02\""));
+}
+
+#[tokio::test]
+async fn bad_calls_get_json_errors_and_are_counted() {
+    let app = fixture();
+    let (status, body, content_type) = get(&app, "/api/v1/agents/nobody").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, r#"{"error":"no agent 'nobody'"}"#);
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+
+    let (status, body, _) = get(&app, "/api/v1/agents/bad%20id").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("agent id 'bad id'"), "{body}");
+
+    let (status, body, _) = get(&app, "/api/v2/everything").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, r#"{"error":"no route for GET /api/v2/everything"}"#);
+
+    let (_, metrics, _) = get(&app, "/metrics").await;
+    for line in [
+        r#"pantau_collector_http_requests_total{code="404",handler="/api/v1/agents/{id}"} 1"#,
+        r#"pantau_collector_http_requests_total{code="400",handler="/api/v1/agents/{id}"} 1"#,
+        r#"pantau_collector_http_requests_total{code="404",handler="unmatched"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "missing {line}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let app = fixture();
+    add_agent(&app, "dc-srv-01");
+    let (status, body, content_type) = get(&app, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        content_type.as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert!(
+        body.contains(r#"node_load1{instance="dc-srv-01",site="dc"} 0.5"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"pantau_agent_up{instance="dc-srv-01",site="dc"} 1"#));
+}

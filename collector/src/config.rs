@@ -1,0 +1,362 @@
+//! The collector's config: `[http]`, `[broker]`, `[mqtt]`, `[ingest]` and `[agents]`, parsed and
+//! validated once at start.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::Duration;
+
+use pantau_runtime::config::{self, ConfigError};
+use pantau_runtime::mqtt::{Endpoint, MqttSettings};
+use serde::Deserialize;
+
+/// Sections that `PANTAU_<SECTION>__<KEY>` may override.
+const SECTIONS: &[&str] = &["http", "broker", "mqtt", "ingest", "agents"];
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub broker: BrokerConfig,
+    #[serde(default)]
+    pub mqtt: MqttSettings,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub agents: AgentsConfig,
+}
+
+/// `[http]`: the Prometheus endpoint and the API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address for `/metrics`, `/healthz`, `/readyz` and `/api/v1/`.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+}
+
+/// `[broker]`: the MQTT broker built into the collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Run an MQTT broker in this process, so one machine needs nothing else. Set to false to
+    /// use an external broker (Mosquitto, EMQX) named by `mqtt.url`.
+    #[serde(default = "default_true")]
+    pub embedded: bool,
+    /// Where the embedded broker accepts agents.
+    #[serde(default = "default_broker_listen")]
+    pub listen: SocketAddr,
+    /// Largest MQTT packet the embedded broker accepts; a bigger publish closes the sender's
+    /// connection. Keep it above `ingest.max_payload_bytes` so oversized payloads reach the
+    /// collector and are counted rather than silently cut off at the broker.
+    #[serde(default = "default_broker_max_packet_bytes")]
+    pub max_packet_bytes: usize,
+    /// Most simultaneous client connections the embedded broker admits.
+    #[serde(default = "default_broker_max_connections")]
+    pub max_connections: usize,
+}
+
+/// `[ingest]`: limits on what agents send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Payloads larger than this are rejected with reason `oversized`.
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    /// Messages waiting between the MQTT connection and decoding; when full, new messages are
+    /// dropped and counted rather than stalling the connection's keep-alive.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+/// `[agents]`: when an agent counts as down or is forgotten.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// An agent is down after this many of its intervals without a message.
+    #[serde(default = "default_silent_intervals")]
+    pub silent_intervals: u32,
+    /// Interval assumed for an agent whose birth message has not been seen.
+    #[serde(default = "default_interval_seconds")]
+    pub default_interval_seconds: u64,
+    /// A down agent's `pantau_agent_up 0` series stays this long, then the agent is forgotten.
+    #[serde(default = "default_forget_after_seconds")]
+    pub forget_after_seconds: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 9810))
+}
+
+fn default_broker_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 1883))
+}
+
+fn default_broker_max_packet_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_broker_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_payload_bytes() -> usize {
+    pantau_protocol::Limits::default().max_payload_bytes
+}
+
+fn default_queue_capacity() -> usize {
+    10_000
+}
+
+fn default_silent_intervals() -> u32 {
+    3
+}
+
+fn default_interval_seconds() -> u64 {
+    15
+}
+
+fn default_forget_after_seconds() -> u64 {
+    24 * 3600
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_http_listen(),
+        }
+    }
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            embedded: true,
+            listen: default_broker_listen(),
+            max_packet_bytes: default_broker_max_packet_bytes(),
+            max_connections: default_broker_max_connections(),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: default_max_payload_bytes(),
+            queue_capacity: default_queue_capacity(),
+        }
+    }
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            silent_intervals: default_silent_intervals(),
+            default_interval_seconds: default_interval_seconds(),
+            forget_after_seconds: default_forget_after_seconds(),
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Reads `path` (optional: every key has a default) plus environment overrides and
+    /// validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: Self = config::load(path, SECTIONS)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.mqtt.validate()?;
+        match (&self.broker.embedded, &self.mqtt.url) {
+            (true, Some(url)) => {
+                return Err(ConfigError::invalid(
+                    "mqtt.url",
+                    url,
+                    "is set while broker.embedded = true; set broker.embedded = false to use \
+                     an external broker, or remove mqtt.url",
+                ));
+            }
+            (false, None) => {
+                return Err(ConfigError::invalid(
+                    "mqtt.url",
+                    "",
+                    "is required when broker.embedded = false",
+                ));
+            }
+            _ => {}
+        }
+        if self.broker.embedded && self.broker.listen == self.http.listen {
+            return Err(ConfigError::invalid(
+                "broker.listen",
+                self.broker.listen,
+                "is the same address as http.listen",
+            ));
+        }
+        if self.broker.max_packet_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "broker.max_packet_bytes",
+                self.broker.max_packet_bytes,
+                "must be at least 1024",
+            ));
+        }
+        if self.broker.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "broker.max_connections",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.ingest.max_payload_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "ingest.max_payload_bytes",
+                self.ingest.max_payload_bytes,
+                "must be at least 1024",
+            ));
+        }
+        if self.ingest.queue_capacity == 0 {
+            return Err(ConfigError::invalid(
+                "ingest.queue_capacity",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.agents.silent_intervals == 0 {
+            return Err(ConfigError::invalid(
+                "agents.silent_intervals",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.agents.default_interval_seconds == 0 {
+            return Err(ConfigError::invalid(
+                "agents.default_interval_seconds",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.agents.forget_after_seconds < 60 {
+            return Err(ConfigError::invalid(
+                "agents.forget_after_seconds",
+                self.agents.forget_after_seconds,
+                "must be at least 60",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The broker the collector subscribes to: its own when embedded (over loopback when it
+    /// listens on every address), otherwise `mqtt.url`.
+    pub fn broker_endpoint(&self) -> Result<Endpoint, ConfigError> {
+        match &self.mqtt.url {
+            Some(url) => {
+                Endpoint::parse(url).map_err(|why| ConfigError::invalid("mqtt.url", url, why))
+            }
+            None => {
+                let listen = self.broker.listen;
+                let host = match listen.ip() {
+                    ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+                    ip if ip.is_unspecified() => "::1".to_owned(),
+                    ip => ip.to_string(),
+                };
+                Ok(Endpoint {
+                    host,
+                    port: listen.port(),
+                })
+            }
+        }
+    }
+
+    /// Fails early, with the field name, when an address to listen on is taken.
+    pub fn check_listen_addresses(&self) -> Result<(), ConfigError> {
+        let mut addresses = vec![("http.listen", self.http.listen)];
+        if self.broker.embedded {
+            addresses.push(("broker.listen", self.broker.listen));
+        }
+        for (field, address) in addresses {
+            TcpListener::bind(address).map_err(|error| {
+                ConfigError::invalid(field, address, format!("cannot be bound: {error}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn default_interval(&self) -> Duration {
+        Duration::from_secs(self.agents.default_interval_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    /// Every example config in configs/ must load.
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/collector.toml");
+        let config: CollectorConfig = config::load(Some(&path), SECTIONS).unwrap();
+        config.validate().unwrap();
+    }
+
+    /// Each file in tests/invalid_configs/ starts with `# error: <text>`, the exact message
+    /// loading it must produce.
+    #[test]
+    fn invalid_configs_produce_their_errors() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
+        let mut checked = 0;
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = fs::read_to_string(&path).unwrap();
+            let expected = text
+                .lines()
+                .next()
+                .and_then(|line| line.strip_prefix("# error: "))
+                .unwrap_or_else(|| panic!("{} lacks a '# error: ' first line", path.display()))
+                .replace("{path}", &path.display().to_string());
+            let error = config::load::<CollectorConfig>(Some(&path), SECTIONS)
+                .and_then(|config| config.validate().map(|()| config))
+                .expect_err(&format!("{} must be refused", path.display()));
+            assert_eq!(error.to_string(), expected, "{}", path.display());
+            checked += 1;
+        }
+        assert!(checked >= 5, "only {checked} invalid configs found");
+    }
+
+    #[test]
+    fn embedded_broker_is_reached_over_loopback() {
+        let config = CollectorConfig::default();
+        assert_eq!(
+            config.broker_endpoint().unwrap(),
+            Endpoint {
+                host: "127.0.0.1".to_owned(),
+                port: 1883
+            }
+        );
+    }
+
+    #[test]
+    fn a_taken_port_is_named() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let config = CollectorConfig {
+            http: HttpConfig {
+                listen: taken.local_addr().unwrap(),
+            },
+            broker: BrokerConfig {
+                embedded: false,
+                ..BrokerConfig::default()
+            },
+            ..CollectorConfig::default()
+        };
+        let error = config.check_listen_addresses().unwrap_err().to_string();
+        assert!(error.starts_with("http.listen: '127.0.0.1:"), "{error}");
+        assert!(error.contains("cannot be bound"), "{error}");
+    }
+}
