@@ -123,12 +123,18 @@ fn describe(error: figment::Error, path: Option<&Path>) -> String {
         .into_iter()
         .map(|error| {
             let source = Source::of(&error, path);
-            let mut path = error.path.join(".");
+            let mut path = render_path(&error.path);
             let message = match &error.kind {
                 // An unreadable file or TOML syntax error: figment's text already says it all.
                 Kind::Message(text) => text.clone(),
                 Kind::UnknownField(_, expected) => {
                     format!("unknown key, expected one of: {}", expected.join(", "))
+                }
+                Kind::UnknownVariant(found, expected) => {
+                    format!(
+                        "unknown value '{found}', expected one of: {}",
+                        expected.join(", ")
+                    )
                 }
                 Kind::MissingField(name) => {
                     path = if path.is_empty() {
@@ -148,6 +154,22 @@ fn describe(error: figment::Error, path: Option<&Path>) -> String {
         })
         .collect();
     lines.join("\n")
+}
+
+/// `host.collectors.0` becomes `host.collectors[0]`.
+fn render_path(path: &[String]) -> String {
+    let mut rendered = String::new();
+    for segment in path {
+        if segment.parse::<usize>().is_ok() {
+            rendered.push_str(&format!("[{segment}]"));
+        } else {
+            if !rendered.is_empty() {
+                rendered.push('.');
+            }
+            rendered.push_str(segment);
+        }
+    }
+    rendered
 }
 
 enum Source {

@@ -1,0 +1,201 @@
+//! The agent's config: `[agent]` and `[mqtt]`, plus one section per role (`[host]` today).
+//! A role is on when its section is present.
+
+use std::path::{Path, PathBuf};
+
+use pantau_runtime::config::{self, ConfigError};
+use pantau_runtime::mqtt::{Endpoint, MqttSettings};
+use serde::Deserialize;
+
+use crate::host::HostConfig;
+
+/// Sections that `PANTAU_<SECTION>__<KEY>` may override.
+const SECTIONS: &[&str] = &["agent", "mqtt", "host"];
+
+/// Broker used when `mqtt.url` is not set: a collector with its embedded broker on this host.
+const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:1883";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub agent: AgentSection,
+    #[serde(default)]
+    pub mqtt: MqttSettings,
+    /// Host metrics role (node_exporter-compatible).
+    pub host: Option<HostConfig>,
+}
+
+/// `[agent]`: who this agent is and how often it reports.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Agent id, the `instance` label of its series. Default: the host name.
+    pub id: Option<String>,
+    /// Site the agent belongs to, the `site` label (e.g. `dc`, `gor-satria`, `office`).
+    pub site: String,
+    /// Seconds between reports.
+    #[serde(default = "default_interval_seconds")]
+    pub interval_seconds: u64,
+    /// Where the agent keeps state that must survive restarts (its sequence number).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Largest message payload the agent sends; a bigger one is dropped and counted in
+    /// `pantau_agent_oversized_messages_total`. Keep it at or below the collector's
+    /// `ingest.max_payload_bytes`.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+}
+
+fn default_interval_seconds() -> u64 {
+    15
+}
+
+fn default_max_message_bytes() -> usize {
+    512 * 1024
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/pantau-agent")
+}
+
+/// The config after defaults that depend on the machine (host name) are filled in.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub config: AgentConfig,
+    pub id: String,
+    pub endpoint: Endpoint,
+    pub client_id: String,
+}
+
+impl AgentConfig {
+    /// Reads `path` plus environment overrides, validates, and resolves defaults.
+    pub fn load(path: Option<&Path>) -> Result<Resolved, ConfigError> {
+        let config: Self = config::load(path, SECTIONS)?;
+        config.resolve()
+    }
+
+    fn resolve(self) -> Result<Resolved, ConfigError> {
+        let id = match &self.agent.id {
+            Some(id) => id.clone(),
+            None => sysinfo::System::host_name().map_err(|error| {
+                ConfigError::invalid(
+                    "agent.id",
+                    "",
+                    format!("is not set and the host name cannot be read ({error}); set agent.id"),
+                )
+            })?,
+        };
+        pantau_protocol::validate_id(&id).map_err(|why| {
+            let field = match self.agent.id {
+                Some(_) => "agent.id",
+                None => "agent.id (default: the host name)",
+            };
+            ConfigError::invalid(field, &id, why)
+        })?;
+        pantau_protocol::validate_id(&self.agent.site)
+            .map_err(|why| ConfigError::invalid("agent.site", &self.agent.site, why))?;
+        if !(1..=3600).contains(&self.agent.interval_seconds) {
+            return Err(ConfigError::invalid(
+                "agent.interval_seconds",
+                self.agent.interval_seconds,
+                "must be between 1 and 3600",
+            ));
+        }
+        if !self.agent.state_dir.is_absolute() {
+            return Err(ConfigError::invalid(
+                "agent.state_dir",
+                self.agent.state_dir.display(),
+                "must be an absolute path",
+            ));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.agent.max_message_bytes) {
+            return Err(ConfigError::invalid(
+                "agent.max_message_bytes",
+                self.agent.max_message_bytes,
+                "must be between 1024 and 67108864",
+            ));
+        }
+        self.mqtt.validate()?;
+        if let Some(host) = &self.host {
+            host.validate()?;
+        }
+        let url = self.mqtt.url.as_deref().unwrap_or(DEFAULT_MQTT_URL);
+        let endpoint =
+            Endpoint::parse(url).map_err(|why| ConfigError::invalid("mqtt.url", url, why))?;
+        let client_id = self
+            .mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("pantau-agent-{id}"));
+        Ok(Resolved {
+            config: self,
+            id,
+            endpoint,
+            client_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    fn load(path: &Path) -> Result<Resolved, ConfigError> {
+        config::load::<AgentConfig>(Some(path), SECTIONS)?.resolve()
+    }
+
+    /// Every agent example in configs/ must load.
+    #[test]
+    fn example_configs_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut checked = 0;
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name.starts_with("agent-") && name.ends_with(".toml") {
+                load(&path).unwrap_or_else(|error| panic!("{name}: {error}"));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 3, "only {checked} agent configs in configs/");
+    }
+
+    /// Each file in tests/invalid_configs/ starts with `# error: <text>`, the exact message
+    /// loading it must produce (`{path}` stands for the file's path).
+    #[test]
+    fn invalid_configs_produce_their_errors() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
+        let mut checked = 0;
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = fs::read_to_string(&path).unwrap();
+            let expected = text
+                .lines()
+                .next()
+                .and_then(|line| line.strip_prefix("# error: "))
+                .unwrap_or_else(|| panic!("{} lacks a '# error: ' first line", path.display()))
+                .replace("{path}", &path.display().to_string());
+            let error = load(&path)
+                .map(|_| ())
+                .expect_err(&format!("{} must be refused", path.display()));
+            assert_eq!(error.to_string(), expected, "{}", path.display());
+            checked += 1;
+        }
+        assert!(checked >= 5, "only {checked} invalid configs found");
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        fs::write(&path, "[agent]\nsite = \"dc\"\nid = \"dc-srv-01\"\n").unwrap();
+        let resolved = load(&path).unwrap();
+        assert_eq!(resolved.id, "dc-srv-01");
+        assert_eq!(resolved.client_id, "pantau-agent-dc-srv-01");
+        assert_eq!(resolved.endpoint.port, 1883);
+        assert_eq!(resolved.config.agent.interval_seconds, 15);
+        assert!(resolved.config.host.is_none());
+    }
+}

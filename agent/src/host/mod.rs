@@ -1,0 +1,352 @@
+//! Host metrics under node_exporter's exact names, types and labels, read from /proc, /sys and
+//! statvfs(2), so node_exporter dashboards and alert rules work unchanged.
+//!
+//! One file per node_exporter collector; adding one means a new file, a `CollectorKind` variant
+//! and a `Collector` variant, and the compiler points at the matches that must learn it. Like
+//! node_exporter's `execute()`, every collector runs on every round, one failing never hides the
+//! others, and each reports `node_scrape_collector_success` and `..._duration_seconds`.
+
+mod cpu;
+mod family;
+mod filesystem;
+mod loadavg;
+mod meminfo;
+mod netdev;
+mod pattern;
+mod stat;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use pantau_protocol::Family;
+use pantau_runtime::config::ConfigError;
+use serde::Deserialize;
+use thiserror::Error;
+use tracing::{debug, warn};
+
+pub use family::FamilyBuilder;
+pub use pattern::Pattern;
+
+/// `[host]`: publish this machine's metrics. The section's presence switches the role on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Collectors to run, by node_exporter's names. Default: all of them.
+    #[serde(default = "CollectorKind::all")]
+    pub collectors: Vec<CollectorKind>,
+    /// procfs mount point (node_exporter's `--path.procfs`).
+    #[serde(default = "default_proc_path")]
+    pub proc_path: PathBuf,
+    /// sysfs mount point (node_exporter's `--path.sysfs`).
+    #[serde(default = "default_sys_path")]
+    pub sys_path: PathBuf,
+    /// Where the host's root file system is visible (node_exporter's `--path.rootfs`); set it
+    /// when the agent runs in a container with the host's `/` mounted elsewhere.
+    #[serde(default = "default_rootfs_path")]
+    pub rootfs_path: PathBuf,
+    #[serde(default)]
+    pub filesystem: filesystem::FilesystemConfig,
+    #[serde(default)]
+    pub netdev: netdev::NetdevConfig,
+}
+
+/// A node_exporter collector, named as node_exporter names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectorKind {
+    /// `node_cpu_seconds_total` per CPU and mode.
+    Cpu,
+    /// Boot time, context switches, forks, interrupts and process counts from /proc/stat.
+    Stat,
+    /// Every /proc/meminfo field as `node_memory_<Field>_bytes`.
+    Meminfo,
+    /// Size, free and available space and inodes per mounted file system.
+    Filesystem,
+    /// Per-interface byte, packet, error and drop counters from /proc/net/dev.
+    Netdev,
+    /// 1, 5 and 15 minute load averages.
+    Loadavg,
+}
+
+impl CollectorKind {
+    fn all() -> Vec<CollectorKind> {
+        vec![
+            CollectorKind::Cpu,
+            CollectorKind::Stat,
+            CollectorKind::Meminfo,
+            CollectorKind::Filesystem,
+            CollectorKind::Netdev,
+            CollectorKind::Loadavg,
+        ]
+    }
+
+    /// The `collector` label value, as node_exporter spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CollectorKind::Cpu => "cpu",
+            CollectorKind::Stat => "stat",
+            CollectorKind::Meminfo => "meminfo",
+            CollectorKind::Filesystem => "filesystem",
+            CollectorKind::Netdev => "netdev",
+            CollectorKind::Loadavg => "loadavg",
+        }
+    }
+}
+
+fn default_proc_path() -> PathBuf {
+    PathBuf::from("/proc")
+}
+
+fn default_sys_path() -> PathBuf {
+    PathBuf::from("/sys")
+}
+
+fn default_rootfs_path() -> PathBuf {
+    PathBuf::from("/")
+}
+
+impl HostConfig {
+    /// Checks values that serde cannot; `Host::new` relies on this having passed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.collectors.is_empty() {
+            return Err(ConfigError::invalid(
+                "host.collectors",
+                "[]",
+                "must name at least one collector (remove [host] to switch the role off)",
+            ));
+        }
+        for (field, path) in [
+            ("host.proc_path", &self.proc_path),
+            ("host.sys_path", &self.sys_path),
+            ("host.rootfs_path", &self.rootfs_path),
+        ] {
+            if !path.is_absolute() {
+                return Err(ConfigError::invalid(
+                    field,
+                    path.display(),
+                    "must be an absolute path",
+                ));
+            }
+        }
+        self.filesystem.validate()?;
+        self.netdev.validate()?;
+        Ok(())
+    }
+}
+
+/// Where the collectors read from.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub proc: PathBuf,
+    // No collector reads sysfs yet; node_exporter's sysfs-based ones (hwmon, thermal) will.
+    #[allow(dead_code)]
+    pub sys: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+/// Why one collector produced nothing this round.
+#[derive(Debug, Error)]
+pub enum CollectError {
+    /// The data source does not exist here (no such file on this kernel, in this container);
+    /// logged at debug level only, as node_exporter does.
+    #[error("no data: {0}")]
+    NoData(String),
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+}
+
+impl CollectError {
+    /// Maps a read error of `path`: a missing file is `NoData`, anything else is `Io`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            CollectError::NoData(format!("{} does not exist", path.display()))
+        } else {
+            CollectError::Io { path, source }
+        }
+    }
+
+    pub fn parse(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        CollectError::Parse {
+            path: path.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// One collector with whatever state it keeps between rounds.
+enum Collector {
+    Cpu(cpu::Cpu),
+    Stat(stat::Stat),
+    Meminfo(meminfo::Meminfo),
+    Filesystem(filesystem::Filesystem),
+    Netdev(netdev::Netdev),
+    Loadavg(loadavg::Loadavg),
+}
+
+impl Collector {
+    fn new(kind: CollectorKind, config: &HostConfig, paths: &Paths) -> Self {
+        match kind {
+            CollectorKind::Cpu => Collector::Cpu(cpu::Cpu::new(paths)),
+            CollectorKind::Stat => Collector::Stat(stat::Stat::new(paths)),
+            CollectorKind::Meminfo => Collector::Meminfo(meminfo::Meminfo::new(paths)),
+            CollectorKind::Filesystem => {
+                Collector::Filesystem(filesystem::Filesystem::new(&config.filesystem, paths))
+            }
+            CollectorKind::Netdev => Collector::Netdev(netdev::Netdev::new(&config.netdev, paths)),
+            CollectorKind::Loadavg => Collector::Loadavg(loadavg::Loadavg::new(paths)),
+        }
+    }
+
+    fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
+        match self {
+            Collector::Cpu(c) => c.collect(),
+            Collector::Stat(c) => c.collect(),
+            Collector::Meminfo(c) => c.collect(),
+            Collector::Filesystem(c) => c.collect(),
+            Collector::Netdev(c) => c.collect(),
+            Collector::Loadavg(c) => c.collect(),
+        }
+    }
+}
+
+/// The host role: every enabled collector, kept between rounds.
+///
+/// `collect` blocks on file reads and statvfs(2); call it from `spawn_blocking`.
+pub struct Host {
+    collectors: Vec<(CollectorKind, Collector)>,
+    /// The last error text per collector, so a persistent failure is logged once, not per round.
+    last_errors: Vec<Option<String>>,
+}
+
+impl Host {
+    /// Builds the collectors; `config` must have passed `validate`.
+    pub fn new(config: &HostConfig) -> Self {
+        let paths = Paths {
+            proc: config.proc_path.clone(),
+            sys: config.sys_path.clone(),
+            rootfs: config.rootfs_path.clone(),
+        };
+        let mut kinds = config.collectors.clone();
+        kinds.dedup();
+        let collectors: Vec<_> = kinds
+            .into_iter()
+            .map(|kind| (kind, Collector::new(kind, config, &paths)))
+            .collect();
+        let last_errors = vec![None; collectors.len()];
+        Self {
+            collectors,
+            last_errors,
+        }
+    }
+
+    /// Runs every collector once and returns their families plus node_exporter's
+    /// `node_scrape_collector_success` and `node_scrape_collector_duration_seconds`.
+    pub fn collect(&mut self) -> Vec<Family> {
+        let mut families = Vec::new();
+        let mut success = FamilyBuilder::gauge(
+            "node_scrape_collector_success",
+            "node_exporter: Whether a collector succeeded.",
+        );
+        let mut duration = FamilyBuilder::gauge(
+            "node_scrape_collector_duration_seconds",
+            "node_exporter: Duration of a collector scrape.",
+        );
+        for ((kind, collector), last_error) in
+            self.collectors.iter_mut().zip(self.last_errors.iter_mut())
+        {
+            let started = Instant::now();
+            let result = collector.collect();
+            let elapsed = started.elapsed().as_secs_f64();
+            let ok = match result {
+                Ok(mut collected) => {
+                    families.append(&mut collected);
+                    *last_error = None;
+                    true
+                }
+                Err(CollectError::NoData(why)) => {
+                    debug!(collector = kind.name(), reason = %why, "collector has no data");
+                    false
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    if last_error.as_deref() != Some(text.as_str()) {
+                        warn!(collector = kind.name(), %error, "collector failed");
+                    }
+                    *last_error = Some(text);
+                    false
+                }
+            };
+            success.sample(&[("collector", kind.name())], if ok { 1.0 } else { 0.0 });
+            duration.sample(&[("collector", kind.name())], elapsed);
+        }
+        families.push(success.build());
+        families.push(duration.build());
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use pantau_protocol::{DEFAULT_PREFIX, Limits, MetricsMessage, decode};
+
+    use super::*;
+
+    fn host(proc: &Path, rootfs: &Path) -> Host {
+        let config: HostConfig = serde_json::from_value(serde_json::json!({
+            "proc_path": proc,
+            "rootfs_path": rootfs,
+        }))
+        .unwrap();
+        config.validate().unwrap();
+        Host::new(&config)
+    }
+
+    /// Checks that every collector succeeded and that the round passes the collector's own
+    /// validation (names, unique series, finite values).
+    fn assert_round_is_valid(families: Vec<Family>) {
+        let success = families
+            .iter()
+            .find(|f| f.name == "node_scrape_collector_success")
+            .unwrap();
+        let by_collector: BTreeMap<_, _> = success
+            .samples
+            .iter()
+            .map(|s| (s.labels["collector"].as_str(), s.value))
+            .collect();
+        assert_eq!(by_collector.len(), 6);
+        assert!(by_collector.values().all(|&v| v == 1.0), "{by_collector:?}");
+
+        let message = MetricsMessage {
+            schema: 1,
+            agent: "srv-01".to_owned(),
+            site: "dc".to_owned(),
+            seq: 1,
+            timestamp_ms: 1_800_000_000_000,
+            families,
+        };
+        let payload = serde_json::to_vec(&message).unwrap();
+        let topic = format!("{DEFAULT_PREFIX}/v1/dc/srv-01/metrics");
+        let limits = Limits::default();
+        decode(DEFAULT_PREFIX, &topic, &payload, &limits).unwrap();
+    }
+
+    #[test]
+    fn every_collector_succeeds_on_the_fixture() {
+        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        assert_round_is_valid(host(&testdata.join("proc"), &testdata).collect());
+    }
+
+    #[test]
+    fn every_collector_succeeds_on_this_host() {
+        assert_round_is_valid(host(Path::new("/proc"), Path::new("/")).collect());
+    }
+}

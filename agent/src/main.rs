@@ -1,0 +1,126 @@
+//! `pantau-agent`: reports this host to the Pantau collector over MQTT. Roles (host metrics
+//! today; link probes, devices and sound later) are switched on by their config sections.
+
+mod config;
+mod host;
+mod publish;
+mod report;
+mod sequence;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use rumqttc::AsyncClient;
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+use crate::config::{AgentConfig, Resolved};
+use crate::host::Host;
+use crate::publish::{DeliveryStats, Identity, Publisher};
+use crate::report::Reporter;
+use crate::sequence::Sequence;
+
+/// Messages kept in memory while the broker is unreachable: a day of 15 s reports.
+const OUTBOX_CAPACITY: usize = 6000;
+
+/// Pantau agent: host metrics over MQTT.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML config file; every key can also be set as PANTAU_<SECTION>__<KEY>.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the config and exit: 0 when valid, 2 with the offending key when not.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    pantau_runtime::logging::init();
+    let cli = Cli::parse();
+    let resolved = match AgentConfig::load(cli.config.as_deref()) {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            eprintln!("pantau-agent: invalid config: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("config OK (agent id '{}')", resolved.id);
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pantau-agent: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(resolved));
+    // Tasks have finished by now; do not let a stray blocking call hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(resolved: Resolved) -> anyhow::Result<()> {
+    let Resolved {
+        config,
+        id,
+        endpoint,
+        client_id,
+    } = resolved;
+    let sequence = Sequence::open(&config.agent.state_dir).context("agent.state_dir")?;
+    let shutdown = pantau_runtime::shutdown::on_signals();
+
+    let identity = Identity {
+        prefix: config.mqtt.prefix.clone(),
+        agent: id.clone(),
+        site: config.agent.site.clone(),
+        interval_seconds: config.agent.interval_seconds,
+        next_seq: sequence.next_handle(),
+    };
+    let mut options = config.mqtt.options(&endpoint, &client_id);
+    options.set_last_will(identity.last_will());
+    options.set_clean_session(true);
+    // rumqttc refuses to send packets above 10 KiB by default and treats that as a connection
+    // error; allow the largest message the reporter lets through, plus topic and header.
+    let max_packet = config.agent.max_message_bytes + 4096;
+    options.set_max_packet_size(max_packet, max_packet);
+    let (client, eventloop) = AsyncClient::new(options, 64);
+    let stats = Arc::new(DeliveryStats::default());
+    let publisher = Publisher::new(client, eventloop, identity, OUTBOX_CAPACITY, stats.clone());
+
+    let roles: Vec<&str> = config.host.iter().map(|_| "host").collect();
+    info!(agent = %id, site = %config.agent.site, broker = %endpoint, ?roles, "agent starting");
+    let (outgoing_tx, outgoing_rx) = mpsc::channel(64);
+    let reporter = Reporter {
+        prefix: config.mqtt.prefix.clone(),
+        agent: id,
+        site: config.agent.site.clone(),
+        interval: Duration::from_secs(config.agent.interval_seconds),
+        max_message_bytes: config.agent.max_message_bytes,
+        sequence,
+        host: config.host.as_ref().map(Host::new),
+        stats,
+        outgoing: outgoing_tx,
+    };
+
+    let publishing = tokio::spawn(publisher.run(outgoing_rx, shutdown.clone()));
+    let reporting = tokio::spawn(reporter.run(shutdown.clone()));
+    // The reporter stops on the token and closes the channel; the publisher then flushes,
+    // publishes `offline` and disconnects.
+    reporting.await.context("reporting task panicked")?;
+    publishing.await.context("publishing task panicked")?;
+    info!("agent stopped");
+    Ok(())
+}

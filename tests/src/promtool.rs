@@ -1,0 +1,53 @@
+//! `promtool` checks: metric exposition lint, rule files, rule unit tests.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::run_with_timeout;
+
+/// promtool runs offline and takes well under a second; this only bounds a hang.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `promtool check metrics` on `text` (a `/metrics` exposition). `Err` holds promtool's output
+/// when it finds a problem: it exits 3 for lint problems, printed on stderr one per line as
+/// `x counter metrics should have "_total" suffix`, and 1 for text it cannot parse
+/// (`error while linting: text format parsing error in line 1: ...`).
+pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
+    promtool(&["check", "metrics"], text.as_bytes())
+}
+
+/// `promtool check rules PATH`: the rule file parses and its expressions are valid.
+pub fn promtool_check_rules(path: &Path) -> Result<(), String> {
+    promtool(
+        &[OsStr::new("check"), OsStr::new("rules"), path.as_os_str()],
+        b"",
+    )
+}
+
+/// `promtool test rules PATH`: runs a rule unit-test file (`rule_files`, `tests` with
+/// `input_series` and `alert_rule_test` / `promql_expr_test`).
+pub fn promtool_test_rules(path: &Path) -> Result<(), String> {
+    promtool(
+        &[OsStr::new("test"), OsStr::new("rules"), path.as_os_str()],
+        b"",
+    )
+}
+
+fn promtool<S: AsRef<OsStr>>(args: &[S], stdin: &[u8]) -> Result<(), String> {
+    let output = run_with_timeout(Command::new("promtool").args(args), stdin, TIMEOUT);
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(format!(
+        "promtool {} exited with {}\n{}{}",
+        args.iter()
+            .map(|arg| arg.as_ref().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    ))
+}
