@@ -192,6 +192,18 @@ impl CollectorConfig {
             }
             _ => {}
         }
+        for (field, address) in [
+            ("http.listen", self.http.listen),
+            ("broker.listen", self.broker.listen),
+        ] {
+            if address.port() == 0 {
+                return Err(ConfigError::invalid(
+                    field,
+                    address,
+                    "needs a fixed port: clients must know where to connect",
+                ));
+            }
+        }
         if self.broker.embedded && self.broker.listen == self.http.listen {
             return Err(ConfigError::invalid(
                 "broker.listen",

@@ -4,35 +4,26 @@
 //! 127.0.0.1 only, and everything it started is stopped when the handle is dropped:
 //!
 //! ```no_run
-//! use std::process::Command;
 //! use std::time::Duration;
 //!
-//! use pantau_tests::{ChildGuard, Mosquitto, Prometheus, TestDir, free_port, http_get};
-//! use pantau_tests::{pantau_binary, wait_until};
+//! use pantau_tests::{Agent, Collector, Mosquitto, Prometheus, TestDir};
 //!
 //! // Declare the dir first: it must outlive the processes that write into it.
 //! let dir = TestDir::new();
 //! let broker = Mosquitto::start();
-//! let metrics_port = free_port();
-//! // (An illustrative config: the collector's real keys live in its own docs.)
-//! let config = dir.write(
-//!     "collector.toml",
-//!     format!("broker_url = {:?}\nlisten = \"127.0.0.1:{metrics_port}\"\n", broker.url()),
+//! // configs/collector.toml with PANTAU_* overrides: external broker, a free HTTP port.
+//! let collector = Collector::with_broker(&dir, &broker);
+//! // configs/agent-server.toml as agent "dc-srv-01" of site "dc", reporting every second.
+//! let agent = Agent::start(&dir, "dc-srv-01", "dc", &broker.url(), 1);
+//! collector.wait_for_sample(
+//!     r#"pantau_agent_up{instance="dc-srv-01",site="dc"}"#,
+//!     Duration::from_secs(20),
+//!     |value| value == 1.0,
 //! );
-//! let mut collector = ChildGuard::spawn(
-//!     "collector",
-//!     Command::new(pantau_binary("pantau-collector")).arg("--config").arg(&config),
-//!     dir.path(),
-//! );
-//! let metrics = format!("http://127.0.0.1:{metrics_port}/metrics");
-//! wait_until("the collector to serve /metrics", Duration::from_secs(10), || {
-//!     matches!(http_get(&metrics), Ok((200, _))).then_some(())
-//! });
-//! let prometheus = Prometheus::builder()
-//!     .scrape("collector", &format!("127.0.0.1:{metrics_port}"))
-//!     .start();
-//! let up = prometheus.wait_for_query(r#"up{job="collector"} == 1"#, Duration::from_secs(10));
-//! assert_eq!(up.len(), 1, "{}", collector.logs());
+//! let target = collector.url().trim_start_matches("http://").to_owned();
+//! let prometheus = Prometheus::builder().scrape("pantau", &target).start();
+//! let up = prometheus.wait_for_query(r#"node_load1{instance="dc-srv-01"}"#, Duration::from_secs(20));
+//! assert_eq!(up.len(), 1, "{}", agent.logs());
 //! ```
 //!
 //! Every wait goes through [`wait_until`] (or [`poll_until`]) with a timeout, and readiness is
@@ -48,6 +39,7 @@ mod binary;
 mod dir;
 mod http;
 mod mosquitto;
+mod pantau;
 mod port;
 mod process;
 mod prometheus;
@@ -59,11 +51,14 @@ pub use alertmanager::Alertmanager;
 pub use binary::pantau_binary;
 pub use dir::TestDir;
 pub use http::{http_get, http_post, http_post_json};
-pub use mosquitto::{Message, Mosquitto, MosquittoBuilder, Subscription};
+pub use mosquitto::{Message, Mosquitto, MosquittoBuilder, Subscription, mosquitto_pub};
+pub use pantau::{Agent, Collector, example_config, sample};
 pub use port::free_port;
 pub use process::{ChildGuard, Signal, run_with_timeout};
 pub use prometheus::{Prometheus, PrometheusBuilder};
-pub use promtool::{promtool_check_metrics, promtool_check_rules, promtool_test_rules};
+pub use promtool::{
+    promtool_check_metrics, promtool_check_rules, promtool_metric_lints, promtool_test_rules,
+};
 pub use wait::{poll_until, wait_until};
 pub use webhook::WebhookReceiver;
 

@@ -162,32 +162,7 @@ impl Mosquitto {
     /// # Panics
     /// When `mosquitto_pub` fails (broker down, for example), with its output.
     pub fn mosquitto_pub(&self, topic: &str, payload: &[u8], retain: bool) {
-        let mut command = Command::new("mosquitto_pub");
-        command.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-        ]);
-        if retain {
-            command.arg("-r");
-        }
-        // `-s` reads all of stdin as the payload, so any bytes work; `-n` is the empty one.
-        command.arg(if payload.is_empty() { "-n" } else { "-s" });
-        let output = run_with_timeout(&mut command, payload, START_TIMEOUT);
-        if !output.status.success() {
-            panic!(
-                "mosquitto_pub to {topic:?} on port {} failed ({}): {}{}",
-                self.port,
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr),
-            );
-        }
+        mosquitto_pub(self.port, topic, payload, retain);
     }
 
     /// Subscribes to `topic` (wildcards allowed) with a real `mosquitto_sub -q 1`, and returns
@@ -351,4 +326,37 @@ fn spawn_broker(dir: &TempDir, config: &std::path::Path) -> ChildGuard {
         Command::new("mosquitto").arg("-c").arg(config),
         dir.path(),
     )
+}
+
+/// Publishes `payload` with the real `mosquitto_pub -q 1` to any broker on 127.0.0.1:`port`
+/// (Mosquitto, or the collector's embedded broker); returns after the broker's PUBACK.
+///
+/// # Panics
+/// When `mosquitto_pub` fails, with its output.
+pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8], retain: bool) {
+    let mut command = Command::new("mosquitto_pub");
+    command.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+    ]);
+    if retain {
+        command.arg("-r");
+    }
+    // `-s` reads all of stdin as the payload, so any bytes work; `-n` is the empty one.
+    command.arg(if payload.is_empty() { "-n" } else { "-s" });
+    let output = run_with_timeout(&mut command, payload, START_TIMEOUT);
+    if !output.status.success() {
+        panic!(
+            "mosquitto_pub to {topic:?} on port {port} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+    }
 }

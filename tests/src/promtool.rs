@@ -18,6 +18,30 @@ pub fn promtool_check_metrics(text: &str) -> Result<(), String> {
     promtool(&["check", "metrics"], text.as_bytes())
 }
 
+/// `promtool check metrics` on `text`, returning its lint findings one per line (empty when
+/// clean). `Err` when promtool could not parse the text at all (exit 1) or failed otherwise.
+pub fn promtool_metric_lints(text: &str) -> Result<Vec<String>, String> {
+    let output = run_with_timeout(
+        Command::new("promtool").args(["check", "metrics"]),
+        text.as_bytes(),
+        TIMEOUT,
+    );
+    match output.status.code() {
+        Some(0) => Ok(Vec::new()),
+        Some(3) => Ok(String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .map(str::to_owned)
+            .filter(|line| !line.is_empty())
+            .collect()),
+        _ => Err(format!(
+            "promtool check metrics exited with {}\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        )),
+    }
+}
+
 /// `promtool check rules PATH`: the rule file parses and its expressions are valid.
 pub fn promtool_check_rules(path: &Path) -> Result<(), String> {
     promtool(

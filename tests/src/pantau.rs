@@ -1,0 +1,234 @@
+//! The Pantau binaries under test: a collector and agents started from the example configs in
+//! `configs/` with `PANTAU_<SECTION>__<KEY>` overrides for ports and paths (so every test also
+//! proves the shipped configs work), plus reading single series out of `/metrics`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{ChildGuard, Mosquitto, TestDir, free_port, http_get, pantau_binary, wait_until};
+
+/// How long a binary may take to start and become ready.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The example config `name` in the repository's `configs/`.
+pub fn example_config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs")
+        .join(name)
+}
+
+/// A running `pantau-collector`.
+pub struct Collector {
+    guard: ChildGuard,
+    http_port: u16,
+    /// The embedded broker's port, when it runs one.
+    mqtt_port: Option<u16>,
+}
+
+impl Collector {
+    /// A collector with its embedded broker on a free port.
+    pub fn embedded(dir: &TestDir) -> Collector {
+        let mqtt_port = free_port();
+        let env = vec![(
+            "PANTAU_BROKER__LISTEN".to_owned(),
+            format!("127.0.0.1:{mqtt_port}"),
+        )];
+        Collector::start(dir, env, Some(mqtt_port))
+    }
+
+    /// A collector subscribed to `broker` (embedded broker off).
+    pub fn with_broker(dir: &TestDir, broker: &Mosquitto) -> Collector {
+        Collector::with_env(dir, broker, &[])
+    }
+
+    /// As `with_broker`, plus extra environment overrides.
+    pub fn with_env(dir: &TestDir, broker: &Mosquitto, extra: &[(&str, &str)]) -> Collector {
+        let mut env = vec![
+            ("PANTAU_BROKER__EMBEDDED".to_owned(), "false".to_owned()),
+            ("PANTAU_MQTT__URL".to_owned(), broker.url()),
+        ];
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        Collector::start(dir, env, None)
+    }
+
+    fn start(dir: &TestDir, env: Vec<(String, String)>, mqtt_port: Option<u16>) -> Collector {
+        let http_port = free_port();
+        let mut command = Command::new(pantau_binary("pantau-collector"));
+        command
+            .arg("--config")
+            .arg(example_config("collector.toml"))
+            .env("PANTAU_HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
+            .env("PANTAU_LOG", "info,pantau_collector=debug")
+            // Agents in tests report every second; a short default makes silence show quickly.
+            .env("PANTAU_AGENTS__DEFAULT_INTERVAL_SECONDS", "1")
+            .envs(env);
+        let mut guard = ChildGuard::spawn("collector", &mut command, dir.path());
+        let readyz = format!("http://127.0.0.1:{http_port}/readyz");
+        wait_until("the collector to be ready", START_TIMEOUT, || {
+            if let Some(status) = guard.try_wait() {
+                panic!(
+                    "collector exited ({status}) while starting\n{}",
+                    guard.logs()
+                );
+            }
+            matches!(http_get(&readyz), Ok((200, _))).then_some(())
+        });
+        Collector {
+            guard,
+            http_port,
+            mqtt_port,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The embedded broker's URL for agents.
+    pub fn broker_url(&self) -> String {
+        let port = self.mqtt_port.expect("collector runs no embedded broker");
+        format!("mqtt://127.0.0.1:{port}")
+    }
+
+    /// The embedded broker's port.
+    pub fn broker_port(&self) -> u16 {
+        self.mqtt_port.expect("collector runs no embedded broker")
+    }
+
+    /// The current `/metrics` text.
+    pub fn metrics(&self) -> String {
+        match http_get(&format!("{}/metrics", self.url())) {
+            Ok((200, body)) => body,
+            other => panic!("GET /metrics: {other:?}\n{}", self.guard.logs()),
+        }
+    }
+
+    /// The value of the series written exactly as `series` (`name{label="v",...}`, labels in
+    /// exposition order), if present.
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        sample(&self.metrics(), series)
+    }
+
+    /// Waits until `series` is present and `accept`s its value; returns the value.
+    pub fn wait_for_sample(
+        &self,
+        series: &str,
+        timeout: Duration,
+        accept: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let found = crate::poll_until(timeout, || self.sample(series).filter(|v| accept(*v)));
+        found.unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for {series} (now {:?})\n{}",
+                self.sample(series),
+                self.guard.logs()
+            )
+        })
+    }
+
+    /// `GET` of an API path, as JSON.
+    pub fn api(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = http_get(&format!("{}{path}", self.url()))
+            .unwrap_or_else(|error| panic!("GET {path}: {error}"));
+        let json = serde_json::from_str(&body)
+            .unwrap_or_else(|error| panic!("GET {path}: not JSON ({error}): {body}"));
+        (status, json)
+    }
+
+    pub fn guard(&mut self) -> &mut ChildGuard {
+        &mut self.guard
+    }
+
+    pub fn logs(&self) -> String {
+        self.guard.logs()
+    }
+}
+
+/// A running `pantau-agent` with host metrics, started from `configs/agent-server.toml`.
+pub struct Agent {
+    guard: ChildGuard,
+    pub id: String,
+    pub state_dir: PathBuf,
+}
+
+impl Agent {
+    /// Starts agent `id` of site `site` reporting every `interval_seconds` to `broker_url`,
+    /// keeping its state in `<dir>/<id>`.
+    pub fn start(
+        dir: &TestDir,
+        id: &str,
+        site: &str,
+        broker_url: &str,
+        interval_seconds: u64,
+    ) -> Agent {
+        Agent::start_with(dir, id, site, broker_url, interval_seconds, &[])
+    }
+
+    /// As `start`, plus extra environment overrides.
+    pub fn start_with(
+        dir: &TestDir,
+        id: &str,
+        site: &str,
+        broker_url: &str,
+        interval_seconds: u64,
+        extra: &[(&str, &str)],
+    ) -> Agent {
+        let state_dir = dir.join(id);
+        let mut command = Command::new(pantau_binary("pantau-agent"));
+        command
+            .arg("--config")
+            .arg(example_config("agent-server.toml"))
+            .env("PANTAU_AGENT__ID", id)
+            .env("PANTAU_AGENT__SITE", site)
+            .env(
+                "PANTAU_AGENT__INTERVAL_SECONDS",
+                interval_seconds.to_string(),
+            )
+            .env("PANTAU_AGENT__STATE_DIR", &state_dir)
+            .env("PANTAU_MQTT__URL", broker_url)
+            .env("PANTAU_LOG", "info,pantau_agent=debug")
+            .envs(extra.iter().copied());
+        let guard = ChildGuard::spawn(&format!("agent-{id}"), &mut command, dir.path());
+        Agent {
+            guard,
+            id: id.to_owned(),
+            state_dir,
+        }
+    }
+
+    pub fn guard(&mut self) -> &mut ChildGuard {
+        &mut self.guard
+    }
+
+    pub fn logs(&self) -> String {
+        self.guard.logs()
+    }
+}
+
+/// The value of the series written exactly as `series` in exposition `text`.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.split(' ').next()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_finds_exact_series_only() {
+        let text = "# TYPE x gauge\nx{a=\"1\"} 2.5\nx{a=\"10\"} 7\nxy 1\n";
+        assert_eq!(sample(text, "x{a=\"1\"}"), Some(2.5));
+        assert_eq!(sample(text, "x{a=\"10\"}"), Some(7.0));
+        assert_eq!(sample(text, "x"), None);
+        assert_eq!(sample(text, "xy"), Some(1.0));
+    }
+}

@@ -1,0 +1,83 @@
+//! The command line: `--check-config` on good and bad configs, and a clear exit when a port
+//! is taken.
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
+use pantau_tests::{example_config, free_port, pantau_binary, run_with_timeout};
+
+fn run(binary: &str, config: &str, env: &[(&str, &str)], check: bool) -> (i32, String, String) {
+    let mut command = Command::new(pantau_binary(binary));
+    command.arg("--config").arg(example_config(config));
+    if check {
+        command.arg("--check-config");
+    }
+    command.envs(env.iter().copied());
+    let output = run_with_timeout(&mut command, b"", Duration::from_secs(20));
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_accepts_every_example() {
+    for config in ["agent-server.toml", "agent-link.toml", "agent-sound.toml"] {
+        let (code, stdout, stderr) = run("pantau-agent", config, &[], true);
+        assert_eq!(code, 0, "{config}: {stderr}");
+        assert!(stdout.starts_with("config OK"), "{stdout}");
+    }
+    let (code, stdout, stderr) = run("pantau-collector", "collector.toml", &[], true);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "config OK\n");
+}
+
+#[test]
+fn check_config_names_the_key_and_value() {
+    let (code, _, stderr) = run(
+        "pantau-agent",
+        "agent-server.toml",
+        &[("PANTAU_AGENT__INTERVAL_SECONDS", "0")],
+        true,
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim_end(),
+        "pantau-agent: invalid config: agent.interval_seconds: '0' must be between 1 and 3600"
+    );
+    let (code, _, stderr) = run(
+        "pantau-collector",
+        "collector.toml",
+        &[("PANTAU_HTTP__LISTEN", "everywhere")],
+        true,
+    );
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr.trim_end(),
+        "pantau-collector: invalid config: http.listen: invalid socket address syntax \
+         (from environment variable PANTAU_HTTP__LISTEN)"
+    );
+}
+
+#[test]
+fn a_taken_port_stops_the_collector_with_the_key_named() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let broker = format!("127.0.0.1:{}", free_port());
+    let (code, _, stderr) = run(
+        "pantau-collector",
+        "collector.toml",
+        &[
+            ("PANTAU_HTTP__LISTEN", &address),
+            ("PANTAU_BROKER__LISTEN", &broker),
+        ],
+        false,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("http.listen: '{address}' cannot be bound")),
+        "{stderr}"
+    );
+}
