@@ -1,5 +1,5 @@
-//! The command line: `--check-config` on good and bad configs, and a clear exit when a port
-//! is taken.
+//! The shipped configs and the command line: `--check-config` on every example and on bad
+//! overrides, a clear exit when a port is taken, and the Prometheus config in dashboards/.
 
 use std::net::TcpListener;
 use std::process::Command;
@@ -80,4 +80,25 @@ fn a_taken_port_stops_the_collector_with_the_key_named() {
         stderr.contains(&format!("http.listen: '{address}' cannot be bound")),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_shipped_prometheus_config_is_valid() {
+    let path = example_config("../dashboards/prometheus/prometheus.yml");
+    let output = run_with_timeout(
+        Command::new("promtool")
+            .arg("check")
+            .arg("config")
+            .arg(&path),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("honor_labels: true"));
 }
