@@ -7,16 +7,14 @@ mod publish;
 mod report;
 mod sequence;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use rumqttc::AsyncClient;
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::info;
 
 use crate::config::{AgentConfig, Resolved};
 use crate::host::Host;
@@ -27,49 +25,14 @@ use crate::sequence::Sequence;
 /// Messages kept in memory while the broker is unreachable: a day of 15 s reports.
 const OUTBOX_CAPACITY: usize = 6000;
 
-/// Pantau agent: host metrics over MQTT.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Cli {
-    /// TOML config file; every key can also be set as PANTAU_<SECTION>__<KEY>.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Validate the config and exit: 0 when valid, 2 with the offending key when not.
-    #[arg(long)]
-    check_config: bool,
-}
-
 fn main() -> ExitCode {
-    pantau_runtime::logging::init();
-    let cli = Cli::parse();
-    let resolved = match AgentConfig::load(cli.config.as_deref()) {
-        Ok(resolved) => resolved,
-        Err(error) => {
-            eprintln!("pantau-agent: invalid config: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    if cli.check_config {
-        println!("config OK (agent id '{}')", resolved.id);
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("pantau-agent: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(run(resolved));
-    // Tasks have finished by now; do not let a stray blocking call hold the exit.
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            error!("{error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pantau_runtime::cli::main(
+        "pantau-agent",
+        "Pantau agent: reports this host to the Pantau collector over MQTT",
+        AgentConfig::load,
+        |resolved| format!("config OK (agent id '{}')", resolved.id),
+        run,
+    )
 }
 
 async fn run(resolved: Resolved) -> anyhow::Result<()> {

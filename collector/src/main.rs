@@ -8,66 +8,29 @@ mod exposition;
 mod ingest;
 mod state;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use pantau_protocol::Limits;
 use rumqttc::AsyncClient;
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::info;
 
 use crate::config::CollectorConfig;
 use crate::exposition::Telemetry;
 use crate::ingest::Readiness;
 use crate::state::{Liveness, State};
 
-/// Pantau collector: MQTT in, Prometheus metrics and an HTTP API out.
-#[derive(Debug, Parser)]
-#[command(version)]
-struct Cli {
-    /// TOML config file; every key can also be set as PANTAU_<SECTION>__<KEY>.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Validate the config and exit: 0 when valid, 2 with the offending key when not.
-    #[arg(long)]
-    check_config: bool,
-}
-
 fn main() -> ExitCode {
-    pantau_runtime::logging::init();
-    let cli = Cli::parse();
-    let config = match CollectorConfig::load(cli.config.as_deref()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("pantau-collector: invalid config: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    if cli.check_config {
-        println!("config OK");
-        return ExitCode::SUCCESS;
-    }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("pantau-collector: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(run(config));
-    // Tasks have finished by now; do not let a stray blocking call hold the exit.
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            error!("{error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    pantau_runtime::cli::main(
+        "pantau-collector",
+        "Pantau collector: agent reports over MQTT in, Prometheus metrics and an HTTP API out",
+        CollectorConfig::load,
+        |_| "config OK".to_owned(),
+        run,
+    )
 }
 
 async fn run(config: CollectorConfig) -> anyhow::Result<()> {

@@ -64,6 +64,42 @@ pub fn load<T: DeserializeOwned>(
         .map_err(|error| ConfigError::Parse(describe(error, path)))
 }
 
+/// Checks a folder of deliberately bad configs (bottom's `tests/invalid_configs`): each
+/// `*.toml` starts with `# error: <text>`, the exact message `load` must fail with (`{path}`
+/// stands for the file's path). Returns how many were checked, or what went wrong. Shared by
+/// the binaries' tests.
+pub fn check_invalid_configs(
+    dir: &Path,
+    load: impl Fn(&Path) -> Result<(), ConfigError>,
+) -> Result<usize, String> {
+    let entries = std::fs::read_dir(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+    let mut checked = 0;
+    for entry in entries {
+        let path = entry.map_err(|error| error.to_string())?.path();
+        if path.extension().is_none_or(|extension| extension != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|error| error.to_string())?;
+        let expected = text
+            .lines()
+            .next()
+            .and_then(|line| line.strip_prefix("# error: "))
+            .ok_or_else(|| format!("{} lacks a '# error: ' first line", path.display()))?
+            .replace("{path}", &path.display().to_string());
+        match load(&path) {
+            Ok(()) => return Err(format!("{} was accepted", path.display())),
+            Err(error) if error.to_string() == expected => checked += 1,
+            Err(error) => {
+                return Err(format!(
+                    "{}:\n  expected: {expected}\n  got:      {error}",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(checked)
+}
+
 /// Environment overrides as strings. figment's own `Env` provider parses values (`123` becomes a
 /// number, `007` becomes 7), which breaks string keys like `agent.id`; here every value stays a
 /// string and `extract_lossy` converts it where the field wants a number or a bool.

@@ -3,6 +3,7 @@
 //! backoff, the single shutdown token, and log setup.
 
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod mqtt;

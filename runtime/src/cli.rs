@@ -1,0 +1,75 @@
+//! The command line both binaries share (`--config FILE`, `--check-config`) and the start-up
+//! around it: logging, a bad config as exit status 2 with the message, the async runtime, and
+//! the exit status of the run.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, FromArgMatches, Parser};
+use tracing::error;
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML config file; every key can also be set as PANTAU_<SECTION>__<KEY>.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the config and exit: 0 when valid, 2 with the offending key when not.
+    #[arg(long)]
+    check_config: bool,
+}
+
+/// Parses the command line, loads the config with `load`, and runs `run` on a multi-threaded
+/// runtime. Exit status: 0 on a clean stop, 2 for a bad config, 1 when `run` fails.
+pub fn main<C, E, Fut>(
+    name: &'static str,
+    about: &'static str,
+    load: impl FnOnce(Option<&Path>) -> Result<C, ConfigError>,
+    summary: impl FnOnce(&C) -> String,
+    run: impl FnOnce(C) -> Fut,
+) -> ExitCode
+where
+    E: Display,
+    Fut: Future<Output = Result<(), E>>,
+{
+    crate::logging::init();
+    let matches = Cli::command().name(name).about(about).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    let config = match load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{name}: invalid config: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("{}", summary(&config));
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{name}: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config));
+    // Every task has finished by now; a stray blocking call must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // `{:#}` prints anyhow's whole chain of causes on one line.
+            error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
