@@ -160,16 +160,55 @@ impl Outbox {
     }
 }
 
-/// The publishing task's state.
+/// The publishing task: the event loop it alone polls, and the delivery state.
 pub struct Publisher {
-    client: AsyncClient,
     eventloop: EventLoop,
+    delivery: Delivery,
+}
+
+/// Everything but the event loop, so it can be borrowed while a `poll()` is in flight.
+struct Delivery {
+    client: AsyncClient,
     identity: Identity,
     outbox: Outbox,
     stats: Arc<DeliveryStats>,
     connected: bool,
     backoff: Backoff,
     retry_at: Option<Instant>,
+}
+
+/// What the task listens to besides the broker.
+struct Inputs {
+    incoming: mpsc::Receiver<Envelope>,
+    incoming_open: bool,
+    shutdown: CancellationToken,
+    flush_deadline: Option<Instant>,
+}
+
+impl Inputs {
+    /// Waits for one input and applies it.
+    async fn next(&mut self, delivery: &mut Delivery) {
+        tokio::select! {
+            _ = self.shutdown.cancelled(), if self.flush_deadline.is_none() => {
+                self.flush_deadline = Some(Instant::now() + FLUSH_TIMEOUT);
+            }
+            _ = sleep_until_or_never(self.flush_deadline), if self.flush_deadline.is_some() => {}
+            message = self.incoming.recv(), if self.incoming_open => match message {
+                Some(envelope) => delivery.enqueue(envelope),
+                None => self.incoming_open = false,
+            },
+        }
+    }
+
+    /// Whether to stop: after shutdown, once everything is delivered, the flush time is up,
+    /// or there is no connection to flush over.
+    fn finished(&self, delivery: &Delivery) -> bool {
+        let Some(deadline) = self.flush_deadline else {
+            return false;
+        };
+        let drained = !self.incoming_open && delivery.outbox.len() == 0;
+        drained || Instant::now() >= deadline || !delivery.connected && !self.incoming_open
+    }
 }
 
 impl Publisher {
@@ -181,56 +220,70 @@ impl Publisher {
         stats: Arc<DeliveryStats>,
     ) -> Self {
         Self {
-            client,
             eventloop,
-            identity,
-            outbox: Outbox::new(outbox_capacity),
-            stats,
-            connected: false,
-            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
-            retry_at: None,
+            delivery: Delivery {
+                client,
+                identity,
+                outbox: Outbox::new(outbox_capacity),
+                stats,
+                connected: false,
+                backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
+                retry_at: None,
+            },
         }
     }
 
     /// Delivers `incoming` until `shutdown`, then flushes for up to `FLUSH_TIMEOUT`, publishes
     /// `offline` and disconnects.
-    pub async fn run(
-        mut self,
-        mut incoming: mpsc::Receiver<Envelope>,
-        shutdown: CancellationToken,
-    ) {
-        let mut incoming_open = true;
-        let mut flush_deadline: Option<Instant> = None;
-        loop {
-            if self.connected {
-                self.pump();
-            }
-            self.stats
-                .outbox_messages
-                .store(self.outbox.len() as u64, Ordering::Relaxed);
-            if let Some(deadline) = flush_deadline {
-                let drained = !incoming_open && self.outbox.len() == 0;
-                if drained || Instant::now() >= deadline || !self.connected && !incoming_open {
-                    break;
+    pub async fn run(self, incoming: mpsc::Receiver<Envelope>, shutdown: CancellationToken) {
+        let Publisher {
+            mut eventloop,
+            mut delivery,
+        } = self;
+        let mut inputs = Inputs {
+            incoming,
+            incoming_open: true,
+            shutdown,
+            flush_deadline: None,
+        };
+        'run: loop {
+            if let Some(retry_at) = delivery.retry_at.take() {
+                while !inputs.finished(&delivery) {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(retry_at) => continue 'run,
+                        () = inputs.next(&mut delivery) => {}
+                    }
                 }
+                break 'run;
             }
-            let retry_at = self.retry_at;
-            tokio::select! {
-                _ = shutdown.cancelled(), if flush_deadline.is_none() => {
-                    flush_deadline = Some(Instant::now() + FLUSH_TIMEOUT);
+            // A `poll()` in flight is never dropped: rumqttc abandons a connection whose CONNACK
+            // it is awaiting when its future is dropped, and the broker then sees two
+            // connections with one client id (rumqttd even lost the live one's last will).
+            let poll = eventloop.poll();
+            tokio::pin!(poll);
+            let event = loop {
+                if delivery.connected {
+                    delivery.pump();
                 }
-                _ = sleep_until_or_never(flush_deadline), if flush_deadline.is_some() => {}
-                message = incoming.recv(), if incoming_open => match message {
-                    Some(envelope) => self.enqueue(envelope),
-                    None => incoming_open = false,
-                },
-                _ = sleep_until_or_never(retry_at), if retry_at.is_some() => self.retry_at = None,
-                event = self.eventloop.poll(), if retry_at.is_none() => self.handle(event),
-            }
+                delivery
+                    .stats
+                    .outbox_messages
+                    .store(delivery.outbox.len() as u64, Ordering::Relaxed);
+                if inputs.finished(&delivery) {
+                    break 'run;
+                }
+                tokio::select! {
+                    event = &mut poll => break event,
+                    () = inputs.next(&mut delivery) => {}
+                }
+            };
+            delivery.handle(event);
         }
-        self.finish().await;
+        delivery.finish(&mut eventloop).await;
     }
+}
 
+impl Delivery {
     fn enqueue(&mut self, envelope: Envelope) {
         if let Some(dropped) = self.outbox.push(envelope) {
             self.stats.dropped_messages.fetch_add(1, Ordering::Relaxed);
@@ -307,7 +360,7 @@ impl Publisher {
     /// Publishes `offline` (so the collector marks the agent down at once rather than after
     /// three silent intervals) and disconnects cleanly, which keeps the broker from also
     /// publishing the last will.
-    async fn finish(mut self) {
+    async fn finish(mut self, eventloop: &mut EventLoop) {
         let undelivered = self.outbox.len();
         if undelivered > 0 {
             warn!(undelivered, "stopping with undelivered messages");
@@ -324,7 +377,7 @@ impl Publisher {
                     warn!("broker did not confirm the disconnect in time");
                     return;
                 }
-                event = self.eventloop.poll() => match event {
+                event = eventloop.poll() => match event {
                     Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => {
                         debug!("disconnected");
                         return;
