@@ -54,7 +54,6 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
         next_seq: sequence.next_handle(),
     };
     let mut options = config.mqtt.options(&endpoint, &client_id);
-    options.set_last_will(identity.last_will());
     options.set_clean_session(true);
     // rumqttc refuses to send packets above 10 KiB by default and treats that as a connection
     // error; allow the largest message the reporter lets through, plus topic and header.

@@ -58,7 +58,7 @@ impl Identity {
         Topic::new(&self.site, &self.agent, Channel::Status).render(&self.prefix)
     }
 
-    fn status(&self, state: AgentState) -> Vec<u8> {
+    fn status(&self, state: AgentState, connected_ms: i64) -> Vec<u8> {
         let online = state == AgentState::Online;
         let message = StatusMessage {
             schema: SCHEMA_VERSION,
@@ -69,16 +69,18 @@ impl Identity {
             interval_seconds: online.then_some(self.interval_seconds),
             version: online.then(|| env!("CARGO_PKG_VERSION").to_owned()),
             next_seq: online.then(|| self.next_seq.load(Ordering::SeqCst)),
+            connected_ms: Some(connected_ms),
         };
         // A struct of strings and integers always serializes.
         serde_json::to_vec(&message).unwrap_or_default()
     }
 
-    /// The last will: the broker publishes it, retained, when the connection dies uncleanly.
-    pub fn last_will(&self) -> LastWill {
+    /// The last will of the connection opened at `connected_ms`: the broker publishes it,
+    /// retained, when that connection dies uncleanly.
+    pub fn last_will(&self, connected_ms: i64) -> LastWill {
         LastWill::new(
             self.status_topic(),
-            self.status(AgentState::Offline),
+            self.status(AgentState::Offline, connected_ms),
             QoS::AtLeastOnce,
             true,
         )
@@ -173,6 +175,8 @@ struct Delivery {
     outbox: Outbox,
     stats: Arc<DeliveryStats>,
     connected: bool,
+    /// When the current (or next) connection was opened; its will and birth carry it.
+    connected_ms: i64,
     backoff: Backoff,
     retry_at: Option<Instant>,
 }
@@ -227,6 +231,7 @@ impl Publisher {
                 outbox: Outbox::new(outbox_capacity),
                 stats,
                 connected: false,
+                connected_ms: 0,
                 backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(30)),
                 retry_at: None,
             },
@@ -255,6 +260,12 @@ impl Publisher {
                     }
                 }
                 break 'run;
+            }
+            if !delivery.connected {
+                // This poll() may open a connection: register a will that names it.
+                delivery.connected_ms = unix_millis(SystemTime::now());
+                let will = delivery.identity.last_will(delivery.connected_ms);
+                eventloop.mqtt_options.set_last_will(will);
             }
             // A `poll()` in flight is never dropped: rumqttc abandons a connection whose CONNACK
             // it is awaiting when its future is dropped, and the broker then sees two
@@ -318,7 +329,7 @@ impl Delivery {
 
     fn publish_status(&mut self, state: AgentState) {
         let topic = self.identity.status_topic();
-        let payload = self.identity.status(state);
+        let payload = self.identity.status(state, self.connected_ms);
         match self
             .client
             .try_publish(topic, QoS::AtLeastOnce, true, payload)
@@ -480,15 +491,17 @@ mod tests {
             next_seq: Arc::new(AtomicU64::new(42)),
         };
         let birth: serde_json::Value =
-            serde_json::from_slice(&identity.status(AgentState::Online)).unwrap();
+            serde_json::from_slice(&identity.status(AgentState::Online, 7)).unwrap();
         assert_eq!(birth["state"], "online");
+        assert_eq!(birth["connected_ms"], 7);
         assert_eq!(birth["next_seq"], 42);
         assert_eq!(birth["interval_seconds"], 15);
-        let will = identity.last_will();
+        let will = identity.last_will(7);
         assert_eq!(will.topic, "pantau/v1/dc/dc-srv-01/status");
         assert!(will.retain);
         let payload: serde_json::Value = serde_json::from_slice(&will.message).unwrap();
         assert_eq!(payload["state"], "offline");
         assert!(payload.get("next_seq").is_none());
+        assert_eq!(payload["connected_ms"], 7);
     }
 }

@@ -26,6 +26,7 @@ pub struct Telemetry {
     pub received: IntCounter,
     pub rejected: IntCounterVec,
     pub dropped: IntCounter,
+    pub stale_status: IntCounter,
     pub mqtt_connected: IntGauge,
     pub mqtt_connections: IntCounter,
     pub http_requests: IntCounterVec,
@@ -48,6 +49,10 @@ impl Telemetry {
         let dropped = IntCounter::new(
             "pantau_collector_dropped_messages_total",
             "Messages dropped because the ingest queue was full.",
+        )?;
+        let stale_status = IntCounter::new(
+            "pantau_collector_stale_status_messages_total",
+            "Offline statuses ignored because the agent had reconnected since (a late last will).",
         )?;
         let mqtt_connected = IntGauge::new(
             "pantau_collector_mqtt_connected",
@@ -81,6 +86,7 @@ impl Telemetry {
         registry.register(Box::new(received.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
+        registry.register(Box::new(stale_status.clone()))?;
         registry.register(Box::new(mqtt_connected.clone()))?;
         registry.register(Box::new(mqtt_connections.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -94,6 +100,7 @@ impl Telemetry {
             received,
             rejected,
             dropped,
+            stale_status,
             mqtt_connected,
             mqtt_connections,
             http_requests,

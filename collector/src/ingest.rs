@@ -146,6 +146,10 @@ pub async fn run_decoder(
         match outcome {
             Outcome::Accepted | Outcome::Ignored => {}
             Outcome::Duplicate => debug!(agent = %agent, "dropped a repeated message"),
+            Outcome::StaleStatus => {
+                telemetry.stale_status.inc();
+                info!(agent = %agent, "ignored an offline status from an older connection");
+            }
             Outcome::TypeConflict { name, known } => {
                 telemetry.rejected.with_label_values(&[TYPE_CONFLICT]).inc();
                 if let Verdict::Log { suppressed } = reject_log.check(TYPE_CONFLICT) {

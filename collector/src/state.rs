@@ -62,6 +62,9 @@ pub struct Agent {
     pub families: Arc<Vec<Family>>,
     /// Whether the last sweep saw the agent up, to log transitions once.
     pub was_up: bool,
+    /// `connected_ms` of the last `online` status: an `offline` from an older connection is
+    /// stale.
+    pub online_connected_ms: Option<i64>,
 }
 
 impl Agent {
@@ -81,6 +84,7 @@ impl Agent {
             events_total: [0; 3],
             families: Arc::new(Vec::new()),
             was_up: false,
+            online_connected_ms: None,
         }
     }
 
@@ -122,6 +126,9 @@ pub enum Outcome {
         name: String,
         known: MetricKind,
     },
+    /// An `offline` from a connection older than the agent's current one: the broker gave up
+    /// on a half-open connection after the agent had reconnected. Ignored.
+    StaleStatus,
     /// A command topic: not for the collector.
     Ignored,
 }
@@ -168,10 +175,7 @@ impl State {
     pub fn apply(&mut self, decoded: Decoded, retained: bool, now: Moment) -> Outcome {
         let Decoded { topic, message } = decoded;
         match message {
-            Message::Status(status) => {
-                self.apply_status(&topic.agent, status, retained, now);
-                Outcome::Accepted
-            }
+            Message::Status(status) => self.apply_status(&topic.agent, status, retained, now),
             Message::Metrics(metrics) => self.apply_metrics(&topic.agent, metrics, now),
             Message::Events(events) => self.apply_events(&topic.agent, events, now),
             Message::Command(_) => Outcome::Ignored,
@@ -192,8 +196,23 @@ impl State {
         agent
     }
 
-    fn apply_status(&mut self, id: &str, status: StatusMessage, retained: bool, now: Moment) {
+    fn apply_status(
+        &mut self,
+        id: &str,
+        status: StatusMessage,
+        retained: bool,
+        now: Moment,
+    ) -> Outcome {
         let agent = self.entry(id, &status.site, now.instant);
+        if let (AgentState::Offline, Some(dead), Some(live)) =
+            (status.state, status.connected_ms, agent.online_connected_ms)
+            && dead < live
+        {
+            return Outcome::StaleStatus;
+        }
+        if status.state == AgentState::Online && status.connected_ms.is_some() {
+            agent.online_connected_ms = status.connected_ms;
+        }
         agent.status = status.state;
         if let Some(seconds) = status.interval_seconds.filter(|s| *s > 0) {
             agent.interval = Duration::from_secs(seconds);
@@ -216,6 +235,7 @@ impl State {
         if !retained {
             agent.messages_total += 1;
         }
+        Outcome::Accepted
     }
 
     fn apply_metrics(&mut self, id: &str, metrics: MetricsMessage, now: Moment) -> Outcome {
@@ -344,8 +364,16 @@ mod tests {
                 interval_seconds: interval,
                 version: Some("0.1.0".to_owned()),
                 next_seq: None,
+                connected_ms: None,
             }),
         }
+    }
+
+    fn with_connection(mut decoded: Decoded, connected_ms: i64) -> Decoded {
+        if let Message::Status(status) = &mut decoded.message {
+            status.connected_ms = Some(connected_ms);
+        }
+        decoded
     }
 
     fn metrics(agent: &str, seq: u64, kind: MetricKind) -> Decoded {
@@ -404,6 +432,38 @@ mod tests {
                 .agent("a")
                 .unwrap()
                 .is_up(&LIVENESS, start + Duration::from_secs(1))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_will_from_an_older_connection_is_ignored() {
+        let start = Instant::now();
+        let mut state = State::new(LIVENESS);
+        let online = |ms| with_connection(status("a", AgentState::Online, Some(10)), ms);
+        let offline = |ms| with_connection(status("a", AgentState::Offline, None), ms);
+        state.apply(online(100), false, at(start, 0));
+        // The agent reconnected (connection 200) before the broker dropped connection 100.
+        state.apply(online(200), false, at(start, 1));
+        assert_eq!(
+            state.apply(offline(100), false, at(start, 2)),
+            Outcome::StaleStatus
+        );
+        assert!(
+            state
+                .agent("a")
+                .unwrap()
+                .is_up(&LIVENESS, start + Duration::from_secs(2))
+        );
+        // The current connection's own will counts.
+        assert_eq!(
+            state.apply(offline(200), false, at(start, 3)),
+            Outcome::Accepted
+        );
+        assert!(
+            !state
+                .agent("a")
+                .unwrap()
+                .is_up(&LIVENESS, start + Duration::from_secs(3))
         );
     }
 

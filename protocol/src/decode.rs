@@ -352,6 +352,7 @@ mod tests {
             interval_seconds: Some(15),
             version: Some("0.1.0".to_owned()),
             next_seq: Some(3),
+            connected_ms: Some(4),
         };
         let decoded = decode_default(
             "pantau/v1/dc/srv-01/status",

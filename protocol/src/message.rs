@@ -38,6 +38,12 @@ pub struct StatusMessage {
     /// one the collector saw means the agent's state was reset, not that messages repeat.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_seq: Option<u64>,
+    /// When the agent opened the connection this status belongs to (Unix milliseconds): a
+    /// birth and the last will registered with the same connection carry the same value. An
+    /// `offline` from an older connection than the last `online` is stale (a half-open
+    /// connection the broker gave up on after the agent had already reconnected) and ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_ms: Option<i64>,
 }
 
 /// Whether the agent is connected.

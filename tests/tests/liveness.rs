@@ -48,6 +48,33 @@ fn sigkill_flips_up_through_the_last_will_with_the_embedded_broker() {
 }
 
 #[test]
+fn a_late_will_from_an_older_connection_does_not_mark_a_live_agent_down() {
+    let dir = TestDir::new();
+    let broker = Mosquitto::start();
+    let collector = Collector::with_broker(&dir, &broker);
+    let status = |state: &str, connected_ms: u64| {
+        format!(
+            r#"{{"schema":1,"agent":"dc-flap","site":"dc","state":"{state}","timestamp_ms":1,
+                "interval_seconds":60,"connected_ms":{connected_ms}}}"#
+        )
+    };
+    let topic = "pantau/v1/dc/dc-flap/status";
+    // The link flapped: the agent reconnected (connection 2000) before the broker noticed that
+    // connection 1000 was dead and published its will.
+    broker.mosquitto_pub(topic, status("online", 1000).as_bytes(), true);
+    broker.mosquitto_pub(topic, status("online", 2000).as_bytes(), true);
+    collector.wait_for_sample(&up("dc-flap"), WAIT, |v| v == 1.0);
+    broker.mosquitto_pub(topic, status("offline", 1000).as_bytes(), true);
+    collector.wait_for_sample("pantau_collector_stale_status_messages_total", WAIT, |v| {
+        v == 1.0
+    });
+    assert_eq!(collector.sample(&up("dc-flap")), Some(1.0));
+    // The current connection's will still counts.
+    broker.mosquitto_pub(topic, status("offline", 2000).as_bytes(), true);
+    collector.wait_for_sample(&up("dc-flap"), WAIT, |v| v == 0.0);
+}
+
+#[test]
 fn sigterm_publishes_offline_and_exits_cleanly() {
     let dir = TestDir::new();
     let broker = Mosquitto::start();
