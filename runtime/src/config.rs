@@ -127,7 +127,13 @@ impl Provider for EnvOverrides {
             if path.len() < 2 || !self.sections.contains(&path[0].as_str()) {
                 continue;
             }
-            insert(&mut root, &path, Value::from(value.to_owned()));
+            // A list is written as `[cpu, meminfo]`; everything else stays a string.
+            let value = if value.trim_start().starts_with('[') {
+                value.parse().unwrap_or_else(|never| match never {})
+            } else {
+                Value::from(value.to_owned())
+            };
+            insert(&mut root, &path, value);
         }
         Ok(Profile::Default.collect(root))
     }
@@ -258,6 +264,8 @@ mod tests {
         id: String,
         #[serde(default)]
         interval_seconds: u64,
+        #[serde(default)]
+        tags: Vec<String>,
     }
 
     fn error_of(path: &str) -> String {
@@ -281,12 +289,14 @@ mod tests {
             jail.set_env("PANTAU_AGENT__ID", "123");
             jail.set_env("PANTAU_AGENT__INTERVAL_SECONDS", "30");
             jail.set_env("PANTAU_SOUND__VOLUME", "ignored");
+            jail.set_env("PANTAU_AGENT__TAGS", "[cpu, meminfo]");
             let loaded: Demo = load(Some(Path::new("a.toml")), &["agent"]).unwrap();
             assert_eq!(
                 loaded.agent,
                 DemoAgent {
                     id: "123".to_owned(),
-                    interval_seconds: 30
+                    interval_seconds: 30,
+                    tags: vec!["cpu".to_owned(), "meminfo".to_owned()],
                 }
             );
             Ok(())
@@ -311,7 +321,7 @@ mod tests {
             let error = error_of("a.toml");
             assert_eq!(
                 error,
-                "agent.interval: unknown key, expected one of: id, interval_seconds \
+                "agent.interval: unknown key, expected one of: id, interval_seconds, tags \
                  (from environment variable PANTAU_AGENT__INTERVAL)"
             );
             Ok(())
