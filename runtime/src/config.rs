@@ -110,7 +110,13 @@ struct EnvOverrides {
 impl Provider for EnvOverrides {
     fn metadata(&self) -> Metadata {
         Metadata::named("environment variable").interpolater(|_profile, keys| {
-            format!("{ENV_PREFIX}{}", keys.join("__").to_ascii_uppercase())
+            // A list element's index is part of the key path, not of the variable's name.
+            let named: Vec<&str> = keys
+                .iter()
+                .copied()
+                .filter(|key| key.parse::<usize>().is_err())
+                .collect();
+            format!("{ENV_PREFIX}{}", named.join("__").to_ascii_uppercase())
         })
     }
 
