@@ -211,54 +211,51 @@ impl CollectorConfig {
                 "is the same address as http.listen",
             ));
         }
-        if self.broker.max_packet_bytes < 1024 {
-            return Err(ConfigError::invalid(
+        let minimums: [(&str, u64, u64); 7] = [
+            (
                 "broker.max_packet_bytes",
-                self.broker.max_packet_bytes,
-                "must be at least 1024",
-            ));
-        }
-        if self.broker.max_connections == 0 {
-            return Err(ConfigError::invalid(
+                self.broker.max_packet_bytes as u64,
+                1024,
+            ),
+            (
                 "broker.max_connections",
-                0,
-                "must be at least 1",
-            ));
-        }
-        if self.ingest.max_payload_bytes < 1024 {
-            return Err(ConfigError::invalid(
+                self.broker.max_connections as u64,
+                1,
+            ),
+            (
                 "ingest.max_payload_bytes",
-                self.ingest.max_payload_bytes,
-                "must be at least 1024",
-            ));
-        }
-        if self.ingest.queue_capacity == 0 {
-            return Err(ConfigError::invalid(
+                self.ingest.max_payload_bytes as u64,
+                1024,
+            ),
+            (
                 "ingest.queue_capacity",
-                0,
-                "must be at least 1",
-            ));
-        }
-        if self.agents.silent_intervals == 0 {
-            return Err(ConfigError::invalid(
+                self.ingest.queue_capacity as u64,
+                1,
+            ),
+            (
                 "agents.silent_intervals",
-                0,
-                "must be at least 1",
-            ));
-        }
-        if self.agents.default_interval_seconds == 0 {
-            return Err(ConfigError::invalid(
+                u64::from(self.agents.silent_intervals),
+                1,
+            ),
+            (
                 "agents.default_interval_seconds",
-                0,
-                "must be at least 1",
-            ));
-        }
-        if self.agents.forget_after_seconds < 60 {
-            return Err(ConfigError::invalid(
+                self.agents.default_interval_seconds,
+                1,
+            ),
+            (
                 "agents.forget_after_seconds",
                 self.agents.forget_after_seconds,
-                "must be at least 60",
-            ));
+                60,
+            ),
+        ];
+        for (field, value, minimum) in minimums {
+            if value < minimum {
+                return Err(ConfigError::invalid(
+                    field,
+                    value,
+                    format!("must be at least {minimum}"),
+                ));
+            }
         }
         Ok(())
     }
