@@ -52,8 +52,6 @@ pub struct Agent {
     /// When anything about the agent last changed, retained messages included; drives forgetting.
     pub last_activity: Instant,
     pub last_seq: Option<u64>,
-    /// When the latest samples were taken, by the agent's clock (Unix milliseconds).
-    pub last_sample_ms: Option<i64>,
     pub messages_total: u64,
     pub missed_total: u64,
     pub duplicates_total: u64,
@@ -77,7 +75,6 @@ impl Agent {
             last_seen: None,
             last_activity: now,
             last_seq: None,
-            last_sample_ms: None,
             messages_total: 0,
             missed_total: 0,
             duplicates_total: 0,
@@ -253,7 +250,6 @@ impl State {
         }
         agent.status = AgentState::Online;
         agent.last_seen = Some(now);
-        agent.last_sample_ms = Some(metrics.timestamp_ms);
         agent.messages_total += 1;
         agent.families = Arc::new(metrics.families);
         Outcome::Accepted

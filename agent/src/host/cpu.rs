@@ -177,7 +177,6 @@ mod tests {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/proc");
         let paths = Paths {
             proc: fixture.clone(),
-            sys: fixture,
             rootfs: PathBuf::from("/"),
         };
         let mut cpu = Cpu::new(&paths);

@@ -293,11 +293,7 @@ mod tests {
         );
         // No <proc>/1: read the fallback, as under hidepid.
         std::fs::write(proc.join("self/mounts"), mounts).unwrap();
-        let paths = Paths {
-            proc,
-            sys: dir.path().to_owned(),
-            rootfs,
-        };
+        let paths = Paths { proc, rootfs };
         let families = Filesystem::new(&FilesystemConfig::default(), &paths)
             .collect()
             .unwrap();
@@ -347,7 +343,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths {
             proc: dir.path().to_owned(),
-            sys: dir.path().to_owned(),
             rootfs: dir.path().to_owned(),
         };
         let error = Filesystem::new(&FilesystemConfig::default(), &paths)

@@ -20,8 +20,7 @@ impl Loadavg {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|error| CollectError::io(&self.path, error))?;
+        let text = CollectError::read_text(&self.path)?;
         let [load1, load5, load15] =
             parse_loadavg(&text).map_err(|detail| CollectError::parse(&self.path, detail))?;
         Ok(vec![
@@ -74,7 +73,6 @@ mod tests {
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/proc");
         let paths = Paths {
             proc: fixture.clone(),
-            sys: fixture,
             rootfs: PathBuf::from("/"),
         };
         let families = Loadavg::new(&paths).collect().unwrap();

@@ -25,8 +25,7 @@ impl Meminfo {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|error| CollectError::io(&self.path, error))?;
+        let text = CollectError::read_text(&self.path)?;
         let fields =
             parse_meminfo(&text).map_err(|detail| CollectError::parse(&self.path, detail))?;
         Ok(families(&fields))
@@ -170,7 +169,6 @@ Hugepagesize:       2048 kB
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/proc");
         let paths = Paths {
             proc: fixture.clone(),
-            sys: fixture,
             rootfs: PathBuf::from("/"),
         };
         let families = Meminfo::new(&paths).collect().unwrap();

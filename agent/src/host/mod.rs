@@ -37,9 +37,6 @@ pub struct HostConfig {
     /// procfs mount point (node_exporter's `--path.procfs`).
     #[serde(default = "default_proc_path")]
     pub proc_path: PathBuf,
-    /// sysfs mount point (node_exporter's `--path.sysfs`).
-    #[serde(default = "default_sys_path")]
-    pub sys_path: PathBuf,
     /// Where the host's root file system is visible (node_exporter's `--path.rootfs`); set it
     /// when the agent runs in a container with the host's `/` mounted elsewhere.
     #[serde(default = "default_rootfs_path")]
@@ -97,10 +94,6 @@ fn default_proc_path() -> PathBuf {
     PathBuf::from("/proc")
 }
 
-fn default_sys_path() -> PathBuf {
-    PathBuf::from("/sys")
-}
-
 fn default_rootfs_path() -> PathBuf {
     PathBuf::from("/")
 }
@@ -117,7 +110,6 @@ impl HostConfig {
         }
         for (field, path) in [
             ("host.proc_path", &self.proc_path),
-            ("host.sys_path", &self.sys_path),
             ("host.rootfs_path", &self.rootfs_path),
         ] {
             if !path.is_absolute() {
@@ -138,9 +130,6 @@ impl HostConfig {
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub proc: PathBuf,
-    // No collector reads sysfs yet; node_exporter's sysfs-based ones (hwmon, thermal) will.
-    #[allow(dead_code)]
-    pub sys: PathBuf,
     pub rootfs: PathBuf,
 }
 
@@ -169,6 +158,11 @@ impl CollectError {
         } else {
             CollectError::Io { path, source }
         }
+    }
+
+    /// Reads a text file of procfs, mapping failure as `io` does.
+    pub fn read_text(path: &std::path::Path) -> Result<String, Self> {
+        std::fs::read_to_string(path).map_err(|error| CollectError::io(path, error))
     }
 
     pub fn parse(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
@@ -229,7 +223,6 @@ impl Host {
     pub fn new(config: &HostConfig) -> Self {
         let paths = Paths {
             proc: config.proc_path.clone(),
-            sys: config.sys_path.clone(),
             rootfs: config.rootfs_path.clone(),
         };
         let mut kinds = config.collectors.clone();

@@ -104,8 +104,7 @@ impl Netdev {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|error| CollectError::io(&self.path, error))?;
+        let text = CollectError::read_text(&self.path)?;
         let devices =
             parse_net_dev(&text).map_err(|detail| CollectError::parse(&self.path, detail))?;
         let mut builders: Vec<FamilyBuilder> = STATISTICS
@@ -176,7 +175,6 @@ Inter-|   Receive                                                |  Transmit
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/proc");
         Paths {
             proc: fixture.clone(),
-            sys: fixture,
             rootfs: PathBuf::from("/"),
         }
     }

@@ -123,7 +123,7 @@ fn parse_cpu_times(key: &str, line: &str) -> Result<CpuTimes, String> {
 
 /// Reads and parses `<proc>/stat`; shared by the `cpu` and `stat` collectors.
 pub fn read_proc_stat(path: &Path) -> Result<ProcStat, CollectError> {
-    let text = std::fs::read_to_string(path).map_err(|error| CollectError::io(path, error))?;
+    let text = CollectError::read_text(path)?;
     parse_proc_stat(&text).map_err(|detail| CollectError::parse(path, detail))
 }
 
@@ -263,7 +263,6 @@ softirq 168358 0 21040 4 15460 52514 0 758 38895 0 39687
         let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/proc");
         let mut paths = Paths {
             proc: fixture.clone(),
-            sys: fixture,
             rootfs: PathBuf::from("/"),
         };
         let families = Stat::new(&paths).collect().unwrap();
