@@ -70,6 +70,7 @@ impl Identity {
             version: online.then(|| env!("CARGO_PKG_VERSION").to_owned()),
             next_seq: online.then(|| self.next_seq.load(Ordering::SeqCst)),
             connected_ms: Some(connected_ms),
+            roles: Vec::new(),
         };
         // A struct of strings and integers always serializes.
         serde_json::to_vec(&message).unwrap_or_default()

@@ -361,6 +361,7 @@ mod tests {
                 version: Some("0.1.0".to_owned()),
                 next_seq: None,
                 connected_ms: None,
+                roles: Vec::new(),
             }),
         }
     }

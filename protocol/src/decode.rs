@@ -13,6 +13,9 @@ use crate::message::{EventsMessage, Family, Message, MetricsMessage, StatusMessa
 use crate::names::{NameError, validate_label_name, validate_metric_name};
 use crate::topic::{Channel, Topic, TopicError};
 
+/// Most roles a status message may list.
+const MAX_ROLES: usize = 16;
+
 /// Limits applied while decoding.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -48,12 +51,15 @@ pub enum RejectReason {
     InvalidMetricName,
     InvalidLabelName,
     DuplicateSeries,
+    /// Not produced by `decode`: the collector refuses a family whose type differs from the
+    /// type the name already has. Listed here so the label set is defined in one place.
+    TypeConflict,
 }
 
 impl RejectReason {
     /// Every reason, so counters can start at zero and dashboards see them before the first
     /// rejection.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::InvalidTopic,
         RejectReason::UnknownSchema,
         RejectReason::Oversized,
@@ -64,6 +70,7 @@ impl RejectReason {
         RejectReason::InvalidMetricName,
         RejectReason::InvalidLabelName,
         RejectReason::DuplicateSeries,
+        RejectReason::TypeConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +85,7 @@ impl RejectReason {
             RejectReason::InvalidMetricName => "invalid_metric_name",
             RejectReason::InvalidLabelName => "invalid_label_name",
             RejectReason::DuplicateSeries => "duplicate_series",
+            RejectReason::TypeConflict => "type_conflict",
         }
     }
 }
@@ -154,6 +162,7 @@ pub fn decode(
         Channel::Status => {
             let status: StatusMessage = parse(payload)?;
             check_origin(&topic, &status.agent, &status.site)?;
+            validate_roles(&status.roles)?;
             Message::Status(status)
         }
         Channel::Metrics => {
@@ -178,7 +187,7 @@ pub fn decode(
 
 /// Reads only the `schema` field first, so that a future version with a different shape is
 /// reported as an unknown version rather than as a schema mismatch.
-fn check_schema_version(payload: &[u8]) -> Result<(), DecodeError> {
+pub(crate) fn check_schema_version(payload: &[u8]) -> Result<(), DecodeError> {
     #[derive(Deserialize)]
     struct Probe {
         schema: Option<u64>,
@@ -201,7 +210,7 @@ fn check_schema_version(payload: &[u8]) -> Result<(), DecodeError> {
     }
 }
 
-fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+pub(crate) fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
     serde_json::from_slice(payload).map_err(|error| {
         // serde_json reports a number too large for f64 (1e999) as a syntax error; for us it
         // is a value that cannot be represented, like NaN.
@@ -218,7 +227,7 @@ fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
     })
 }
 
-fn check_origin(topic: &Topic, agent: &str, site: &str) -> Result<(), DecodeError> {
+pub(crate) fn check_origin(topic: &Topic, agent: &str, site: &str) -> Result<(), DecodeError> {
     if agent != topic.agent {
         return Err(DecodeError::AgentMismatch {
             field: "agent",
@@ -255,6 +264,27 @@ fn validate_families(families: &[Family]) -> Result<(), DecodeError> {
             if !label_sets.insert(&sample.labels) {
                 return Err(DecodeError::DuplicateSeries(family.name.clone()));
             }
+        }
+    }
+    Ok(())
+}
+
+/// Role names are label values on the collector; keep them few and name-like.
+fn validate_roles(roles: &[String]) -> Result<(), DecodeError> {
+    if roles.len() > MAX_ROLES {
+        return Err(DecodeError::InvalidSchema(format!(
+            "`roles` lists {} roles, at most {MAX_ROLES} are allowed",
+            roles.len()
+        )));
+    }
+    for role in roles {
+        let name_like = !role.is_empty()
+            && role.len() <= 32
+            && role.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        if !name_like {
+            return Err(DecodeError::InvalidSchema(format!(
+                "role {role:?} is not 1 to 32 lowercase letters or '_'"
+            )));
         }
     }
     Ok(())
@@ -353,6 +383,7 @@ mod tests {
             version: Some("0.1.0".to_owned()),
             next_seq: Some(3),
             connected_ms: Some(4),
+            roles: vec!["host".to_owned()],
         };
         let decoded = decode_default(
             "pantau/v1/dc/srv-01/status",

@@ -2,11 +2,16 @@
 //! the collector consumes. Both sides use these types, so a change here is a change to the wire
 //! format; see `protocol/README.md` for the specification this code implements.
 
+mod command;
 mod decode;
 mod message;
 mod names;
 mod topic;
 
+pub use command::{
+    COMMAND_COMPLETED, COMMAND_REJECTED, Command, CommandMessage, CommandRejectReason,
+    CommandRejection, decode_command, validate_command_name,
+};
 pub use decode::{DecodeError, Decoded, Limits, RejectReason, decode};
 pub use message::{
     AgentState, Event, EventsMessage, Family, Message, MetricKind, MetricsMessage, Sample,

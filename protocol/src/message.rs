@@ -44,6 +44,10 @@ pub struct StatusMessage {
     /// connection the broker gave up on after the agent had already reconnected) and ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connected_ms: Option<i64>,
+    /// The roles the agent runs (`host`, `probe`, `sound`, `device`), in the birth message.
+    /// Added within v1: older agents send none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
 }
 
 /// Whether the agent is connected.
@@ -131,6 +135,9 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every severity, in increasing order: the label set of per-severity series.
+    pub const ALL: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",

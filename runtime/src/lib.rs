@@ -1,6 +1,6 @@
 //! Run-time plumbing shared by `pantau-agent` and `pantau-collector`: loading a TOML config with
 //! `PANTAU_<SECTION>__<KEY>` overrides, MQTT endpoint parsing and client options, reconnect
-//! backoff, the single shutdown token, and log setup.
+//! backoff, the single shutdown token, supervision of essential tasks, and log setup.
 
 pub mod backoff;
 pub mod cli;
@@ -9,3 +9,4 @@ pub mod logging;
 pub mod mqtt;
 pub mod ratelimit;
 pub mod shutdown;
+pub mod supervise;
