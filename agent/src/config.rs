@@ -1,5 +1,5 @@
-//! The agent's config: `[agent]` and `[mqtt]`, plus one section per role (`[host]` today).
-//! A role is on when its section is present.
+//! The agent's config: `[agent]` and `[mqtt]`, plus the sections each role owns (`[host]`
+//! today; see `role.rs`). A role is on when its section is present.
 
 use std::path::{Path, PathBuf};
 
@@ -8,9 +8,10 @@ use pantau_runtime::mqtt::{Endpoint, MqttSettings};
 use serde::Deserialize;
 
 use crate::host::HostConfig;
+use crate::role;
 
-/// Sections that `PANTAU_<SECTION>__<KEY>` may override.
-const SECTIONS: &[&str] = &["agent", "mqtt", "host"];
+/// The smallest message limit: the agent's own series (which are never left out) must fit.
+const MIN_MESSAGE_BYTES: usize = 8192;
 
 /// Broker used when `mqtt.url` is not set: a collector with its embedded broker on this host.
 const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:1883";
@@ -39,9 +40,9 @@ pub struct AgentSection {
     /// Where the agent keeps state that must survive restarts (its sequence number).
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// Largest message payload the agent sends; a bigger one is dropped and counted in
-    /// `pantau_agent_oversized_messages_total`. Keep it at or below the collector's
-    /// `ingest.max_payload_bytes`.
+    /// Largest message payload the agent sends. A bigger metrics message is trimmed, its
+    /// largest families left out (counted in `pantau_agent_dropped_families_total`), never
+    /// split. Keep it at or below the collector's `ingest.max_payload_bytes`.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
 }
@@ -70,7 +71,7 @@ pub struct Resolved {
 impl AgentConfig {
     /// Reads `path` plus environment overrides, validates, and resolves defaults.
     pub fn load(path: Option<&Path>) -> Result<Resolved, ConfigError> {
-        let config: Self = config::load(path, SECTIONS)?;
+        let config: Self = config::load(path, &role::config_sections())?;
         config.resolve()
     }
 
@@ -108,11 +109,11 @@ impl AgentConfig {
                 "must be an absolute path",
             ));
         }
-        if !(1024..=64 * 1024 * 1024).contains(&self.agent.max_message_bytes) {
+        if !(MIN_MESSAGE_BYTES..=64 * 1024 * 1024).contains(&self.agent.max_message_bytes) {
             return Err(ConfigError::invalid(
                 "agent.max_message_bytes",
                 self.agent.max_message_bytes,
-                "must be between 1024 and 67108864",
+                format!("must be between {MIN_MESSAGE_BYTES} and 67108864"),
             ));
         }
         self.mqtt.validate()?;
@@ -143,7 +144,7 @@ mod tests {
     use super::*;
 
     fn load(path: &Path) -> Result<Resolved, ConfigError> {
-        config::load::<AgentConfig>(Some(path), SECTIONS)?.resolve()
+        config::load::<AgentConfig>(Some(path), &role::config_sections())?.resolve()
     }
 
     /// Every agent example in configs/ must load.

@@ -1,36 +1,49 @@
 //! `pantau-agent`: reports this host to the Pantau collector over MQTT. Roles (host metrics
-//! today; link probes, devices and sound later) are switched on by their config sections.
+//! today; link probes, devices and sound later) are switched on by their config sections and
+//! plug in through `role.rs`.
 
+mod command;
 mod config;
 mod host;
-mod publish;
+mod link;
+mod message;
+mod metric;
 mod report;
+mod role;
 mod sequence;
+mod telemetry;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use pantau_runtime::supervise::Supervisor;
 use rumqttc::AsyncClient;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use crate::config::{AgentConfig, Resolved};
-use crate::host::Host;
-use crate::publish::{DeliveryStats, Identity, Publisher};
-use crate::report::Reporter;
+use crate::command::Dispatcher;
+use crate::config::Resolved;
+use crate::link::{BirthInfo, Link, LinkSettings, MemoryOutbox};
+use crate::message::Header;
+use crate::report::{Reporter, ReporterInputs};
+use crate::role::{EventSender, ReportTrigger, Role, RoleContext};
 use crate::sequence::Sequence;
+use crate::telemetry::Telemetry;
 
 /// Messages kept in memory while the broker is unreachable: 8 hours of 15 s reports, about
 /// 36 MB at the 18 KB a server's host metrics take.
 const OUTBOX_CAPACITY: usize = 2000;
+/// Commands waiting for the reporter; more at once are dropped and counted.
+const COMMAND_QUEUE: usize = 64;
+/// Role events waiting to be published.
+const EVENT_QUEUE: usize = 256;
 
 fn main() -> ExitCode {
     pantau_runtime::cli::main(
         "pantau-agent",
         "Pantau agent: reports this host to the Pantau collector over MQTT",
-        AgentConfig::load,
+        config::AgentConfig::load,
         |resolved| format!("config OK (agent id '{}')", resolved.id),
         run,
     )
@@ -43,16 +56,19 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
         endpoint,
         client_id,
     } = resolved;
-    let sequence = Sequence::open(&config.agent.state_dir).context("agent.state_dir")?;
     let shutdown = pantau_runtime::shutdown::on_signals();
-
-    let identity = Identity {
+    let telemetry = Arc::new(Telemetry::default());
+    let sequence = Sequence::open(&config.agent.state_dir, telemetry.clone());
+    let header = Header {
         prefix: config.mqtt.prefix.clone(),
         agent: id.clone(),
         site: config.agent.site.clone(),
-        interval_seconds: config.agent.interval_seconds,
-        next_seq: sequence.next_handle(),
     };
+
+    let mut roles = Role::from_config(&config);
+    let role_names: Vec<String> = roles.iter().map(|r| r.kind().name().to_owned()).collect();
+    let claims_commands = roles.iter().any(|role| !role.kind().commands().is_empty());
+
     let mut options = config.mqtt.options(&endpoint, &client_id);
     options.set_clean_session(true);
     // rumqttc refuses to send packets above 10 KiB by default and treats that as a connection
@@ -60,30 +76,60 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
     let max_packet = config.agent.max_message_bytes + 4096;
     options.set_max_packet_size(max_packet, max_packet);
     let (client, eventloop) = AsyncClient::new(options, 64);
-    let stats = Arc::new(DeliveryStats::default());
-    let publisher = Publisher::new(client, eventloop, identity, OUTBOX_CAPACITY, stats.clone());
+    let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let link = Link::new(
+        client,
+        eventloop,
+        LinkSettings {
+            header: header.clone(),
+            birth: BirthInfo {
+                interval_seconds: config.agent.interval_seconds,
+                roles: role_names.clone(),
+                next_seq: sequence.next_handle(),
+            },
+            commands: claims_commands,
+        },
+        Box::new(MemoryOutbox::new(OUTBOX_CAPACITY)),
+        commands_tx,
+        telemetry.clone(),
+    );
+    info!(agent = %id, site = %config.agent.site, broker = %endpoint, roles = ?role_names, "agent starting");
 
-    let roles: Vec<&str> = config.host.iter().map(|_| "host").collect();
-    info!(agent = %id, site = %config.agent.site, broker = %endpoint, ?roles, "agent starting");
+    let mut supervisor = Supervisor::new(shutdown.clone());
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let report_now = ReportTrigger::default();
+    let context = RoleContext {
+        events: EventSender::new(events_tx),
+        report_now: report_now.clone(),
+    };
+    for role in &mut roles {
+        role.start(&context, &mut supervisor);
+    }
     let (outgoing_tx, outgoing_rx) = mpsc::channel(64);
     let reporter = Reporter {
-        prefix: config.mqtt.prefix.clone(),
-        agent: id,
-        site: config.agent.site.clone(),
+        header,
         interval: Duration::from_secs(config.agent.interval_seconds),
         max_message_bytes: config.agent.max_message_bytes,
         sequence,
-        host: config.host.as_ref().map(Host::new),
-        stats,
+        roles,
+        dispatcher: Dispatcher::new(config.mqtt.prefix.clone(), telemetry.clone()),
+        telemetry,
         outgoing: outgoing_tx,
     };
-
-    let publishing = tokio::spawn(publisher.run(outgoing_rx, shutdown.clone()));
-    let reporting = tokio::spawn(reporter.run(shutdown.clone()));
-    // The reporter stops on the token and closes the channel; the publisher then flushes,
+    // The reporter stops on the token and closes the channel; the link then flushes,
     // publishes `offline` and disconnects.
-    reporting.await.context("reporting task panicked")?;
-    publishing.await.context("publishing task panicked")?;
+    supervisor.spawn("mqtt-link", link.run(outgoing_rx, shutdown.clone()));
+    supervisor.spawn(
+        "reporter",
+        reporter.run(ReporterInputs {
+            events: events_rx,
+            commands: commands_rx,
+            report_now,
+            shutdown,
+        }),
+    );
+    drop(context);
+    supervisor.run().await?;
     info!("agent stopped");
     Ok(())
 }

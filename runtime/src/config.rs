@@ -50,15 +50,17 @@ impl ConfigError {
 /// Only variables whose first segment names one of `sections` are applied, so a shell that
 /// exports the agent's `PANTAU_AGENT__ID` can still start the collector; a misspelt key inside a
 /// known section is still an error.
-pub fn load<T: DeserializeOwned>(
-    path: Option<&Path>,
-    sections: &'static [&'static str],
-) -> Result<T, ConfigError> {
+pub fn load<T: DeserializeOwned>(path: Option<&Path>, sections: &[&str]) -> Result<T, ConfigError> {
     let mut figment = Figment::new();
     if let Some(path) = path {
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(EnvOverrides { sections });
+    figment = figment.merge(EnvOverrides {
+        sections: sections
+            .iter()
+            .map(|section| (*section).to_owned())
+            .collect(),
+    });
     figment
         .extract_lossy()
         .map_err(|error| ConfigError::Parse(describe(error, path)))
@@ -104,7 +106,7 @@ pub fn check_invalid_configs(
 /// number, `007` becomes 7), which breaks string keys like `agent.id`; here every value stays a
 /// string and `extract_lossy` converts it where the field wants a number or a bool.
 struct EnvOverrides {
-    sections: &'static [&'static str],
+    sections: Vec<String>,
 }
 
 impl Provider for EnvOverrides {
@@ -130,7 +132,7 @@ impl Provider for EnvOverrides {
                 continue;
             };
             let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
-            if path.len() < 2 || !self.sections.contains(&path[0].as_str()) {
+            if path.len() < 2 || !self.sections.contains(&path[0]) {
                 continue;
             }
             // A list is written as `[cpu, meminfo]`; everything else stays a string.

@@ -81,6 +81,11 @@ impl Supervisor {
         self
     }
 
+    /// The token every task stops on; a role that starts background work selects on it.
+    pub fn shutdown(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
     /// Spawns `task` on the runtime as essential task `name`.
     pub fn spawn<T: TaskResult>(
         &mut self,

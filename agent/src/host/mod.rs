@@ -7,25 +7,25 @@
 //! others, and each reports `node_scrape_collector_success` and `..._duration_seconds`.
 
 mod cpu;
-mod family;
 mod filesystem;
 mod loadavg;
 mod meminfo;
 mod netdev;
-mod pattern;
+mod role;
 mod stat;
 
 use std::path::PathBuf;
 use std::time::Instant;
 
-use pantau_protocol::Family;
+use pantau_protocol::{Event, Family, Severity};
 use pantau_runtime::config::ConfigError;
 use serde::Deserialize;
 use thiserror::Error;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-pub use family::FamilyBuilder;
-pub use pattern::Pattern;
+pub use role::HostRole;
+
+pub use crate::metric::{FamilyBuilder, Pattern};
 
 /// `[host]`: publish this machine's metrics. The section's presence switches the role on.
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +216,8 @@ pub struct Host {
     collectors: Vec<(CollectorKind, Collector)>,
     /// The last error text per collector, so a persistent failure is logged once, not per round.
     last_errors: Vec<Option<String>>,
+    /// Failures and recoveries since the last `take_events`, published at once by the role.
+    events: Vec<Event>,
 }
 
 impl Host {
@@ -235,7 +237,13 @@ impl Host {
         Self {
             collectors,
             last_errors,
+            events: Vec::new(),
         }
+    }
+
+    /// Collector failures and recoveries seen since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
     }
 
     /// Runs every collector once and returns their families plus node_exporter's
@@ -259,7 +267,15 @@ impl Host {
             let ok = match result {
                 Ok(mut collected) => {
                     families.append(&mut collected);
-                    *last_error = None;
+                    if last_error.take().is_some() {
+                        info!(collector = kind.name(), "collector recovered");
+                        self.events.push(collector_event(
+                            *kind,
+                            Severity::Info,
+                            "collector_recovered",
+                            "collector works again".to_owned(),
+                        ));
+                    }
                     true
                 }
                 Err(CollectError::NoData(why)) => {
@@ -270,6 +286,12 @@ impl Host {
                     let text = error.to_string();
                     if last_error.as_deref() != Some(text.as_str()) {
                         warn!(collector = kind.name(), %error, "collector failed");
+                        self.events.push(collector_event(
+                            *kind,
+                            Severity::Warning,
+                            "collector_failed",
+                            text.clone(),
+                        ));
                     }
                     *last_error = Some(text);
                     false
@@ -281,6 +303,15 @@ impl Host {
         families.push(success.build());
         families.push(duration.build());
         families
+    }
+}
+
+fn collector_event(kind: CollectorKind, severity: Severity, event: &str, message: String) -> Event {
+    Event {
+        kind: event.to_owned(),
+        severity,
+        message: format!("{}: {message}", kind.name()),
+        labels: [("collector".to_owned(), kind.name().to_owned())].into(),
     }
 }
 

@@ -1,0 +1,149 @@
+//! Why a connection attempt or a connection failed, in words an operator can act on.
+//!
+//! rumqttc reports a refused login in three ways depending on the broker: a CONNACK with a
+//! return code (Mosquitto), or the socket closed before any CONNACK (rumqttd, and brokers that
+//! drop unauthenticated clients), which rumqttc reports as `ConnectionAborted` or an I/O error.
+//! The last case is named as "closed during login" with the credentials as the likely cause.
+
+use std::io::ErrorKind;
+
+use rumqttc::{ConnectReturnCode, ConnectionError, StateError};
+
+/// The `reason` label of `pantau_agent_mqtt_connection_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// No TCP connection: refused, unreachable, name not resolved, timed out.
+    Unreachable,
+    /// The broker answered the login with "bad user name or password".
+    BadCredentials,
+    /// The broker answered the login with "not authorized".
+    NotAuthorized,
+    /// The broker refused the login for another reason (client id, protocol, unavailable).
+    Refused,
+    /// The broker closed the connection before answering the login.
+    ClosedDuringLogin,
+    /// An established connection broke.
+    Lost,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 6] = [
+        Failure::Unreachable,
+        Failure::BadCredentials,
+        Failure::NotAuthorized,
+        Failure::Refused,
+        Failure::ClosedDuringLogin,
+        Failure::Lost,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Unreachable => "unreachable",
+            Failure::BadCredentials => "bad_credentials",
+            Failure::NotAuthorized => "not_authorized",
+            Failure::Refused => "refused",
+            Failure::ClosedDuringLogin => "closed_during_login",
+            Failure::Lost => "lost",
+        }
+    }
+
+    /// Classifies `error`; `connected` says whether the connection had been established.
+    pub fn classify(error: &ConnectionError, connected: bool) -> Failure {
+        if connected {
+            return Failure::Lost;
+        }
+        match error {
+            ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+                Failure::BadCredentials
+            }
+            ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+                Failure::NotAuthorized
+            }
+            ConnectionError::ConnectionRefused(_) | ConnectionError::NotConnAck(_) => {
+                Failure::Refused
+            }
+            ConnectionError::MqttState(StateError::ConnectionAborted) => Failure::ClosedDuringLogin,
+            ConnectionError::Io(error) | ConnectionError::MqttState(StateError::Io(error)) => {
+                match error.kind() {
+                    ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::UnexpectedEof
+                    | ErrorKind::BrokenPipe => Failure::ClosedDuringLogin,
+                    _ => Failure::Unreachable,
+                }
+            }
+            _ => Failure::Unreachable,
+        }
+    }
+
+    /// What the operator should read in the log.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Failure::Unreachable => "broker not reachable; check mqtt.url and the network",
+            Failure::BadCredentials => {
+                "broker refused the login: bad user name or password \
+                 (mqtt.username, mqtt.password)"
+            }
+            Failure::NotAuthorized => {
+                "broker refused the login: not authorized (check mqtt.username, mqtt.password \
+                 and the broker's users)"
+            }
+            Failure::Refused => "broker refused the connection",
+            Failure::ClosedDuringLogin => {
+                "broker closed the connection during login; the credentials \
+                 (mqtt.username, mqtt.password) or the client id are the likely cause"
+            }
+            Failure::Lost => "lost the broker connection, reconnecting",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn login_refusals_are_told_apart() {
+        let cases = [
+            (
+                ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword),
+                Failure::BadCredentials,
+            ),
+            (
+                ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized),
+                Failure::NotAuthorized,
+            ),
+            (
+                ConnectionError::ConnectionRefused(ConnectReturnCode::BadClientId),
+                Failure::Refused,
+            ),
+            (
+                ConnectionError::MqttState(StateError::ConnectionAborted),
+                Failure::ClosedDuringLogin,
+            ),
+            (
+                ConnectionError::Io(io::Error::from(ErrorKind::ConnectionReset)),
+                Failure::ClosedDuringLogin,
+            ),
+            (
+                ConnectionError::Io(io::Error::from(ErrorKind::ConnectionRefused)),
+                Failure::Unreachable,
+            ),
+            (ConnectionError::NetworkTimeout, Failure::Unreachable),
+        ];
+        for (error, expected) in cases {
+            assert_eq!(Failure::classify(&error, false), expected, "{error}");
+        }
+        let aborted = ConnectionError::MqttState(StateError::ConnectionAborted);
+        assert_eq!(Failure::classify(&aborted, true), Failure::Lost);
+    }
+
+    #[test]
+    fn every_reason_has_a_distinct_label() {
+        let labels: std::collections::HashSet<_> =
+            Failure::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(labels.len(), Failure::ALL.len());
+    }
+}

@@ -1,0 +1,8 @@
+//! The metric vocabulary every role shares: a builder for families, and the regex pattern
+//! type that include/exclude filters in config use.
+
+mod family;
+mod pattern;
+
+pub use family::FamilyBuilder;
+pub use pattern::Pattern;

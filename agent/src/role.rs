@@ -1,0 +1,182 @@
+//! The seam every role plugs into. A role owns top-level config keys, may start background
+//! work, contributes its latest families to the one metrics message per interval, can push
+//! events that are published at once, and can claim command names: a message on
+//! `<prefix>/v1/<site>/<agent>/cmd/<name>` reaches the role that claimed `<name>`.
+//!
+//! Adding a role means a folder, a `RoleKind` and a `Role` variant; the compiler then points at
+//! every match below that must learn it, and the config keys it owns become overridable by
+//! environment variables without a hand-kept list.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pantau_protocol::{Command, CommandRejection, Event, Family};
+use pantau_runtime::supervise::Supervisor;
+use tokio::sync::{Notify, mpsc};
+use tracing::warn;
+
+use crate::config::AgentConfig;
+use crate::host::HostRole;
+
+/// A kind of role, named as in the birth message and the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleKind {
+    /// Host metrics under node_exporter's names (`[host]`).
+    Host,
+}
+
+impl RoleKind {
+    pub const ALL: [RoleKind; 1] = [RoleKind::Host];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleKind::Host => "host",
+        }
+    }
+
+    /// The top-level config keys the role owns; the role is on when one of them is present.
+    pub fn config_keys(self) -> &'static [&'static str] {
+        match self {
+            RoleKind::Host => &["host"],
+        }
+    }
+
+    /// The command names the role claims.
+    pub fn commands(self) -> &'static [&'static str] {
+        match self {
+            RoleKind::Host => HostRole::COMMANDS,
+        }
+    }
+}
+
+/// One running role.
+pub enum Role {
+    Host(HostRole),
+}
+
+impl Role {
+    /// Every role the config switches on.
+    pub fn from_config(config: &AgentConfig) -> Vec<Role> {
+        let mut roles = Vec::new();
+        if let Some(host) = &config.host {
+            roles.push(Role::Host(HostRole::new(host)));
+        }
+        roles
+    }
+
+    pub fn kind(&self) -> RoleKind {
+        match self {
+            Role::Host(_) => RoleKind::Host,
+        }
+    }
+
+    /// Starts the role's background work, as essential tasks of `supervisor`.
+    pub fn start(&mut self, context: &RoleContext, supervisor: &mut Supervisor) {
+        match self {
+            Role::Host(role) => role.start(context, supervisor),
+        }
+    }
+
+    /// The role's latest families, for this interval's metrics message.
+    pub async fn collect(&mut self) -> Vec<Family> {
+        match self {
+            Role::Host(role) => role.collect().await,
+        }
+    }
+
+    /// Carries out `command` (whose name this role claims); `Ok` holds the text of the
+    /// `command_completed` answer.
+    pub async fn handle(&mut self, command: &Command) -> Result<String, CommandRejection> {
+        match self {
+            Role::Host(role) => role.handle(command),
+        }
+    }
+}
+
+/// The top-level config keys: the agent's own plus every role's.
+pub fn config_sections() -> Vec<&'static str> {
+    let mut sections = vec!["agent", "mqtt"];
+    for kind in RoleKind::ALL {
+        sections.extend_from_slice(kind.config_keys());
+    }
+    sections
+}
+
+/// What a role may use to reach the rest of the agent.
+#[derive(Clone)]
+pub struct RoleContext {
+    pub events: EventSender,
+    pub report_now: ReportTrigger,
+}
+
+/// Pushes events that are published at once, not at the next tick.
+#[derive(Clone)]
+pub struct EventSender {
+    sender: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSender {
+    pub fn new(sender: mpsc::Sender<Event>) -> Self {
+        Self {
+            sender,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Queues `event` without waiting; a burst beyond the queue is dropped and logged.
+    pub fn emit(&self, event: Event) {
+        if self.sender.try_send(event).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                warn!(dropped, "event queue full, events dropped");
+            }
+        }
+    }
+}
+
+/// Asks for a metrics message now, out of cadence (at most one a second).
+#[derive(Clone, Default)]
+pub struct ReportTrigger(Arc<Notify>);
+
+impl ReportTrigger {
+    pub fn request(&self) {
+        self.0.notify_one();
+    }
+
+    pub async fn requested(&self) {
+        self.0.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key a role claims must be a field of `AgentConfig`, or it could neither be set
+    /// in a file nor overridden.
+    #[test]
+    fn every_role_key_is_a_config_field() {
+        for section in config_sections() {
+            let mut value = serde_json::json!({"agent": {"site": "dc"}});
+            value[section] = serde_json::Value::Null;
+            if let Err(error) = serde_json::from_value::<AgentConfig>(value) {
+                assert!(
+                    !error.to_string().contains("unknown field"),
+                    "{section}: {error}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn command_names_are_valid_and_claimed_once() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in RoleKind::ALL {
+            for name in kind.commands() {
+                pantau_protocol::validate_command_name(name).unwrap();
+                assert!(seen.insert(*name), "{name} claimed twice");
+            }
+        }
+    }
+}
