@@ -25,6 +25,7 @@ static NEXT_SUBSCRIBER: AtomicUsize = AtomicUsize::new(0);
 #[derive(Debug, Default, Clone)]
 pub struct MosquittoBuilder {
     persistence: bool,
+    users: Vec<(String, String)>,
 }
 
 impl MosquittoBuilder {
@@ -38,6 +39,17 @@ impl MosquittoBuilder {
         self
     }
 
+    /// Require a login: only these users (name, password), written with the real
+    /// `mosquitto_passwd` into a `password_file`; anonymous access is then off, so the
+    /// harness's own `mosquitto_pub`/`subscribe` cannot be used with such a broker.
+    pub fn users(mut self, users: &[(&str, &str)]) -> MosquittoBuilder {
+        self.users = users
+            .iter()
+            .map(|(name, password)| ((*name).to_owned(), (*password).to_owned()))
+            .collect();
+        self
+    }
+
     /// Writes the config, starts `mosquitto` and waits until its port accepts TCP.
     pub fn start(self) -> Mosquitto {
         let dir = tempfile::Builder::new()
@@ -45,7 +57,7 @@ impl MosquittoBuilder {
             .tempdir()
             .expect("create a temp dir for mosquitto");
         let (child, port) = start_on_free_port("mosquitto", |port| {
-            let config = write_config(&dir, port, self.persistence);
+            let config = write_config(&dir, port, self.persistence, &self.users);
             let mut child = spawn_broker(&dir, &config);
             wait_ready(&mut child, START_TIMEOUT, || port_accepts(port)).map(|()| (child, port))
         });
@@ -290,13 +302,17 @@ fn parse_line(line: &str) -> Message {
     }
 }
 
-fn write_config(dir: &TempDir, port: u16, persistence: bool) -> PathBuf {
+fn write_config(
+    dir: &TempDir,
+    port: u16,
+    persistence: bool,
+    users: &[(String, String)],
+) -> PathBuf {
     let mut config = format!(
         "# Run as the invoking user: as root, mosquitto would otherwise switch to the user
 # `mosquitto`, which cannot write this 0700 temp dir (persistence fails with EACCES).
 user root
 listener {port} 127.0.0.1
-allow_anonymous true
 log_dest stderr
 log_type error
 log_type warning
@@ -307,6 +323,32 @@ log_type unsubscribe
 log_timestamp_format %Y-%m-%dT%H:%M:%S
 "
     );
+    if users.is_empty() {
+        config.push_str("allow_anonymous true\n");
+    } else {
+        let password_file = dir.path().join("passwords");
+        for (index, (user, password)) in users.iter().enumerate() {
+            let mut command = Command::new("mosquitto_passwd");
+            if index == 0 {
+                command.arg("-c");
+            }
+            command
+                .arg("-b")
+                .arg(&password_file)
+                .arg(user)
+                .arg(password);
+            let output = run_with_timeout(&mut command, b"", START_TIMEOUT);
+            assert!(
+                output.status.success(),
+                "mosquitto_passwd failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        config.push_str(&format!(
+            "allow_anonymous false\npassword_file {}\n",
+            password_file.display()
+        ));
+    }
     if persistence {
         config.push_str(&format!(
             "persistence true\npersistence_location {}/\nautosave_on_changes true\nautosave_interval 1\n",
