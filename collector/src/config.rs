@@ -83,6 +83,10 @@ pub struct AgentsConfig {
     /// A down agent's `pantau_agent_up 0` series stays this long, then the agent is forgotten.
     #[serde(default = "default_forget_after_seconds")]
     pub forget_after_seconds: u64,
+    /// Recent events kept per agent for `/api/v1/agents/{id}/events`; older ones are dropped
+    /// (they stay counted in `pantau_agent_events_total`).
+    #[serde(default = "default_max_events")]
+    pub max_events: usize,
 }
 
 fn default_true() -> bool {
@@ -125,6 +129,14 @@ fn default_forget_after_seconds() -> u64 {
     24 * 3600
 }
 
+fn default_max_events() -> usize {
+    crate::state::DEFAULT_MAX_EVENTS
+}
+
+/// Bounds the memory events take: at about 300 bytes an event, 1000 agents at this limit
+/// would hold 3 GB.
+const MAX_EVENTS_LIMIT: usize = 10_000;
+
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
@@ -159,6 +171,7 @@ impl Default for AgentsConfig {
             silent_intervals: default_silent_intervals(),
             default_interval_seconds: default_interval_seconds(),
             forget_after_seconds: default_forget_after_seconds(),
+            max_events: default_max_events(),
         }
     }
 }
@@ -211,7 +224,7 @@ impl CollectorConfig {
                 "is the same address as http.listen",
             ));
         }
-        let minimums: [(&str, u64, u64); 7] = [
+        let minimums: [(&str, u64, u64); 8] = [
             (
                 "broker.max_packet_bytes",
                 self.broker.max_packet_bytes as u64,
@@ -247,6 +260,7 @@ impl CollectorConfig {
                 self.agents.forget_after_seconds,
                 60,
             ),
+            ("agents.max_events", self.agents.max_events as u64, 1),
         ];
         for (field, value, minimum) in minimums {
             if value < minimum {
@@ -256,6 +270,13 @@ impl CollectorConfig {
                     format!("must be at least {minimum}"),
                 ));
             }
+        }
+        if self.agents.max_events > MAX_EVENTS_LIMIT {
+            return Err(ConfigError::invalid(
+                "agents.max_events",
+                self.agents.max_events,
+                format!("must be at most {MAX_EVENTS_LIMIT}"),
+            ));
         }
         Ok(())
     }

@@ -3,36 +3,41 @@
 //! `pantau_agent_*` series. An agent that goes down or is forgotten simply stops appearing.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::PoisonError;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pantau_protocol::{Family, MetricKind, RejectReason};
+use pantau_protocol::{MetricKind, RejectReason};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tokio::time::Instant;
 
-use crate::state::{SEVERITIES, State};
-
-/// The state shared by ingest (writer), exposition and the API (readers).
-pub type SharedState = Arc<RwLock<State>>;
-
-/// Reason label for messages refused after decoding because a family's type conflicts.
-pub const TYPE_CONFLICT: &str = "type_conflict";
+use crate::state::{AgentView, SharedState, State};
 
 /// The collector's own metrics, and the registry that renders them with the agents' series.
 pub struct Telemetry {
     registry: Registry,
+    /// `pantau_collector_received_messages_total`: publishes received, before validation.
     pub received: IntCounter,
+    /// `pantau_collector_rejected_messages_total{reason}`, one reason per `RejectReason`.
     pub rejected: IntCounterVec,
+    /// `pantau_collector_dropped_messages_total`: the ingest queue was full.
     pub dropped: IntCounter,
+    /// `pantau_collector_stale_status_messages_total`: late wills of older connections.
     pub stale_status: IntCounter,
+    /// `pantau_collector_cleared_retained_messages_total`: rejected retained messages removed
+    /// from the broker.
+    pub cleared_retained: IntCounter,
+    /// `pantau_collector_mqtt_connected`: 1 while connected and subscribed.
     pub mqtt_connected: IntGauge,
+    /// `pantau_collector_mqtt_connections_total`: successful connections.
     pub mqtt_connections: IntCounter,
+    /// `pantau_collector_http_requests_total{handler,code}`.
     pub http_requests: IntCounterVec,
 }
 
 impl Telemetry {
+    /// Registers the collector's own metrics and the per-agent series read from `state`.
     pub fn new(state: SharedState) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let received = IntCounter::new(
@@ -53,6 +58,11 @@ impl Telemetry {
         let stale_status = IntCounter::new(
             "pantau_collector_stale_status_messages_total",
             "Offline statuses ignored because the agent had reconnected since (a late last will).",
+        )?;
+        let cleared_retained = IntCounter::new(
+            "pantau_collector_cleared_retained_messages_total",
+            "Rejected retained messages the collector removed from the broker, so that they are \
+             not replayed on every reconnect.",
         )?;
         let mqtt_connected = IntGauge::new(
             "pantau_collector_mqtt_connected",
@@ -81,12 +91,12 @@ impl Telemetry {
         for reason in RejectReason::ALL {
             rejected.with_label_values(&[reason.as_str()]);
         }
-        rejected.with_label_values(&[TYPE_CONFLICT]);
 
         registry.register(Box::new(received.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
         registry.register(Box::new(dropped.clone()))?;
         registry.register(Box::new(stale_status.clone()))?;
+        registry.register(Box::new(cleared_retained.clone()))?;
         registry.register(Box::new(mqtt_connected.clone()))?;
         registry.register(Box::new(mqtt_connections.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -101,6 +111,7 @@ impl Telemetry {
             rejected,
             dropped,
             stale_status,
+            cleared_retained,
             mqtt_connected,
             mqtt_connections,
             http_requests,
@@ -140,48 +151,16 @@ impl Collector for AgentsCollector {
     }
 }
 
-/// What a scrape needs from one agent, copied out so the state lock is held only briefly.
-struct AgentRow {
-    id: String,
-    site: String,
-    up: bool,
-    version: Option<String>,
-    last_seen: Option<SystemTime>,
-    messages: u64,
-    missed: u64,
-    duplicates: u64,
-    events: [u64; 3],
-    /// Relayed only while the agent is up; a down agent's last values would be stale.
-    families: Option<Arc<Vec<Family>>>,
-}
-
-/// All agents at one moment, ordered by id.
+/// All agents at one moment, ordered by id, copied out so the state lock is held only briefly.
 pub struct Snapshot {
-    rows: Vec<AgentRow>,
+    rows: Vec<AgentView>,
 }
 
 impl Snapshot {
     pub fn take(state: &State, now: Instant) -> Self {
-        let mut rows: Vec<AgentRow> = state
-            .agents()
-            .map(|(id, agent)| {
-                let up = agent.is_up(state.liveness(), now);
-                AgentRow {
-                    id: id.clone(),
-                    site: agent.site.clone(),
-                    up,
-                    version: agent.version.clone(),
-                    last_seen: agent.last_seen.map(|seen| seen.wall),
-                    messages: agent.messages_total,
-                    missed: agent.missed_total,
-                    duplicates: agent.duplicates_total,
-                    events: agent.events_total,
-                    families: up.then(|| agent.families.clone()),
-                }
-            })
-            .collect();
-        rows.sort_by(|a, b| a.id.cmp(&b.id));
-        Self { rows }
+        Self {
+            rows: state.views(now),
+        }
     }
 
     /// Every family, relayed and per-agent, sorted by name.
@@ -219,7 +198,7 @@ impl Snapshot {
                 "1 if the agent is online and sent a message within its silence limit, else 0.",
                 MetricKind::Gauge,
                 &[],
-                if row.up { 1.0 } else { 0.0 },
+                if row.online { 1.0 } else { 0.0 },
             );
             if let Some(seen) = row.last_seen {
                 add(
@@ -235,23 +214,23 @@ impl Snapshot {
                 "Messages accepted from the agent.",
                 MetricKind::Counter,
                 &[],
-                row.messages as f64,
+                row.messages_total as f64,
             );
             add(
                 "pantau_agent_missed_messages_total",
                 "Messages the agent sent that never arrived, from gaps in its sequence numbers.",
                 MetricKind::Counter,
                 &[],
-                row.missed as f64,
+                row.missed_messages_total as f64,
             );
             add(
                 "pantau_agent_duplicate_messages_total",
                 "Messages from the agent whose sequence number was already seen, dropped.",
                 MetricKind::Counter,
                 &[],
-                row.duplicates as f64,
+                row.duplicate_messages_total as f64,
             );
-            for (severity, count) in SEVERITIES.iter().zip(row.events) {
+            for (severity, count) in row.events_total.iter() {
                 add(
                     "pantau_agent_events_total",
                     "Events reported by the agent, by severity.",
@@ -376,21 +355,18 @@ mod tests {
 
     #[test]
     fn every_reject_reason_is_exposed_from_the_start() {
-        let state = Arc::new(RwLock::new(State::new(Liveness {
+        let state = std::sync::Arc::new(std::sync::RwLock::new(State::new(Liveness {
             silent_intervals: 3,
             default_interval: Duration::from_secs(15),
             forget_after: Duration::from_secs(3600),
         })));
         let telemetry = Telemetry::new(state).unwrap();
         let text = telemetry.render().unwrap();
-        for reason in RejectReason::ALL
-            .iter()
-            .map(|r| r.as_str())
-            .chain([TYPE_CONFLICT])
-        {
+        for reason in RejectReason::ALL.iter().map(|r| r.as_str()) {
             let line = format!("pantau_collector_rejected_messages_total{{reason=\"{reason}\"}} 0");
             assert!(text.contains(&line), "missing {line}");
         }
+        assert!(text.contains("\npantau_collector_cleared_retained_messages_total 0\n"));
         assert!(text.contains("process_resident_memory_bytes"));
     }
 }

@@ -1,11 +1,18 @@
 //! `pantau-collector`: receives agent reports over MQTT (from its embedded broker or an
 //! external one), keeps per-agent state, and serves `/metrics` and the HTTP API.
+//!
+//! Wiring only. Every long-running part is an essential task of one `Supervisor`: the embedded
+//! broker's thread, the MQTT connection, the decoder, the sweeper and the HTTP server. If one
+//! ends or panics before shutdown, `/readyz` turns 503 naming it at once, the others stop, and
+//! `run` returns the failure, so the process exits non-zero and systemd restarts it.
 
 mod api;
 mod broker;
 mod config;
 mod exposition;
 mod ingest;
+mod mqtt;
+mod readiness;
 mod state;
 
 use std::process::ExitCode;
@@ -14,14 +21,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pantau_protocol::Limits;
-use rumqttc::AsyncClient;
-use tokio::sync::mpsc;
+use pantau_runtime::supervise::Supervisor;
 use tracing::info;
 
 use crate::config::CollectorConfig;
 use crate::exposition::Telemetry;
-use crate::ingest::Readiness;
-use crate::state::{Liveness, State};
+use crate::ingest::Decoder;
+use crate::mqtt::Connection;
+use crate::readiness::Readiness;
+use crate::state::{Liveness, SharedState, State};
 
 fn main() -> ExitCode {
     pantau_runtime::cli::main(
@@ -36,18 +44,25 @@ fn main() -> ExitCode {
 async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     config.check_listen_addresses()?;
     let shutdown = pantau_runtime::shutdown::on_signals();
+    let readiness = Readiness::default();
+    let mut supervisor = Supervisor::new(shutdown.clone()).on_failure({
+        let readiness = readiness.clone();
+        move |failure| readiness.record_failure(failure)
+    });
     if config.broker.embedded {
-        broker::start(&config.broker)?;
+        broker::spawn(&mut supervisor, &config.broker)?;
         info!(listen = %config.broker.listen, "embedded MQTT broker started");
     }
 
-    let state = Arc::new(RwLock::new(State::new(Liveness {
-        silent_intervals: config.agents.silent_intervals,
-        default_interval: config.default_interval(),
-        forget_after: Duration::from_secs(config.agents.forget_after_seconds),
-    })));
+    let state: SharedState = Arc::new(RwLock::new(
+        State::new(Liveness {
+            silent_intervals: config.agents.silent_intervals,
+            default_interval: config.default_interval(),
+            forget_after: Duration::from_secs(config.agents.forget_after_seconds),
+        })
+        .with_max_events(config.agents.max_events),
+    ));
     let telemetry = Arc::new(Telemetry::new(state.clone()).context("registering metrics")?);
-    let readiness = Readiness::default();
 
     let endpoint = config.broker_endpoint()?;
     let client_id = config
@@ -64,48 +79,46 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         .saturating_mul(4)
         .max(1024 * 1024);
     options.set_max_packet_size(max_packet, 64 * 1024);
-    let (client, eventloop) = AsyncClient::new(options, 16);
     info!(broker = %endpoint, client_id, "collector starting");
 
-    let (queue_tx, queue_rx) = mpsc::channel(config.ingest.queue_capacity);
-    let limits = Limits {
-        max_payload_bytes: config.ingest.max_payload_bytes,
-    };
-    let connection = tokio::spawn(ingest::run_connection(
-        client,
-        eventloop,
-        config.mqtt.prefix.clone(),
+    let (queue_tx, queue_rx) = ingest::queue(config.ingest.queue_capacity);
+    let (connection, mqtt) = Connection::new(
+        options,
+        &config.mqtt.prefix,
         queue_tx,
         telemetry.clone(),
         readiness.clone(),
-        shutdown.clone(),
-    ));
-    let decoder = tokio::spawn(ingest::run_decoder(
-        queue_rx,
-        state.clone(),
-        telemetry.clone(),
+    );
+    let limits = Limits {
+        max_payload_bytes: config.ingest.max_payload_bytes,
+    };
+    let decoder = Decoder::new(
         config.mqtt.prefix.clone(),
         limits,
-    ));
-    let sweeper = tokio::spawn(ingest::run_sweeper(state.clone(), shutdown.clone()));
+        state.clone(),
+        telemetry.clone(),
+        mqtt,
+    );
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
     info!(listen = %config.http.listen, "serving /metrics and /api/v1");
-    let app = api::app(api::AppState::new(state, telemetry, readiness));
-    let http_shutdown = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-        .await
-        .context("HTTP server failed")?;
+    let app = api::app(api::AppState::new(state.clone(), telemetry, readiness));
 
-    // HTTP has stopped; the connection task stops on the same token and closes the queue,
-    // which ends the decoder after it has applied what was already received.
-    shutdown.cancel();
-    connection.await.context("MQTT task panicked")?;
-    decoder.await.context("decoder task panicked")?;
-    sweeper.await.context("sweeper task panicked")?;
+    // At shutdown the connection stops on the token and closes the queue, which ends the
+    // decoder after it has applied what was already received: an end after cancellation is
+    // not a failure.
+    supervisor.spawn("mqtt", connection.run(shutdown.clone()));
+    supervisor.spawn("decoder", decoder.run(queue_rx));
+    supervisor.spawn("sweeper", ingest::run_sweeper(state, shutdown.clone()));
+    let http_shutdown = shutdown.clone();
+    supervisor.spawn("http", async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(http_shutdown.cancelled_owned())
+            .await
+    });
+    supervisor.run().await?;
     info!("collector stopped");
     Ok(())
 }

@@ -19,8 +19,9 @@ use tracing::info;
 
 pub use error::ApiError;
 
-use crate::exposition::{SharedState, Telemetry};
-use crate::ingest::Readiness;
+use crate::exposition::Telemetry;
+use crate::readiness::Readiness;
+use crate::state::SharedState;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -50,6 +51,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/{id}", get(agents::one))
+        .route("/api/v1/agents/{id}/events", get(agents::events))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -75,14 +77,13 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {
-    if app.readiness.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
+    match app.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n").into_response(),
+        Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: not subscribed to the broker\n",
+            format!("not ready: {why}\n"),
         )
-            .into_response()
+            .into_response(),
     }
 }
 

@@ -60,8 +60,99 @@ async fn health_and_readiness() {
     let (status, body, _) = get(&app, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("not subscribed"));
-    app.readiness.set(true);
+    app.readiness.set_subscribed(true);
     assert_eq!(get(&app, "/readyz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_failed_essential_task_makes_readyz_say_which_and_why() {
+    let app = fixture();
+    app.readiness.set_subscribed(true);
+    app.readiness
+        .record_failure(&pantau_runtime::supervise::TaskFailure {
+            task: "decoder".to_owned(),
+            why: "panicked: overflow in seq arithmetic".to_owned(),
+        });
+    let (status, body, _) = get(&app, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        body,
+        "not ready: essential task 'decoder' panicked: overflow in seq arithmetic\n"
+    );
+    assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
+}
+
+fn apply(app: &AppState, topic: &str, payload: &str) {
+    let decoded = decode("pantau", topic, payload.as_bytes(), &Limits::default()).unwrap();
+    app.state
+        .write()
+        .unwrap()
+        .apply(decoded, false, Moment::now());
+}
+
+#[tokio::test]
+async fn events_are_served_newest_first() {
+    let app = fixture();
+    for (seq, kind) in [(4, "agent_started"), (5, "link_down"), (5, "link_down")] {
+        apply(
+            &app,
+            "pantau/v1/gor/gor-link-01/events",
+            &format!(
+                r#"{{"schema":1,"agent":"gor-link-01","site":"gor","seq":{seq},"timestamp_ms":{seq}000,
+                    "events":[{{"kind":"{kind}","severity":"warning","message":"{kind} now",
+                               "labels":{{"iface":"wan0"}}}}]}}"#
+            ),
+        );
+    }
+    let (status, body, content_type) = get(&app, "/api/v1/agents/gor-link-01/events").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["agent"], "gor-link-01");
+    let events = json["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "the repeated seq 5 is stored once: {body}");
+    assert_eq!(events[0]["kind"], "link_down");
+    assert_eq!(events[0]["seq"], 5);
+    assert_eq!(events[0]["timestamp_ms"], 5000);
+    assert_eq!(events[0]["severity"], "warning");
+    assert_eq!(events[0]["message"], "link_down now");
+    assert_eq!(events[0]["labels"]["iface"], "wan0");
+    assert!(events[0]["received"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(events[1]["kind"], "agent_started");
+
+    let (status, body, _) = get(&app, "/api/v1/agents/nobody/events").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, r#"{"error":"no agent 'nobody'"}"#);
+    let (status, body, _) = get(&app, "/api/v1/agents/bad%20id/events").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("agent id 'bad id'"), "{body}");
+}
+
+#[tokio::test]
+async fn an_agent_shows_the_roles_of_its_birth() {
+    let app = fixture();
+    apply(
+        &app,
+        "pantau/v1/dc/dc-srv-01/status",
+        r#"{"schema":1,"agent":"dc-srv-01","site":"dc","state":"online","timestamp_ms":1,
+            "interval_seconds":15,"version":"0.2.0","roles":["host","probe"]}"#,
+    );
+    let (_, body, _) = get(&app, "/api/v1/agents/dc-srv-01").await;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["roles"], serde_json::json!(["host", "probe"]));
+    assert_eq!(json["version"], "0.2.0");
+    assert_eq!(json["interval_seconds"], 15);
+    let fields: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields.len(),
+        12,
+        "the README's fields plus roles, nothing else: {fields:?}"
+    );
 }
 
 #[tokio::test]

@@ -3,22 +3,42 @@
 //! "Up" is derived, never stored: an agent is up when its last status is `online` and its last
 //! message is younger than `silent_intervals` of its own interval. Exposition reads it at scrape
 //! time, so a silent agent turns down without any timer firing.
+//!
+//! Pure: every method takes the time as an argument, so tests drive it with paused time. The
+//! decoder writes it; the exposition and the API read it through `AgentView`.
+
+mod agent;
+mod events;
+mod view;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use pantau_protocol::{
-    AgentState, Decoded, EventsMessage, Family, Message, MetricKind, MetricsMessage, Severity,
-    StatusMessage,
+    AgentState, Decoded, EventsMessage, Family, Message, MetricKind, MetricsMessage, StatusMessage,
 };
 use tokio::time::Instant;
+
+pub use agent::Agent;
+pub use events::EventRecord;
+pub use view::AgentView;
+
+/// The state shared by ingest (writer), exposition and the API (readers). Readers hold the
+/// lock only to copy out views; no lock is held across an `.await`.
+pub type SharedState = Arc<RwLock<State>>;
+
+/// How many recent events each agent keeps unless configured otherwise (`agents.max_events`).
+pub const DEFAULT_MAX_EVENTS: usize = 100;
 
 /// Settings that decide when an agent is down or forgotten.
 #[derive(Debug, Clone, Copy)]
 pub struct Liveness {
+    /// An agent is down after this many of its intervals without a message.
     pub silent_intervals: u32,
+    /// The interval assumed before an agent's birth names its own.
     pub default_interval: Duration,
+    /// How long a down agent is remembered.
     pub forget_after: Duration,
 }
 
@@ -30,83 +50,11 @@ pub struct Moment {
 }
 
 impl Moment {
+    /// Both clocks, read now.
     pub fn now() -> Self {
         Self {
             instant: Instant::now(),
             wall: SystemTime::now(),
-        }
-    }
-}
-
-/// Everything known about one agent.
-#[derive(Debug, Clone)]
-pub struct Agent {
-    pub site: String,
-    /// From the last status message, or `Online` once the agent sends data.
-    pub status: AgentState,
-    pub interval: Duration,
-    pub version: Option<String>,
-    /// When a message from the agent last arrived (a retained status replayed by the broker is
-    /// not a sign of life and does not count).
-    pub last_seen: Option<Moment>,
-    /// When anything about the agent last changed, retained messages included; drives forgetting.
-    pub last_activity: Instant,
-    pub last_seq: Option<u64>,
-    pub messages_total: u64,
-    pub missed_total: u64,
-    pub duplicates_total: u64,
-    pub events_total: [u64; 3],
-    /// Latest samples; shared with scrapes in progress, replaced whole on each message.
-    pub families: Arc<Vec<Family>>,
-    /// Whether the last sweep saw the agent up, to log transitions once.
-    pub was_up: bool,
-    /// `connected_ms` of the last `online` status: an `offline` from an older connection is
-    /// stale.
-    pub online_connected_ms: Option<i64>,
-}
-
-impl Agent {
-    fn new(site: &str, liveness: &Liveness, now: Instant) -> Self {
-        Self {
-            site: site.to_owned(),
-            status: AgentState::Offline,
-            interval: liveness.default_interval,
-            version: None,
-            last_seen: None,
-            last_activity: now,
-            last_seq: None,
-            messages_total: 0,
-            missed_total: 0,
-            duplicates_total: 0,
-            events_total: [0; 3],
-            families: Arc::new(Vec::new()),
-            was_up: false,
-            online_connected_ms: None,
-        }
-    }
-
-    /// Whether the agent counts as up at `now`.
-    pub fn is_up(&self, liveness: &Liveness, now: Instant) -> bool {
-        let deadline = self.interval * liveness.silent_intervals;
-        self.status == AgentState::Online
-            && self
-                .last_seen
-                .is_some_and(|seen| now.saturating_duration_since(seen.instant) <= deadline)
-    }
-
-    /// Applies a sequence number; returns false for a repeat of one already seen.
-    fn accept_seq(&mut self, seq: u64) -> bool {
-        match self.last_seq {
-            Some(last) if seq <= last => {
-                self.duplicates_total += 1;
-                false
-            }
-            last => {
-                let expected = last.map_or(seq, |last| last + 1);
-                self.missed_total += seq - expected;
-                self.last_seq = Some(seq);
-                true
-            }
         }
     }
 }
@@ -134,6 +82,7 @@ pub enum Outcome {
 #[derive(Debug)]
 pub struct State {
     liveness: Liveness,
+    max_events: usize,
     agents: HashMap<String, Agent>,
     /// The type of every metric name any agent reports; the first agent to use a name fixes it.
     metric_types: HashMap<String, MetricKind>,
@@ -151,21 +100,44 @@ impl State {
     pub fn new(liveness: Liveness) -> Self {
         Self {
             liveness,
+            max_events: DEFAULT_MAX_EVENTS,
             agents: HashMap::new(),
             metric_types: HashMap::new(),
         }
     }
 
-    pub fn liveness(&self) -> &Liveness {
-        &self.liveness
+    /// Keep the last `max_events` events of each agent.
+    pub fn with_max_events(mut self, max_events: usize) -> Self {
+        self.max_events = max_events;
+        self
     }
 
-    pub fn agents(&self) -> impl Iterator<Item = (&String, &Agent)> {
-        self.agents.iter()
-    }
-
+    #[cfg(test)]
     pub fn agent(&self, id: &str) -> Option<&Agent> {
         self.agents.get(id)
+    }
+
+    /// Agent `id` as readers see it at `now`.
+    pub fn view(&self, id: &str, now: Instant) -> Option<AgentView> {
+        let agent = self.agents.get(id)?;
+        Some(AgentView::new(id, agent, &self.liveness, now))
+    }
+
+    /// Every agent as readers see it at `now`, ordered by id.
+    pub fn views(&self, now: Instant) -> Vec<AgentView> {
+        let mut views: Vec<AgentView> = self
+            .agents
+            .iter()
+            .map(|(id, agent)| AgentView::new(id, agent, &self.liveness, now))
+            .collect();
+        views.sort_by(|a, b| a.id.cmp(&b.id));
+        views
+    }
+
+    /// Agent `id`'s stored events, newest first.
+    pub fn events(&self, id: &str) -> Option<Vec<EventRecord>> {
+        let agent = self.agents.get(id)?;
+        Some(agent.recent_events.newest_first().cloned().collect())
     }
 
     /// Applies a decoded message. `retained` marks a message the broker replayed on subscribe.
@@ -180,11 +152,11 @@ impl State {
     }
 
     fn entry(&mut self, id: &str, site: &str, now: Instant) -> &mut Agent {
-        let liveness = self.liveness;
+        let (liveness, max_events) = (self.liveness, self.max_events);
         let agent = self
             .agents
             .entry(id.to_owned())
-            .or_insert_with(|| Agent::new(site, &liveness, now));
+            .or_insert_with(|| Agent::new(site, &liveness, max_events, now));
         if agent.site != site {
             // An agent moved to another site (its config changed): follow it.
             agent.site = site.to_owned();
@@ -216,6 +188,9 @@ impl State {
         }
         if status.version.is_some() {
             agent.version = status.version;
+        }
+        if !status.roles.is_empty() {
+            agent.roles = status.roles;
         }
         if let (Some(next), Some(last)) = (status.next_seq, agent.last_seq)
             && next <= last
@@ -264,8 +239,11 @@ impl State {
         agent.last_seen = Some(now);
         agent.messages_total += 1;
         for event in &events.events {
-            agent.events_total[severity_index(event.severity)] += 1;
+            agent.events_total.add(event.severity);
         }
+        agent
+            .recent_events
+            .push(now.wall, events.timestamp_ms, events.seq, &events.events);
         Outcome::Accepted
     }
 
@@ -324,251 +302,5 @@ impl State {
     }
 }
 
-/// Index into `Agent::events_total`, in `SEVERITIES` order.
-pub fn severity_index(severity: Severity) -> usize {
-    match severity {
-        Severity::Info => 0,
-        Severity::Warning => 1,
-        Severity::Critical => 2,
-    }
-}
-
-/// The severities in `Agent::events_total` order.
-pub const SEVERITIES: [Severity; 3] = [Severity::Info, Severity::Warning, Severity::Critical];
-
 #[cfg(test)]
-mod tests {
-    use pantau_protocol::{Channel, Sample, Topic};
-
-    use super::*;
-
-    pub(crate) const LIVENESS: Liveness = Liveness {
-        silent_intervals: 3,
-        default_interval: Duration::from_secs(15),
-        forget_after: Duration::from_secs(3600),
-    };
-
-    fn status(agent: &str, state: AgentState, interval: Option<u64>) -> Decoded {
-        Decoded {
-            topic: Topic::new("dc", agent, Channel::Status),
-            message: Message::Status(StatusMessage {
-                schema: 1,
-                agent: agent.to_owned(),
-                site: "dc".to_owned(),
-                state,
-                timestamp_ms: 0,
-                interval_seconds: interval,
-                version: Some("0.1.0".to_owned()),
-                next_seq: None,
-                connected_ms: None,
-                roles: Vec::new(),
-            }),
-        }
-    }
-
-    fn with_connection(mut decoded: Decoded, connected_ms: i64) -> Decoded {
-        if let Message::Status(status) = &mut decoded.message {
-            status.connected_ms = Some(connected_ms);
-        }
-        decoded
-    }
-
-    fn metrics(agent: &str, seq: u64, kind: MetricKind) -> Decoded {
-        Decoded {
-            topic: Topic::new("dc", agent, Channel::Metrics),
-            message: Message::Metrics(MetricsMessage {
-                schema: 1,
-                agent: agent.to_owned(),
-                site: "dc".to_owned(),
-                seq,
-                timestamp_ms: 1,
-                families: vec![Family {
-                    name: "node_load1".to_owned(),
-                    kind,
-                    help: String::new(),
-                    samples: vec![Sample {
-                        labels: Default::default(),
-                        value: seq as f64,
-                    }],
-                }],
-            }),
-        }
-    }
-
-    fn at(start: Instant, seconds: u64) -> Moment {
-        Moment {
-            instant: start + Duration::from_secs(seconds),
-            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(seconds),
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn silence_for_three_intervals_is_down() {
-        let start = Instant::now();
-        let mut state = State::new(LIVENESS);
-        state.apply(
-            status("a", AgentState::Online, Some(10)),
-            false,
-            at(start, 0),
-        );
-        state.apply(metrics("a", 1, MetricKind::Gauge), false, at(start, 1));
-        let agent = state.agent("a").unwrap();
-        assert!(agent.is_up(&LIVENESS, start + Duration::from_secs(31)));
-        assert!(!agent.is_up(&LIVENESS, start + Duration::from_secs(32)));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_will_is_down_at_once() {
-        let start = Instant::now();
-        let mut state = State::new(LIVENESS);
-        state.apply(metrics("a", 1, MetricKind::Gauge), false, at(start, 0));
-        assert!(state.agent("a").unwrap().is_up(&LIVENESS, start));
-        state.apply(status("a", AgentState::Offline, None), false, at(start, 1));
-        assert!(
-            !state
-                .agent("a")
-                .unwrap()
-                .is_up(&LIVENESS, start + Duration::from_secs(1))
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_will_from_an_older_connection_is_ignored() {
-        let start = Instant::now();
-        let mut state = State::new(LIVENESS);
-        let online = |ms| with_connection(status("a", AgentState::Online, Some(10)), ms);
-        let offline = |ms| with_connection(status("a", AgentState::Offline, None), ms);
-        state.apply(online(100), false, at(start, 0));
-        // The agent reconnected (connection 200) before the broker dropped connection 100.
-        state.apply(online(200), false, at(start, 1));
-        assert_eq!(
-            state.apply(offline(100), false, at(start, 2)),
-            Outcome::StaleStatus
-        );
-        assert!(
-            state
-                .agent("a")
-                .unwrap()
-                .is_up(&LIVENESS, start + Duration::from_secs(2))
-        );
-        // The current connection's own will counts.
-        assert_eq!(
-            state.apply(offline(200), false, at(start, 3)),
-            Outcome::Accepted
-        );
-        assert!(
-            !state
-                .agent("a")
-                .unwrap()
-                .is_up(&LIVENESS, start + Duration::from_secs(3))
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn sequence_gaps_and_repeats_are_counted() {
-        let start = Instant::now();
-        let mut state = State::new(LIVENESS);
-        for (seq, expected) in [
-            (5, Outcome::Accepted),
-            (6, Outcome::Accepted),
-            (6, Outcome::Duplicate),
-            (9, Outcome::Accepted),
-            (8, Outcome::Duplicate),
-        ] {
-            let outcome = state.apply(metrics("a", seq, MetricKind::Gauge), false, at(start, 0));
-            assert_eq!(outcome, expected, "seq {seq}");
-        }
-        let agent = state.agent("a").unwrap();
-        assert_eq!(
-            (
-                agent.messages_total,
-                agent.missed_total,
-                agent.duplicates_total
-            ),
-            (3, 2, 2)
-        );
-        assert_eq!(agent.families[0].samples[0].value, 9.0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_reset_agent_is_believed_after_its_birth() {
-        let start = Instant::now();
-        let mut state = State::new(LIVENESS);
-        state.apply(metrics("a", 100, MetricKind::Gauge), false, at(start, 0));
-        let mut birth = status("a", AgentState::Online, Some(15));
-        if let Message::Status(status) = &mut birth.message {
-            status.next_seq = Some(0);
-        }
-        state.apply(birth, false, at(start, 1));
-        let outcome = state.apply(metrics("a", 0, MetricKind::Gauge), false, at(start, 2));
-        assert_eq!(outcome, Outcome::Accepted);
-        assert_eq!(state.agent("a").unwrap().missed_total, 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn one_name_keeps_one_type_across_agents() {
-        let start = Instant::now();
-        let mut state = State::new(LIVENESS);
-        state.apply(metrics("a", 1, MetricKind::Gauge), false, at(start, 0));
-        let outcome = state.apply(metrics("b", 1, MetricKind::Counter), false, at(start, 0));
-        assert_eq!(
-            outcome,
-            Outcome::TypeConflict {
-                name: "node_load1".to_owned(),
-                known: MetricKind::Gauge
-            }
-        );
-        assert!(
-            state.agent("b").is_none(),
-            "a refused message creates nothing"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn retained_status_gives_a_grace_period_but_is_not_a_sign_of_life() {
-        let start = Instant::now();
-        let mut state = State::new(LIVENESS);
-        state.apply(
-            status("a", AgentState::Online, Some(10)),
-            true,
-            at(start, 0),
-        );
-        let agent = state.agent("a").unwrap();
-        assert!(agent.is_up(&LIVENESS, start + Duration::from_secs(30)));
-        assert!(!agent.is_up(&LIVENESS, start + Duration::from_secs(31)));
-        assert_eq!(agent.messages_total, 0);
-
-        state.apply(status("b", AgentState::Offline, None), true, at(start, 0));
-        assert!(state.agent("b").unwrap().last_seen.is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn sweep_reports_transitions_and_forgets_the_long_gone() {
-        let start = Instant::now();
-        let mut state = State::new(LIVENESS);
-        state.apply(metrics("a", 1, MetricKind::Gauge), false, at(start, 0));
-        assert_eq!(
-            state.sweep(start),
-            vec![Transition::Up {
-                agent: "a".to_owned()
-            }]
-        );
-        assert_eq!(state.sweep(start + Duration::from_secs(10)), vec![]);
-        assert_eq!(
-            state.sweep(start + Duration::from_secs(46)),
-            vec![Transition::Down {
-                agent: "a".to_owned()
-            }]
-        );
-        assert_eq!(
-            state.sweep(start + Duration::from_secs(3601)),
-            vec![Transition::Forgotten {
-                agent: "a".to_owned()
-            }]
-        );
-        assert!(state.agent("a").is_none());
-        // The name is free again.
-        let outcome = state.apply(metrics("b", 1, MetricKind::Counter), false, at(start, 3602));
-        assert_eq!(outcome, Outcome::Accepted);
-    }
-}
+mod tests;

@@ -1,0 +1,283 @@
+//! The decoder: takes received publishes off the queue, validates them with
+//! `pantau_protocol::decode`, applies them to `State`, and counts each rejection under its
+//! `RejectReason`.
+//!
+//! A rejected message the broker replayed as retained would come back on every reconnect, be
+//! rejected and logged again, forever; so the decoder removes it from the broker by publishing
+//! an empty retained payload to its topic through the `MqttHandle`. Empty payloads are that
+//! idiom (ours echoing back, or an operator's `mosquitto_pub -r -n`), carry no data, and are
+//! ignored without counting them as rejections.
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use pantau_protocol::{Limits, RejectReason, decode};
+use pantau_runtime::ratelimit::{LogLimiter, Verdict};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::Received;
+use crate::exposition::Telemetry;
+use crate::mqtt::MqttHandle;
+use crate::state::{Moment, Outcome, SharedState};
+
+/// Decodes and applies what the MQTT task receives.
+pub struct Decoder {
+    prefix: String,
+    limits: Limits,
+    state: SharedState,
+    telemetry: Arc<Telemetry>,
+    mqtt: MqttHandle,
+    reject_log: LogLimiter,
+    clear_log: Arc<LogLimiter>,
+    /// Clears waiting for the broker's acknowledgement; bounded by the handle's queue, which
+    /// refuses more at once.
+    clears: JoinSet<()>,
+}
+
+impl Decoder {
+    pub fn new(
+        prefix: String,
+        limits: Limits,
+        state: SharedState,
+        telemetry: Arc<Telemetry>,
+        mqtt: MqttHandle,
+    ) -> Self {
+        Self {
+            prefix,
+            limits,
+            state,
+            telemetry,
+            mqtt,
+            reject_log: LogLimiter::new(Duration::from_secs(10)),
+            clear_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
+            clears: JoinSet::new(),
+        }
+    }
+
+    /// Decodes and applies queued messages until the queue closes (the MQTT task has stopped),
+    /// then waits for the clears still pending, which the stopped task has answered.
+    pub async fn run(mut self, mut queue: mpsc::Receiver<Received>) {
+        loop {
+            tokio::select! {
+                received = queue.recv() => match received {
+                    Some(received) => self.handle(received),
+                    None => break,
+                },
+                Some(_) = self.clears.join_next(), if !self.clears.is_empty() => {}
+            }
+        }
+        while self.clears.join_next().await.is_some() {}
+    }
+
+    fn handle(&mut self, received: Received) {
+        if received.payload.is_empty() {
+            debug!(topic = %received.topic, retained = received.retained, "ignored an empty payload (a retained message being cleared)");
+            return;
+        }
+        let decoded = match decode(
+            &self.prefix,
+            &received.topic,
+            &received.payload,
+            &self.limits,
+        ) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                let reason = error.reason();
+                self.count_rejection(reason);
+                if let Verdict::Log { suppressed } = self.reject_log.check(reason.as_str()) {
+                    warn!(topic = %received.topic, reason = reason.as_str(), retained = received.retained, %error, suppressed, "rejected message");
+                }
+                if received.retained && clears(reason) {
+                    self.clear(received.topic, reason);
+                }
+                return;
+            }
+        };
+        let agent = decoded.topic.agent.clone();
+        let outcome = {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            state.apply(decoded, received.retained, Moment::now())
+        };
+        match outcome {
+            Outcome::Accepted | Outcome::Ignored => {}
+            Outcome::Duplicate => debug!(agent = %agent, "dropped a repeated message"),
+            Outcome::StaleStatus => {
+                self.telemetry.stale_status.inc();
+                info!(agent = %agent, "ignored an offline status from an older connection");
+            }
+            Outcome::TypeConflict { name, known } => {
+                let reason = RejectReason::TypeConflict;
+                self.count_rejection(reason);
+                if let Verdict::Log { suppressed } = self.reject_log.check(reason.as_str()) {
+                    warn!(
+                        agent = %agent,
+                        metric = %name,
+                        known_type = known.as_str(),
+                        suppressed,
+                        reason = reason.as_str(),
+                        "rejected message: metric already exposed with another type"
+                    );
+                }
+            }
+        }
+    }
+
+    fn count_rejection(&self, reason: RejectReason) {
+        self.telemetry
+            .rejected
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// Publishes an empty retained payload to `topic`, which removes its retained message.
+    fn clear(&mut self, topic: String, reason: RejectReason) {
+        let mqtt = self.mqtt.clone();
+        let telemetry = self.telemetry.clone();
+        let log = self.clear_log.clone();
+        self.clears.spawn(async move {
+            let result = mqtt.publish(topic.clone(), Vec::new(), true).await;
+            let key = if result.is_ok() { "cleared" } else { "failed" };
+            let verdict = log.check(key);
+            match (result, verdict) {
+                (Ok(()), verdict) => {
+                    telemetry.cleared_retained.inc();
+                    if let Verdict::Log { suppressed } = verdict {
+                        info!(topic = %topic, reason = reason.as_str(), suppressed, "cleared a rejected retained message from the broker");
+                    }
+                }
+                (Err(error), Verdict::Log { suppressed }) => {
+                    warn!(topic = %topic, %error, suppressed, "cannot clear a rejected retained message");
+                }
+                (Err(_), Verdict::Suppress) => {}
+            }
+        });
+    }
+}
+
+/// Whether a retained message refused for `reason` is removed from the broker. Not for an
+/// unknown schema: that is a newer protocol version's message, which its own collector may
+/// well read, not garbage.
+fn clears(reason: RejectReason) -> bool {
+    reason != RejectReason::UnknownSchema
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+
+    use super::*;
+    use crate::mqtt::PublishError;
+    use crate::state::{Liveness, State};
+
+    struct Fixture {
+        decoder: Decoder,
+        requests: mpsc::Receiver<crate::mqtt::PublishRequest>,
+        telemetry: Arc<Telemetry>,
+        state: SharedState,
+    }
+
+    fn fixture() -> Fixture {
+        let state = Arc::new(RwLock::new(State::new(Liveness {
+            silent_intervals: 3,
+            default_interval: Duration::from_secs(15),
+            forget_after: Duration::from_secs(3600),
+        })));
+        let telemetry = Arc::new(Telemetry::new(state.clone()).unwrap());
+        let (mqtt, requests) = MqttHandle::channel(8);
+        let decoder = Decoder::new(
+            "pantau".to_owned(),
+            Limits::default(),
+            state.clone(),
+            telemetry.clone(),
+            mqtt,
+        );
+        Fixture {
+            decoder,
+            requests,
+            telemetry,
+            state,
+        }
+    }
+
+    fn received(topic: &str, payload: &[u8], retained: bool) -> Received {
+        Received {
+            topic: topic.to_owned(),
+            payload: bytes::Bytes::copy_from_slice(payload),
+            retained,
+        }
+    }
+
+    fn rejected(telemetry: &Telemetry, reason: RejectReason) -> u64 {
+        telemetry
+            .rejected
+            .with_label_values(&[reason.as_str()])
+            .get()
+    }
+
+    #[tokio::test]
+    async fn a_rejected_retained_message_is_cleared_and_counted_once_acknowledged() {
+        let mut f = fixture();
+        let topic = "pantau/v1/dc/x/status";
+        f.decoder.handle(received(topic, b"not json", true));
+        assert_eq!(rejected(&f.telemetry, RejectReason::InvalidJson), 1);
+
+        let request = f.requests.recv().await.unwrap();
+        assert_eq!(request.topic, topic);
+        assert!(request.payload.is_empty() && request.retain);
+        assert_eq!(f.telemetry.cleared_retained.get(), 0, "not before the ack");
+        request.reply.send(Ok(())).unwrap();
+        f.decoder.clears.join_next().await.unwrap().unwrap();
+        assert_eq!(f.telemetry.cleared_retained.get(), 1);
+
+        // The clear echoes back (retained or not): ignored, counted nowhere, not cleared again.
+        f.decoder.handle(received(topic, b"", true));
+        f.decoder.handle(received(topic, b"", false));
+        let total: u64 = RejectReason::ALL
+            .iter()
+            .map(|reason| rejected(&f.telemetry, *reason))
+            .sum();
+        assert_eq!(total, 1);
+        assert!(f.requests.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_clear_is_not_counted() {
+        let mut f = fixture();
+        f.decoder
+            .handle(received("pantau/v1/dc/x/status", b"{}", true));
+        let request = f.requests.recv().await.unwrap();
+        request.reply.send(Err(PublishError::NotConnected)).unwrap();
+        f.decoder.clears.join_next().await.unwrap().unwrap();
+        assert_eq!(f.telemetry.cleared_retained.get(), 0);
+        assert_eq!(rejected(&f.telemetry, RejectReason::InvalidSchema), 1);
+    }
+
+    #[tokio::test]
+    async fn only_retained_messages_of_this_protocol_version_are_cleared() {
+        let mut f = fixture();
+        // Live (not replayed) garbage is gone once delivered; nothing to clear.
+        f.decoder
+            .handle(received("pantau/v1/dc/x/status", b"not json", false));
+        // A newer protocol's retained status belongs to a newer collector.
+        f.decoder
+            .handle(received("pantau/v2/dc/x/status", b"{}", true));
+        assert_eq!(rejected(&f.telemetry, RejectReason::InvalidJson), 1);
+        assert_eq!(rejected(&f.telemetry, RejectReason::UnknownSchema), 1);
+        assert!(f.decoder.clears.is_empty());
+        assert!(f.requests.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_good_events_message_is_applied() {
+        let mut f = fixture();
+        let payload = br#"{"schema":1,"agent":"a","site":"dc","seq":5,"timestamp_ms":9,
+            "events":[{"kind":"agent_started","severity":"info","message":"hi"}]}"#;
+        f.decoder
+            .handle(received("pantau/v1/dc/a/events", payload, false));
+        let events = f.state.read().unwrap().events("a").unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "agent_started");
+    }
+}
