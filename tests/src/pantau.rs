@@ -141,6 +141,34 @@ impl Collector {
         (status, json)
     }
 
+    /// Waits until `GET path` answers `status` with JSON that `accept`s; returns the JSON.
+    pub fn wait_for_api(
+        &self,
+        path: &str,
+        status: u16,
+        timeout: Duration,
+        accept: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let found = crate::poll_until(timeout, || {
+            let (got, json) = self.api(path);
+            (got == status && accept(&json)).then_some(json)
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "timed out after {timeout:?} waiting for GET {path} to answer {status} as expected \
+                 (now {:?})\n{}",
+                self.api(path),
+                self.guard.logs()
+            )
+        })
+    }
+
+    /// `GET /readyz`: status and body.
+    pub fn readyz(&self) -> (u16, String) {
+        http_get(&format!("{}/readyz", self.url()))
+            .unwrap_or_else(|error| panic!("GET /readyz: {error}\n{}", self.guard.logs()))
+    }
+
     pub fn guard(&mut self) -> &mut ChildGuard {
         &mut self.guard
     }
