@@ -95,7 +95,7 @@ impl AgentConfig {
         })?;
         pantau_protocol::validate_id(&self.agent.site)
             .map_err(|why| ConfigError::invalid("agent.site", &self.agent.site, why))?;
-        if !(1..=3600).contains(&self.agent.interval_seconds) {
+        if !pantau_protocol::INTERVAL_SECONDS.contains(&self.agent.interval_seconds) {
             return Err(ConfigError::invalid(
                 "agent.interval_seconds",
                 self.agent.interval_seconds,

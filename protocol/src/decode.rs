@@ -13,6 +13,10 @@ use crate::message::{EventsMessage, Family, Message, MetricsMessage, StatusMessa
 use crate::names::{NameError, validate_label_name, validate_metric_name};
 use crate::topic::{Channel, Topic, TopicError};
 
+/// The reporting intervals an agent may announce: what its own config accepts. Anything else
+/// would only be a stranger's attempt to overflow the collector's silence arithmetic.
+pub const INTERVAL_SECONDS: std::ops::RangeInclusive<u64> = 1..=3600;
+
 /// Most roles a status message may list.
 const MAX_ROLES: usize = 16;
 
@@ -51,6 +55,8 @@ pub enum RejectReason {
     InvalidMetricName,
     InvalidLabelName,
     DuplicateSeries,
+    /// A number outside the range the protocol allows (e.g. `interval_seconds` of 0).
+    OutOfRange,
     /// Not produced by `decode`: the collector refuses a family whose type differs from the
     /// type the name already has. Listed here so the label set is defined in one place.
     TypeConflict,
@@ -59,7 +65,7 @@ pub enum RejectReason {
 impl RejectReason {
     /// Every reason, so counters can start at zero and dashboards see them before the first
     /// rejection.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::InvalidTopic,
         RejectReason::UnknownSchema,
         RejectReason::Oversized,
@@ -70,6 +76,7 @@ impl RejectReason {
         RejectReason::InvalidMetricName,
         RejectReason::InvalidLabelName,
         RejectReason::DuplicateSeries,
+        RejectReason::OutOfRange,
         RejectReason::TypeConflict,
     ];
 
@@ -85,6 +92,7 @@ impl RejectReason {
             RejectReason::InvalidMetricName => "invalid_metric_name",
             RejectReason::InvalidLabelName => "invalid_label_name",
             RejectReason::DuplicateSeries => "duplicate_series",
+            RejectReason::OutOfRange => "out_of_range",
             RejectReason::TypeConflict => "type_conflict",
         }
     }
@@ -103,20 +111,27 @@ pub enum DecodeError {
     InvalidSchema(String),
     #[error("payload has schema version {0}, this build reads version 1")]
     UnknownSchemaVersion(u64),
-    #[error("payload {field} '{payload}' does not match the topic's '{topic}'")]
+    #[error("payload {field} {payload:?} does not match the topic's {topic:?}")]
     AgentMismatch {
         field: &'static str,
         payload: String,
         topic: String,
     },
-    #[error("{metric}: value {value} is not finite")]
+    #[error("{metric:?}: value {value} is not finite")]
     NonFiniteValue { metric: String, value: f64 },
     #[error("metric name: {0}")]
     InvalidMetricName(NameError),
-    #[error("{metric}: label name: {error}")]
+    #[error("{metric:?}: label name: {error}")]
     InvalidLabelName { metric: String, error: NameError },
-    #[error("{0} appears more than once with the same labels")]
+    #[error("{0:?} appears more than once with the same labels")]
     DuplicateSeries(String),
+    #[error("{field} {value} is outside {min}..={max}")]
+    OutOfRange {
+        field: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
 }
 
 impl DecodeError {
@@ -133,6 +148,7 @@ impl DecodeError {
             DecodeError::InvalidMetricName(_) => RejectReason::InvalidMetricName,
             DecodeError::InvalidLabelName { .. } => RejectReason::InvalidLabelName,
             DecodeError::DuplicateSeries(_) => RejectReason::DuplicateSeries,
+            DecodeError::OutOfRange { .. } => RejectReason::OutOfRange,
         }
     }
 }
@@ -163,6 +179,16 @@ pub fn decode(
             let status: StatusMessage = parse(payload)?;
             check_origin(&topic, &status.agent, &status.site)?;
             validate_roles(&status.roles)?;
+            if let Some(interval) = status.interval_seconds
+                && !INTERVAL_SECONDS.contains(&interval)
+            {
+                return Err(DecodeError::OutOfRange {
+                    field: "interval_seconds",
+                    value: interval,
+                    min: *INTERVAL_SECONDS.start(),
+                    max: *INTERVAL_SECONDS.end(),
+                });
+            }
             Message::Status(status)
         }
         Channel::Metrics => {
@@ -525,6 +551,24 @@ mod tests {
     }
 
     #[test]
+    fn intervals_outside_the_agents_range_are_refused() {
+        let status = |interval: u64| {
+            format!(
+                r#"{{"schema":1,"agent":"srv-01","site":"dc","state":"online","timestamp_ms":1,
+                    "interval_seconds":{interval}}}"#
+            )
+        };
+        for bad in [0, 3601, u64::MAX] {
+            let error =
+                decode_default("pantau/v1/dc/srv-01/status", status(bad).as_bytes()).unwrap_err();
+            assert_eq!(error.reason(), RejectReason::OutOfRange, "{bad}");
+        }
+        for good in [1, 15, 3600] {
+            assert!(decode_default("pantau/v1/dc/srv-01/status", status(good).as_bytes()).is_ok());
+        }
+    }
+
+    #[test]
     fn oversized_is_refused_before_parsing() {
         let limits = Limits {
             max_payload_bytes: 16,
@@ -543,10 +587,10 @@ mod tests {
         let error = decode_default(TOPIC, good.replace("srv-01", "srv-02").as_bytes()).unwrap_err();
         assert_eq!(
             error.to_string(),
-            "payload agent 'srv-02' does not match the topic's 'srv-01'"
+            "payload agent \"srv-02\" does not match the topic's \"srv-01\""
         );
         let error = decode_default(TOPIC, good.replace("0.25", "null").as_bytes()).unwrap_err();
-        assert_eq!(error.to_string(), "node_load1: value NaN is not finite");
+        assert_eq!(error.to_string(), "\"node_load1\": value NaN is not finite");
         let error = decode_default(TOPIC, br#"{"schema":"one"}"#).unwrap_err();
         assert_eq!(error.reason(), RejectReason::InvalidSchema);
     }

@@ -12,7 +12,7 @@ pub use command::{
     COMMAND_COMPLETED, COMMAND_REJECTED, Command, CommandMessage, CommandRejectReason,
     CommandRejection, decode_command, validate_command_name,
 };
-pub use decode::{DecodeError, Decoded, Limits, RejectReason, decode};
+pub use decode::{DecodeError, Decoded, INTERVAL_SECONDS, Limits, RejectReason, decode};
 pub use message::{
     AgentState, Event, EventsMessage, Family, Message, MetricKind, MetricsMessage, Sample,
     Severity, StatusMessage,

@@ -19,9 +19,9 @@ const COLLECTOR_OWNED_METRICS: [&str; 6] = [
 /// Why a metric or label name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum NameError {
-    #[error("'{0}' is not a valid Prometheus name")]
+    #[error("{0:?} is not a valid Prometheus name")]
     Grammar(String),
-    #[error("'{0}' is reserved for the collector")]
+    #[error("{0:?} is reserved for the collector")]
     Reserved(String),
 }
 

@@ -40,11 +40,11 @@ pub struct Topic {
 /// Why a topic is not a Pantau v1 topic.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TopicError {
-    #[error("topic '{0}' is not under the prefix")]
+    #[error("topic {0:?} is not under the prefix")]
     OutsidePrefix(String),
-    #[error("topic '{topic}' uses protocol version '{version}', this build speaks v1")]
+    #[error("topic {topic:?} uses protocol version {version:?}, this build speaks v1")]
     UnknownVersion { topic: String, version: String },
-    #[error("topic '{topic}' does not match <prefix>/v1/<site>/<agent>/<channel>: {why}")]
+    #[error("topic {topic:?} does not match <prefix>/v1/<site>/<agent>/<channel>: {why}")]
     Malformed { topic: String, why: String },
 }
 
@@ -123,10 +123,14 @@ impl fmt::Display for Channel {
     }
 }
 
-/// Checks an agent id or site: 1 to 64 bytes of ASCII letters, digits, `.`, `_` or `-`.
+/// Checks an agent id or site: 1 to 64 bytes of ASCII letters, digits, `.`, `_` or `-`, and
+/// not `.` or `..` (ids become file and URL path segments).
 pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("must not be empty".to_owned());
+    }
+    if id == "." || id == ".." {
+        return Err(format!("must not be {id:?}"));
     }
     if id.len() > MAX_ID_LEN {
         return Err(format!("longer than {MAX_ID_LEN} bytes"));
@@ -213,6 +217,8 @@ mod tests {
         assert!(validate_id(&"a".repeat(65)).is_err());
         assert!(validate_id("a/b").unwrap_err().contains("'/'"));
         assert!(validate_id("a+").is_err());
+        assert!(validate_id(".").is_err() && validate_id("..").is_err());
+        assert!(validate_id("...").is_ok() && validate_id(".a").is_ok());
     }
 
     #[test]
