@@ -11,8 +11,16 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn series(name: &str, id: &str, extra: &str) -> String {
-    format!(r#"{name}{{{extra}instance="{id}",site="dc"}}"#)
+/// A series as the collector writes it: labels sorted by name.
+fn series(name: &str, id: &str, extra: &[(&str, &str)]) -> String {
+    let mut labels: Vec<(&str, &str)> = vec![("instance", id), ("site", "dc")];
+    labels.extend_from_slice(extra);
+    labels.sort_unstable();
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!(r#"{k}="{v}""#))
+        .collect();
+    format!("{name}{{{}}}", labels.join(","))
 }
 
 fn command(id: &str, command_id: &str) -> Vec<u8> {
@@ -42,7 +50,7 @@ fn find_event(events: &[Value], kind: &str, key: &str, value: &str) -> Option<Va
 fn slow_agent(dir: &TestDir, broker: &Mosquitto, collector: &Collector, id: &str) -> Agent {
     let mut agent = Agent::start(dir, id, "dc", &broker.url(), 60);
     agent.guard().wait_for_log("subscribed to commands", WAIT);
-    collector.wait_for_sample(&series("pantau_agent_up", id, ""), WAIT, |v| v == 1.0);
+    collector.wait_for_sample(&series("pantau_agent_up", id, &[]), WAIT, |v| v == 1.0);
     agent
 }
 
@@ -89,7 +97,7 @@ fn commands_reach_their_role_and_bad_ones_are_explained() {
     let collector = Collector::with_broker(&dir, &broker);
     let id = "dc-srv-cmd2";
     let agent = slow_agent(&dir, &broker, &collector, id);
-    let messages = series("pantau_agent_messages_total", id, "");
+    let messages = series("pantau_agent_messages_total", id, &[]);
     let before = collector.wait_for_sample(&messages, WAIT, |_| true);
 
     // host/collect, claimed by the host role: a metrics message out of cadence, and an answer.
@@ -141,13 +149,13 @@ fn commands_reach_their_role_and_bad_ones_are_explained() {
         let counter = series(
             "pantau_agent_rejected_commands_total",
             id,
-            &format!(r#"reason="{reason}","#),
+            &[("reason", reason)],
         );
         collector.wait_for_sample(&counter, WAIT, |v| v == expected);
     }
-    let received = series("pantau_agent_received_commands_total", id, "");
+    let received = series("pantau_agent_received_commands_total", id, &[]);
     collector.wait_for_sample(&received, WAIT, |v| v >= 3.0);
-    collector.wait_for_sample(&series("node_load1", id, ""), WAIT, |v| v >= 0.0);
+    collector.wait_for_sample(&series("node_load1", id, &[]), WAIT, |v| v >= 0.0);
     drop(agent);
 }
 
@@ -208,7 +216,7 @@ fn an_unwritable_state_dir_does_not_stop_reporting() {
     let collector = Collector::with_broker(&dir, &broker);
     let id = "dc-srv-state";
     let agent = Agent::start(&dir, id, "dc", &broker.url(), 1);
-    let failed = series("pantau_agent_state_persistence_failed", id, "");
+    let failed = series("pantau_agent_state_persistence_failed", id, &[]);
     collector.wait_for_sample(&failed, WAIT, |v| v == 0.0);
 
     // Replace the state directory by a file: not writable, even for root.
@@ -216,7 +224,7 @@ fn an_unwritable_state_dir_does_not_stop_reporting() {
     fs::rename(&agent.state_dir, &moved).unwrap();
     fs::write(&agent.state_dir, "not a directory").unwrap();
     collector.wait_for_sample(&failed, WAIT, |v| v == 1.0);
-    let messages = series("pantau_agent_messages_total", id, "");
+    let messages = series("pantau_agent_messages_total", id, &[]);
     let during = collector.wait_for_sample(&messages, WAIT, |_| true);
     collector.wait_for_sample(&messages, WAIT, |v| v >= during + 2.0);
     assert!(
@@ -264,19 +272,19 @@ fn a_message_above_the_limit_is_trimmed_and_the_agent_stays_up() {
         1,
         &[("PANTAU_AGENT__MAX_MESSAGE_BYTES", "8192")],
     );
-    collector.wait_for_sample(&series("pantau_agent_up", id, ""), WAIT, |v| v == 1.0);
+    collector.wait_for_sample(&series("pantau_agent_up", id, &[]), WAIT, |v| v == 1.0);
     collector.wait_for_sample(
-        &series("pantau_agent_dropped_families_total", id, ""),
+        &series("pantau_agent_dropped_families_total", id, &[]),
         WAIT,
         |v| v > 0.0,
     );
     collector.wait_for_sample(
-        &series("pantau_agent_oversized_messages_total", id, ""),
+        &series("pantau_agent_oversized_messages_total", id, &[]),
         WAIT,
         |v| v > 0.0,
     );
     collector.wait_for_sample(
-        &series("pantau_agent_outbox_messages", id, ""),
+        &series("pantau_agent_outbox_messages", id, &[]),
         WAIT,
         |_| true,
     );
