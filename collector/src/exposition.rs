@@ -157,6 +157,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// Every agent's view at `now`.
     pub fn take(state: &State, now: Instant) -> Self {
         Self {
             rows: state.views(now),

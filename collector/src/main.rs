@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pantau_protocol::Limits;
-use pantau_runtime::supervise::Supervisor;
 use tracing::info;
 
 use crate::config::CollectorConfig;
@@ -45,10 +44,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     config.check_listen_addresses()?;
     let shutdown = pantau_runtime::shutdown::on_signals();
     let readiness = Readiness::default();
-    let mut supervisor = Supervisor::new(shutdown.clone()).on_failure({
-        let readiness = readiness.clone();
-        move |failure| readiness.record_failure(failure)
-    });
+    let mut supervisor = readiness.supervisor(shutdown.clone());
     if config.broker.embedded {
         broker::spawn(&mut supervisor, &config.broker)?;
         info!(listen = %config.broker.listen, "embedded MQTT broker started");

@@ -7,7 +7,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use pantau_runtime::supervise::TaskFailure;
+use pantau_runtime::supervise::{Supervisor, TaskFailure};
+use tokio_util::sync::CancellationToken;
 
 /// Shared readiness; cheap to clone.
 #[derive(Debug, Default, Clone)]
@@ -54,9 +55,16 @@ impl Readiness {
         self.0.subscribed.store(subscribed, Ordering::Relaxed);
     }
 
-    /// The supervisor's `on_failure` hook: not ready from now on, with `failure` as the reason.
+    /// Not ready from now on, with `failure` as the reason.
     pub fn record_failure(&self, failure: &TaskFailure) {
         let _ = self.0.failure.set(failure.to_string());
+    }
+
+    /// A supervisor for the essential tasks whose first failure is recorded here, at the
+    /// moment it is found, before the other tasks are asked to stop.
+    pub fn supervisor(&self, shutdown: CancellationToken) -> Supervisor {
+        let readiness = self.clone();
+        Supervisor::new(shutdown).on_failure(move |failure| readiness.record_failure(failure))
     }
 }
 

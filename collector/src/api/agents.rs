@@ -27,6 +27,7 @@ pub struct AgentEvents {
     pub events: Vec<EventRecord>,
 }
 
+/// Every agent, sorted by id.
 pub async fn list(State(app): State<AppState>) -> Json<AgentList> {
     let state = app.state.read().unwrap_or_else(PoisonError::into_inner);
     Json(AgentList {
@@ -34,6 +35,7 @@ pub async fn list(State(app): State<AppState>) -> Json<AgentList> {
     })
 }
 
+/// One agent; 400 for an invalid id, 404 for an unknown one.
 pub async fn one(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -46,6 +48,7 @@ pub async fn one(
         .ok_or_else(|| unknown(&id))
 }
 
+/// One agent's recent events, newest first; 400 and 404 as for `one`.
 pub async fn events(
     State(app): State<AppState>,
     Path(id): Path<String>,

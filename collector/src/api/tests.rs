@@ -68,11 +68,20 @@ async fn health_and_readiness() {
 async fn a_failed_essential_task_makes_readyz_say_which_and_why() {
     let app = fixture();
     app.readiness.set_subscribed(true);
-    app.readiness
-        .record_failure(&pantau_runtime::supervise::TaskFailure {
-            task: "decoder".to_owned(),
-            why: "panicked: overflow in seq arithmetic".to_owned(),
-        });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut supervisor = app.readiness.supervisor(shutdown.clone());
+    let token = shutdown.clone();
+    supervisor.spawn("sweeper", async move { token.cancelled().await });
+    supervisor.spawn("decoder", async {
+        tokio::task::yield_now().await;
+        if true {
+            panic!("overflow in seq arithmetic");
+        }
+    });
+    let failure = supervisor.run().await.unwrap_err();
+    assert_eq!(failure.task, "decoder");
+    assert!(shutdown.is_cancelled());
+
     let (status, body, _) = get(&app, "/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(

@@ -37,6 +37,7 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// A decoder for topics under `prefix`, clearing rejected retained messages through `mqtt`.
     pub fn new(
         prefix: String,
         limits: Limits,
