@@ -97,6 +97,8 @@ pub enum Transition {
 }
 
 impl State {
+    /// No agents yet; each will keep `DEFAULT_MAX_EVENTS` events unless `with_max_events`
+    /// says otherwise.
     pub fn new(liveness: Liveness) -> Self {
         Self {
             liveness,
