@@ -28,7 +28,7 @@ fn command(id: &str, command_id: &str) -> Vec<u8> {
         "schema": 1, "agent": id, "site": "dc", "id": command_id,
         "timestamp_ms": 1_800_000_000_000_i64
     }))
-    .unwrap()
+    .expect("a JSON value serializes")
 }
 
 /// The agent's recent events as the collector serves them.
