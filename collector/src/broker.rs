@@ -2,23 +2,48 @@
 //! else. The collector talks to it over loopback like any other client, so the embedded and the
 //! external (Mosquitto, EMQX) setups share one code path.
 //!
+//! Logins: with `broker.password_file`, every client must log in as a user of that file and
+//! may only use the client id that belongs to the user (see `users.rs`), so no one can take
+//! over an agent's client id. The collector's own client logs in with a secret made at start
+//! that never leaves the process. Without a file (loopback, or `allow_anonymous`) anyone may
+//! connect. rumqttd cannot restrict topics per client; README's security section says what
+//! only Mosquitto's ACLs can do.
+//!
 //! rumqttd's `start()` blocks and builds its own runtimes, so it runs on a plain OS thread, as
 //! the essential task `mqtt-broker`: if it returns, the collector stops too. It has no shutdown
 //! call: the thread ends with the process, after the collector has stopped.
 
 use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
 
+use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use pantau_runtime::supervise::Supervisor;
+use prometheus::IntCounterVec;
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use subtle::ConstantTimeEq;
 use thiserror::Error;
+use tracing::{debug, warn};
 
 use crate::config::BrokerConfig;
+use crate::users::{Refusal, Users, UsersError};
+
+/// The user name of the collector's own client on the embedded broker; a password file may
+/// not list it.
+pub const INTERNAL_USER: &str = "pantau-collector-internal";
 
 /// Why the embedded broker is not running.
 #[derive(Debug, Error)]
 pub enum BrokerError {
     #[error("cannot start the embedded broker thread: {0}")]
     Spawn(std::io::Error),
+    #[error("broker.password_file: {0}")]
+    Users(#[from] UsersError),
+    #[error("broker.password_file lists the reserved user '{INTERNAL_USER}'")]
+    ReservedUser,
+    #[error("cannot make the collector's broker secret from /dev/urandom: {0}")]
+    Secret(std::io::Error),
     /// rumqttd's error, as text: its error type is not exported.
     #[error("embedded broker failed: {0}")]
     Failed(String),
@@ -27,14 +52,104 @@ pub enum BrokerError {
     ListenerEnded,
 }
 
-/// Starts the broker on its own thread, watched by `supervisor`.
+/// The collector's own login on the embedded broker.
+#[derive(Clone)]
+pub struct InternalLogin {
+    pub username: String,
+    pub password: String,
+    pub client_id: String,
+}
+
+impl InternalLogin {
+    /// A fresh 256-bit secret for `client_id`.
+    pub fn generate(client_id: &str) -> Result<Self, BrokerError> {
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut random| random.read_exact(&mut bytes))
+            .map_err(BrokerError::Secret)?;
+        let password = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+        Ok(Self {
+            username: INTERNAL_USER.to_owned(),
+            password,
+            client_id: client_id.to_owned(),
+        })
+    }
+}
+
+/// Decides every login on the embedded broker.
+struct Gate {
+    users: Users,
+    internal: InternalLogin,
+    refused: IntCounterVec,
+    log: LogLimiter,
+}
+
+impl Gate {
+    fn admit(&self, client_id: &str, username: &str, password: &str) -> bool {
+        if username == INTERNAL_USER {
+            let ok = client_id == self.internal.client_id
+                && bool::from(password.as_bytes().ct_eq(self.internal.password.as_bytes()));
+            if !ok {
+                self.refuse(client_id, username, Refusal::BadPassword);
+            }
+            return ok;
+        }
+        match self.users.check(client_id, username, password) {
+            Ok(()) => {
+                debug!(client_id = ?client_id, username = ?username, "broker login accepted");
+                true
+            }
+            Err(refusal) => {
+                self.refuse(client_id, username, refusal);
+                false
+            }
+        }
+    }
+
+    fn refuse(&self, client_id: &str, username: &str, refusal: Refusal) {
+        self.refused.with_label_values(&[refusal.as_str()]).inc();
+        if let Verdict::Log { suppressed } = self.log.check(refusal.as_str()) {
+            // Both names come from the network: `?` quotes and escapes them.
+            warn!(
+                client_id = ?client_id,
+                username = ?username,
+                reason = refusal.as_str(),
+                suppressed,
+                "embedded broker refused a login"
+            );
+        }
+    }
+}
+
+/// Starts the broker on its own thread, watched by `supervisor`. `refused` counts refused
+/// logins by reason.
 ///
 /// The caller has already checked that `listen` can be bound (`check_listen_addresses`), as
 /// rumqttd only logs a bind failure from inside its thread. Readiness is not probed here: the
 /// collector's own MQTT client connects with backoff, and `/readyz` turns ready once it is
 /// subscribed. (A bare TCP probe would make rumqttd log an error about an aborted connect.)
-pub fn spawn(supervisor: &mut Supervisor, config: &BrokerConfig) -> Result<(), BrokerError> {
-    let mut broker = Broker::new(rumqttd_config(config));
+pub fn spawn(
+    supervisor: &mut Supervisor,
+    config: &BrokerConfig,
+    internal: &InternalLogin,
+    refused: IntCounterVec,
+) -> Result<(), BrokerError> {
+    let gate = match &config.password_file {
+        Some(path) => {
+            let users = Users::load(path)?;
+            if users.contains(INTERNAL_USER) {
+                return Err(BrokerError::ReservedUser);
+            }
+            Some(Arc::new(Gate {
+                users,
+                internal: internal.clone(),
+                refused,
+                log: LogLimiter::new(Duration::from_secs(10)),
+            }))
+        }
+        None => None,
+    };
+    let mut broker = Broker::new(rumqttd_config(config, gate));
     supervisor
         .spawn_thread("mqtt-broker", move || {
             broker
@@ -45,8 +160,8 @@ pub fn spawn(supervisor: &mut Supervisor, config: &BrokerConfig) -> Result<(), B
         .map_err(BrokerError::Spawn)
 }
 
-fn rumqttd_config(config: &BrokerConfig) -> Config {
-    let connections = ConnectionSettings {
+fn rumqttd_config(config: &BrokerConfig, gate: Option<Arc<Gate>>) -> Config {
+    let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: config.max_packet_bytes,
         max_inflight_count: 100,
@@ -54,6 +169,12 @@ fn rumqttd_config(config: &BrokerConfig) -> Config {
         external_auth: None,
         dynamic_filters: true,
     };
+    if let Some(gate) = gate {
+        // rumqttd closes the socket without a CONNACK when this says no.
+        connections.set_auth_handler(move |client_id, username, password| {
+            std::future::ready(gate.admit(&client_id, &username, &password))
+        });
+    }
     let server = ServerSettings {
         name: "mqtt".to_owned(),
         listen: config.listen,
@@ -75,5 +196,53 @@ fn rumqttd_config(config: &BrokerConfig) -> Config {
         router,
         v4: Some(HashMap::from([("mqtt".to_owned(), server)])),
         ..Config::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::Opts;
+
+    use super::*;
+
+    fn gate() -> Gate {
+        // `mosquitto_passwd -c -b FILE alice secret`.
+        let users = "alice:$7$101$PjPuXrfV8Q/LPIzb$FhAD8UF53GIMvAirZfB27McK9txcAP8GDPAYrDTwI0K\
+                     vgdl/mUDzl/qZq3rwzS5yCzx1Zb3UvVltfh9nuZ6l5g==";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users");
+        std::fs::write(&path, users).unwrap();
+        Gate {
+            users: Users::load(&path).unwrap(),
+            internal: InternalLogin::generate("pantau-collector-1").unwrap(),
+            refused: IntCounterVec::new(Opts::new("r", "r"), &["reason"]).unwrap(),
+            log: LogLimiter::new(Duration::from_secs(10)),
+        }
+    }
+
+    #[test]
+    fn users_log_in_with_their_own_client_id_only() {
+        let gate = gate();
+        assert!(gate.admit("pantau-agent-alice", "alice", "secret"));
+        assert!(!gate.admit("pantau-agent-bob", "alice", "secret"));
+        assert!(!gate.admit("pantau-agent-alice", "alice", "wrong"));
+        let refused = |reason: &str| gate.refused.with_label_values(&[reason]).get();
+        assert_eq!(refused("client_id_not_allowed"), 1);
+        assert_eq!(refused("bad_password"), 1);
+    }
+
+    #[test]
+    fn the_internal_login_works_only_for_the_collector() {
+        let gate = gate();
+        let internal = gate.internal.clone();
+        assert_eq!(internal.password.len(), 64);
+        assert!(gate.admit(&internal.client_id, INTERNAL_USER, &internal.password));
+        assert!(!gate.admit("pantau-agent-x", INTERNAL_USER, &internal.password));
+        assert!(!gate.admit(&internal.client_id, INTERNAL_USER, "guess"));
+        let other = InternalLogin::generate("pantau-collector-1").unwrap();
+        assert_ne!(
+            other.password, internal.password,
+            "a fresh secret per start"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! validated once at start.
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pantau_runtime::config::{self, ConfigError};
@@ -47,14 +47,34 @@ pub struct BrokerConfig {
     /// Where the embedded broker accepts agents.
     #[serde(default = "default_broker_listen")]
     pub listen: SocketAddr,
-    /// Largest MQTT packet the embedded broker accepts; a bigger publish closes the sender's
-    /// connection. Keep it above `ingest.max_payload_bytes` so oversized payloads reach the
-    /// collector and are counted rather than silently cut off at the broker.
+    /// Largest MQTT packet, one setting for both ends: the embedded broker refuses bigger
+    /// publishes (closing the sender's connection), and the collector's own client accepts
+    /// packets up to this size (with an external broker, set the broker's own limit, e.g.
+    /// Mosquitto's `max_packet_size`, to the same value). Must exceed
+    /// `ingest.max_payload_bytes` by 64 KiB, so an oversized payload still reaches the collector
+    /// and is counted instead of breaking its connection.
     #[serde(default = "default_broker_max_packet_bytes")]
     pub max_packet_bytes: usize,
     /// Most simultaneous client connections the embedded broker admits.
     #[serde(default = "default_broker_max_connections")]
     pub max_connections: usize,
+    /// Who may log in to the embedded broker: a file in Mosquitto's `mosquitto_passwd` format
+    /// (README, "Security"). Required when `listen` is not a loopback address, unless
+    /// `allow_anonymous` is true. An empty value means none.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Let clients connect without logging in. Only for a closed network: anyone who reaches
+    /// the port can then publish as any agent and read every message.
+    #[serde(default)]
+    pub allow_anonymous: bool,
+}
+
+/// An empty string (e.g. `PANTAU_BROKER__PASSWORD_FILE=`) switches an optional path off.
+fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<PathBuf>, D::Error> {
+    let path: Option<PathBuf> = Option::deserialize(deserializer)?;
+    Ok(path.filter(|path| !path.as_os_str().is_empty()))
 }
 
 /// `[ingest]`: limits on what agents send.
@@ -102,8 +122,11 @@ fn default_broker_listen() -> SocketAddr {
 }
 
 fn default_broker_max_packet_bytes() -> usize {
-    16 * 1024 * 1024
+    1024 * 1024
 }
+
+/// Room for the topic and MQTT header on top of the largest payload the collector accepts.
+const PACKET_HEADROOM_BYTES: usize = 64 * 1024;
 
 fn default_broker_max_connections() -> usize {
     10_000
@@ -152,6 +175,8 @@ impl Default for BrokerConfig {
             listen: default_broker_listen(),
             max_packet_bytes: default_broker_max_packet_bytes(),
             max_connections: default_broker_max_connections(),
+            password_file: None,
+            allow_anonymous: false,
         }
     }
 }
@@ -182,6 +207,14 @@ impl CollectorConfig {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Self = config::load(path, SECTIONS)?;
         config.validate()?;
+        // Read the users now, so `--check-config` catches a bad line before a restart does.
+        if config.broker.embedded
+            && let Some(path) = &config.broker.password_file
+        {
+            crate::users::Users::load(path).map_err(|error| {
+                ConfigError::invalid("broker.password_file", path.display(), error.to_string())
+            })?;
+        }
         Ok(config)
     }
 
@@ -278,7 +311,47 @@ impl CollectorConfig {
                 format!("must be at most {MAX_EVENTS_LIMIT}"),
             ));
         }
-        Ok(())
+        self.validate_broker()
+    }
+
+    /// The packet limit shared by the broker and the collector's client, and who may log in.
+    fn validate_broker(&self) -> Result<(), ConfigError> {
+        let needed = self
+            .ingest
+            .max_payload_bytes
+            .saturating_add(PACKET_HEADROOM_BYTES);
+        if self.broker.max_packet_bytes < needed {
+            return Err(ConfigError::invalid(
+                "broker.max_packet_bytes",
+                self.broker.max_packet_bytes,
+                format!(
+                    "must be at least ingest.max_payload_bytes + 65536 = {needed}, or an \
+                     oversized payload breaks the collector's connection instead of being counted"
+                ),
+            ));
+        }
+        if !self.broker.embedded {
+            return Ok(());
+        }
+        match (&self.broker.password_file, self.broker.allow_anonymous) {
+            (Some(path), true) => Err(ConfigError::invalid(
+                "broker.allow_anonymous",
+                true,
+                format!(
+                    "cannot be combined with broker.password_file ('{}'): with a password file \
+                     every client logs in",
+                    path.display()
+                ),
+            )),
+            (None, false) if !self.broker.listen.ip().is_loopback() => Err(ConfigError::invalid(
+                "broker.listen",
+                self.broker.listen,
+                "is reachable from other machines, so the embedded broker needs \
+                 broker.password_file (users in mosquitto_passwd format) or, on a closed \
+                 network only, broker.allow_anonymous = true",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The broker the collector subscribes to: its own when embedded (over loopback when it
@@ -338,7 +411,7 @@ mod tests {
     fn invalid_configs_produce_their_errors() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
         let checked = config::check_invalid_configs(&dir, |path| {
-            config::load::<CollectorConfig>(Some(path), SECTIONS)?.validate()
+            CollectorConfig::load(Some(path)).map(|_| ())
         })
         .unwrap();
         assert!(checked >= 5, "only {checked} invalid configs found");

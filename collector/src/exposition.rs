@@ -34,6 +34,8 @@ pub struct Telemetry {
     pub mqtt_connections: IntCounter,
     /// `pantau_collector_http_requests_total{handler,code}`.
     pub http_requests: IntCounterVec,
+    /// `pantau_collector_broker_refused_logins_total{reason}`: the embedded broker's refusals.
+    pub broker_refused_logins: IntCounterVec,
 }
 
 impl Telemetry {
@@ -79,6 +81,16 @@ impl Telemetry {
             ),
             &["handler", "code"],
         )?;
+        let broker_refused_logins = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_broker_refused_logins_total",
+                "Logins the embedded broker refused, by reason.",
+            ),
+            &["reason"],
+        )?;
+        for refusal in crate::users::Refusal::ALL {
+            broker_refused_logins.with_label_values(&[refusal.as_str()]);
+        }
         let build_info = IntGauge::with_opts(
             Opts::new(
                 "pantau_collector_build_info",
@@ -100,6 +112,7 @@ impl Telemetry {
         registry.register(Box::new(mqtt_connected.clone()))?;
         registry.register(Box::new(mqtt_connections.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(broker_refused_logins.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -115,6 +128,7 @@ impl Telemetry {
             mqtt_connected,
             mqtt_connections,
             http_requests,
+            broker_refused_logins,
         })
     }
 

@@ -14,6 +14,7 @@ mod ingest;
 mod mqtt;
 mod readiness;
 mod state;
+mod users;
 
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -45,11 +46,6 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     let shutdown = pantau_runtime::shutdown::on_signals();
     let readiness = Readiness::default();
     let mut supervisor = readiness.supervisor(shutdown.clone());
-    if config.broker.embedded {
-        broker::spawn(&mut supervisor, &config.broker)?;
-        info!(listen = %config.broker.listen, "embedded MQTT broker started");
-    }
-
     let state: SharedState = Arc::new(RwLock::new(
         State::new(Liveness {
             silent_intervals: config.agents.silent_intervals,
@@ -67,14 +63,24 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("pantau-collector-{}", std::process::id()));
     let mut options = config.mqtt.options(&endpoint, &client_id);
-    // Accept packets well above the payload limit so oversized payloads arrive and are counted
-    // instead of breaking the connection.
-    let max_packet = config
-        .ingest
-        .max_payload_bytes
-        .saturating_mul(4)
-        .max(1024 * 1024);
-    options.set_max_packet_size(max_packet, 64 * 1024);
+    if config.broker.embedded {
+        let internal = broker::InternalLogin::generate(&client_id)?;
+        options.set_credentials(internal.username.clone(), internal.password.clone());
+        broker::spawn(
+            &mut supervisor,
+            &config.broker,
+            &internal,
+            telemetry.broker_refused_logins.clone(),
+        )?;
+        let logins = match &config.broker.password_file {
+            Some(path) => format!("users of {}", path.display()),
+            None => "anyone (no broker.password_file)".to_owned(),
+        };
+        info!(listen = %config.broker.listen, logins, "embedded MQTT broker started");
+    }
+    // One packet limit for the broker and this client (checked against the payload limit at
+    // start), so a packet the broker lets through never breaks the collector's connection.
+    options.set_max_packet_size(config.broker.max_packet_bytes, 64 * 1024);
     info!(broker = %endpoint, client_id, "collector starting");
 
     let (queue_tx, queue_rx) = ingest::queue(config.ingest.queue_capacity);

@@ -52,7 +52,7 @@ pub use binary::pantau_binary;
 pub use dir::TestDir;
 pub use http::{http_get, http_post, http_post_json};
 pub use mosquitto::{Message, Mosquitto, MosquittoBuilder, Subscription, mosquitto_pub};
-pub use pantau::{Agent, Collector, example_config, sample};
+pub use pantau::{Agent, Collector, example_config, sample, write_password_file};
 pub use port::free_port;
 pub use process::{ChildGuard, Signal, run_with_timeout};
 pub use prometheus::{Prometheus, PrometheusBuilder};

@@ -27,13 +27,37 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// A collector with its embedded broker on a free port.
+    /// A collector with its embedded broker on a free port of 127.0.0.1, open to anyone (no
+    /// password file: the example config's is switched off, which loopback allows).
     pub fn embedded(dir: &TestDir) -> Collector {
+        Collector::embedded_with_env(dir, &[("PANTAU_BROKER__PASSWORD_FILE", "")])
+    }
+
+    /// A collector whose embedded broker admits only `users` (name, password), written with
+    /// the real `mosquitto_passwd`; `extra_lines` are appended to the file verbatim.
+    pub fn embedded_with_users(
+        dir: &TestDir,
+        users: &[(&str, &str)],
+        extra_lines: &[&str],
+    ) -> Collector {
+        let file = dir.join("broker-users");
+        write_password_file(&file, users, extra_lines);
+        let file = file.display().to_string();
+        Collector::embedded_with_env(dir, &[("PANTAU_BROKER__PASSWORD_FILE", file.as_str())])
+    }
+
+    /// A collector with its embedded broker on a free port of 127.0.0.1, plus overrides.
+    pub fn embedded_with_env(dir: &TestDir, extra: &[(&str, &str)]) -> Collector {
         let mqtt_port = free_port();
-        let env = vec![(
+        let mut env = vec![(
             "PANTAU_BROKER__LISTEN".to_owned(),
             format!("127.0.0.1:{mqtt_port}"),
         )];
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         Collector::start(dir, env, Some(mqtt_port))
     }
 
@@ -236,6 +260,35 @@ impl Agent {
 
     pub fn logs(&self) -> String {
         self.guard.logs()
+    }
+}
+
+/// Writes a Mosquitto password file with the real `mosquitto_passwd`, plus `extra_lines`.
+pub fn write_password_file(path: &Path, users: &[(&str, &str)], extra_lines: &[&str]) {
+    std::fs::write(path, "").expect("create the password file");
+    for (user, password) in users {
+        let output = crate::run_with_timeout(
+            Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(path)
+                .arg(user)
+                .arg(password),
+            b"",
+            START_TIMEOUT,
+        );
+        assert!(
+            output.status.success(),
+            "mosquitto_passwd: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    if !extra_lines.is_empty() {
+        let mut text = std::fs::read_to_string(path).expect("read the password file");
+        for line in extra_lines {
+            text.push_str(line);
+            text.push('\n');
+        }
+        std::fs::write(path, text).expect("write the password file");
     }
 }
 

@@ -5,7 +5,9 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::Duration;
 
-use pantau_tests::{example_config, free_port, pantau_binary, run_with_timeout};
+use pantau_tests::{
+    TestDir, example_config, free_port, pantau_binary, run_with_timeout, write_password_file,
+};
 
 fn run(binary: &str, config: &str, env: &[(&str, &str)], check: bool) -> (i32, String, String) {
     let mut command = Command::new(pantau_binary(binary));
@@ -29,9 +31,34 @@ fn check_config_accepts_every_example() {
         assert_eq!(code, 0, "{config}: {stderr}");
         assert!(stdout.starts_with("config OK"), "{stdout}");
     }
-    let (code, stdout, stderr) = run("pantau-collector", "collector.toml", &[], true);
+    // The shipped collector config names /etc/pantau/broker-users; point it at a real file
+    // written by mosquitto_passwd, which is read and checked too.
+    let dir = TestDir::new();
+    let users = dir.join("broker-users");
+    write_password_file(&users, &[("dc-srv-01", "secret")], &[]);
+    let users = users.display().to_string();
+    let (code, stdout, stderr) = run(
+        "pantau-collector",
+        "collector.toml",
+        &[("PANTAU_BROKER__PASSWORD_FILE", &users)],
+        true,
+    );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "config OK\n");
+    // A line that is not in mosquitto_passwd's format is named, hash never shown.
+    std::fs::write(&users, "dc-srv-01:plaintext-password\n").unwrap();
+    let (code, _, stderr) = run(
+        "pantau-collector",
+        "collector.toml",
+        &[("PANTAU_BROKER__PASSWORD_FILE", &users)],
+        true,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{users}:1: user 'dc-srv-01'")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("plaintext-password"), "{stderr}");
 }
 
 #[test]
@@ -72,6 +99,7 @@ fn a_taken_port_stops_the_collector_with_the_key_named() {
         &[
             ("PANTAU_HTTP__LISTEN", &address),
             ("PANTAU_BROKER__LISTEN", &broker),
+            ("PANTAU_BROKER__PASSWORD_FILE", ""),
         ],
         false,
     );
