@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use pantau_protocol::{Channel, Event, Family, Severity};
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
+use pantau_runtime::time::sleep_until_or_never;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -271,13 +272,6 @@ fn fit_metrics(
     match payload.len() <= max_bytes {
         true => Ok(Fitted { payload, dropped }),
         false => Err(payload.len()),
-    }
-}
-
-async fn sleep_until_or_never(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -10,3 +10,4 @@ pub mod mqtt;
 pub mod ratelimit;
 pub mod shutdown;
 pub mod supervise;
+pub mod time;

@@ -129,14 +129,7 @@ impl Supervisor {
     pub async fn run(mut self) -> Result<(), TaskFailure> {
         let mut first_failure = None;
         while let Some(joined) = self.tasks.join_next_with_id().await {
-            let (id, outcome) = match joined {
-                Ok((id, result)) => (id, result),
-                Err(error) => (error.id(), Err(panic_text(error))),
-            };
-            let name = self
-                .names
-                .remove(&id)
-                .unwrap_or_else(|| "unnamed".to_owned());
+            let (name, outcome) = self.identify(joined);
             let failure = match outcome {
                 Err(why) => Some(why),
                 Ok(()) if !self.shutdown.is_cancelled() => Some("ended before shutdown".to_owned()),
@@ -163,6 +156,22 @@ impl Supervisor {
         first_failure.map_or(Ok(()), Err)
     }
 
+    /// The name of a finished task and how it ended (a panic as an error).
+    fn identify(
+        &mut self,
+        joined: Result<(Id, Result<(), String>), JoinError>,
+    ) -> (String, Result<(), String>) {
+        let (id, outcome) = match joined {
+            Ok((id, result)) => (id, result),
+            Err(error) => (error.id(), Err(panic_text(error))),
+        };
+        let name = self
+            .names
+            .remove(&id)
+            .unwrap_or_else(|| "unnamed".to_owned());
+        (name, outcome)
+    }
+
     async fn drain(mut self, first_failure: Option<TaskFailure>) -> Result<(), TaskFailure> {
         let deadline = tokio::time::Instant::now() + self.grace;
         let mut first_failure = first_failure;
@@ -177,14 +186,7 @@ impl Supervisor {
                 }
             };
             let Some(joined) = joined else { break };
-            let (id, outcome) = match joined {
-                Ok((id, result)) => (id, result),
-                Err(error) => (error.id(), Err(panic_text(error))),
-            };
-            let name = self
-                .names
-                .remove(&id)
-                .unwrap_or_else(|| "unnamed".to_owned());
+            let (name, outcome) = self.identify(joined);
             if let Err(why) = outcome {
                 warn!(task = %name, %why, "task failed while stopping");
                 first_failure.get_or_insert(TaskFailure { task: name, why });

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use pantau_runtime::backoff::Backoff;
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
+use pantau_runtime::time::sleep_until_or_never;
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, Outgoing, Packet, QoS,
     SubscribeReasonCode,
@@ -424,13 +425,6 @@ impl Delivery {
                 },
             }
         }
-    }
-}
-
-async fn sleep_until_or_never(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 
