@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pantau_protocol::{Command, CommandRejection, Event, Family};
+use pantau_protocol::{AnyFamily, Command, CommandRejection, Event};
 use pantau_runtime::supervise::Supervisor;
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
@@ -78,9 +78,9 @@ impl Role {
     }
 
     /// The role's latest families, for this interval's metrics message.
-    pub async fn collect(&mut self) -> Vec<Family> {
+    pub async fn collect(&mut self) -> Vec<AnyFamily> {
         match self {
-            Role::Host(role) => role.collect().await,
+            Role::Host(role) => role.collect().await.into_iter().map(AnyFamily::from).collect(),
         }
     }
 

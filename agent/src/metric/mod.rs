@@ -4,5 +4,5 @@
 mod family;
 mod pattern;
 
-pub use family::FamilyBuilder;
+pub use family::{FamilyBuilder, HistogramBuilder};
 pub use pattern::Pattern;
