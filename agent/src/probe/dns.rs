@@ -147,9 +147,27 @@ async fn query(spec: &DnsSpec, result: &mut DnsResult) -> Result<(), String> {
     result.authorities = Some(response.name_servers().len());
     result.additionals = Some(response.additionals().len());
     if rcode != ResponseCode::NoError {
-        return Err(format!("{} answered {rcode}", spec.server));
+        return Err(format!(
+            "{} answered {} (rcode {})",
+            spec.server,
+            rcode_name(u16::from(rcode)),
+            u16::from(rcode)
+        ));
     }
     Ok(())
+}
+
+/// The response code as DNS tools print it.
+fn rcode_name(rcode: u16) -> &'static str {
+    match rcode {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        _ => "an error",
+    }
 }
 
 impl DnsResult {

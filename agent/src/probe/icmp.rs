@@ -33,8 +33,8 @@ pub fn buckets() -> Vec<f64> {
 const DEFAULT_COUNT: u32 = 5;
 /// Payload of each request (smokeping_prober's default size is 56 bytes of data).
 const PAYLOAD: [u8; 56] = [0; 56];
-/// Longest spacing between the requests of a burst.
-const MAX_SPACING: Duration = Duration::from_secs(1);
+/// Longest spacing between the requests of a burst: 200 requests take 4 s.
+const MAX_SPACING: Duration = Duration::from_millis(20);
 
 /// A validated ICMP probe: whom to ask and how often per run.
 #[derive(Debug, Clone)]
@@ -97,9 +97,11 @@ pub struct Sockets {
     unprivileged: bool,
 }
 
+/// surge-ping's `Client` marks itself destroyed when any clone of it is dropped, so it is
+/// shared behind an `Arc` and never cloned.
 #[derive(Clone)]
 struct Family {
-    client: Client,
+    client: Arc<Client>,
     sequence: Arc<AtomicU16>,
 }
 
@@ -124,7 +126,7 @@ impl Sockets {
                 Ok((client, dgram)) => {
                     unprivileged &= dgram;
                     Ok(Some(Family {
-                        client,
+                        client: Arc::new(client),
                         sequence: Arc::new(AtomicU16::new(fastrand::u16(..))),
                     }))
                 }

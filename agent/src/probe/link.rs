@@ -48,7 +48,7 @@ pub struct State {
 
 impl State {
     fn is_up(&self) -> bool {
-        self.operstate == "up" && self.carrier != Some(false)
+        (self.operstate == "up" || self.operstate == "unknown") && self.carrier != Some(false)
     }
 }
 
@@ -240,10 +240,10 @@ pub fn write(shared: &Shared, throughput: &mut Throughput, set: &mut FamilySet) 
         );
         if let Some(capacity) = link.capacity_mbps {
             set.gauge(
-                "pantau_link_capacity_bits_per_second",
-                "The link's contracted capacity (links[].capacity_mbps).",
+                "pantau_link_capacity_bytes_per_second",
+                "The link's contracted capacity (links[].capacity_mbps / 8, in base units).",
             )
-            .sample(&labels, capacity * 1e6);
+            .sample(&labels, capacity * 1e6 / 8.0);
         }
         let Some(state) = state else {
             set.gauge(
@@ -275,10 +275,10 @@ pub fn write(shared: &Shared, throughput: &mut Throughput, set: &mut FamilySet) 
         }
         if let Some(speed) = state.speed_mbps {
             set.gauge(
-                "pantau_link_speed_bits_per_second",
-                "The interface's negotiated speed.",
+                "pantau_link_speed_bytes_per_second",
+                "The interface's negotiated speed (as node_network_speed_bytes).",
             )
-            .sample(&labels, speed * 1e6);
+            .sample(&labels, speed * 1e6 / 8.0);
         }
         set.counter(
             "pantau_link_receive_bytes_total",
@@ -295,15 +295,15 @@ pub fn write(shared: &Shared, throughput: &mut Throughput, set: &mut FamilySet) 
             // A counter that went back (interface re-created) gives no rate this round.
             if seconds > 0.0 && state.rx_bytes >= rx && state.tx_bytes >= tx {
                 set.gauge(
-                    "pantau_link_receive_bits_per_second",
+                    "pantau_link_receive_bytes_per_second",
                     "Receive throughput since the previous report.",
                 )
-                .sample(&labels, (state.rx_bytes - rx) as f64 * 8.0 / seconds);
+                .sample(&labels, (state.rx_bytes - rx) as f64 / seconds);
                 set.gauge(
-                    "pantau_link_transmit_bits_per_second",
+                    "pantau_link_transmit_bytes_per_second",
                     "Transmit throughput since the previous report.",
                 )
-                .sample(&labels, (state.tx_bytes - tx) as f64 * 8.0 / seconds);
+                .sample(&labels, (state.tx_bytes - tx) as f64 / seconds);
             }
         }
         *previous = Some((now, state.rx_bytes, state.tx_bytes));
@@ -384,13 +384,13 @@ mod tests {
         write(&shared, &mut throughput, &mut set);
         let names: Vec<String> = set.build().iter().map(|f| f.name().to_owned()).collect();
         assert!(names.contains(&"pantau_link_up".to_owned()));
-        assert!(!names.contains(&"pantau_link_receive_bits_per_second".to_owned()));
+        assert!(!names.contains(&"pantau_link_receive_bytes_per_second".to_owned()));
         reading.rx_bytes = 1_000_000;
         shared.store(vec![Some(reading)]);
         let mut set = FamilySet::default();
         write(&shared, &mut throughput, &mut set);
         let names: Vec<String> = set.build().iter().map(|f| f.name().to_owned()).collect();
-        assert!(names.contains(&"pantau_link_receive_bits_per_second".to_owned()));
-        assert!(names.contains(&"pantau_link_capacity_bits_per_second".to_owned()));
+        assert!(names.contains(&"pantau_link_receive_bytes_per_second".to_owned()));
+        assert!(names.contains(&"pantau_link_capacity_bytes_per_second".to_owned()));
     }
 }
