@@ -166,11 +166,9 @@ pub async fn run(spec: &HttpSpec, timeout: Duration) -> Outcome {
 }
 
 async fn request(spec: &HttpSpec, result: &mut HttpResult) -> Result<(), String> {
-    let phase = Instant::now();
     let (address, resolve) = super::resolve(&spec.host, spec.port).await?;
     result.phases.push(("resolve", resolve));
     let phase_started = Instant::now();
-    let _ = phase;
     let stream = TcpStream::connect(address)
         .await
         .map_err(|error| format!("connect to {address}: {error}"))?;

@@ -27,7 +27,7 @@ use tracing::{info, warn};
 pub use config::{LinkConfig, ProbeConfig};
 
 use crate::metric::FamilySet;
-use crate::role::{EventSender, RoleContext};
+use crate::role::{EventSender, ReportTrigger, RoleContext};
 use config::{Probe, Spec};
 
 /// Why the role cannot start.
@@ -145,6 +145,7 @@ impl ProbeRole {
                 index,
                 self.results.clone(),
                 context.events.clone(),
+                context.report_now.clone(),
                 supervisor.shutdown(),
             );
             supervisor.spawn(&format!("probe-{}", probe.name), task);
@@ -203,6 +204,7 @@ async fn run_probe(
     index: usize,
     results: Arc<Mutex<Vec<Option<Outcome>>>>,
     events: EventSender,
+    report_now: ReportTrigger,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(probe.interval);
@@ -221,15 +223,19 @@ async fn run_probe(
         };
         let outcome = outcome
             .unwrap_or_else(|_| Outcome::failed("timed out", started, empty_detail(&probe.spec)));
-        if last_success != Some(outcome.success) {
-            if let Some(event) = transition(&probe, &outcome, last_success.is_none()) {
-                events.emit(event);
-            }
-            last_success = Some(outcome.success);
+        let changed = last_success != Some(outcome.success);
+        if changed && let Some(event) = transition(&probe, &outcome, last_success.is_none()) {
+            events.emit(event);
         }
+        last_success = Some(outcome.success);
         match results.lock() {
             Ok(mut results) => results[index] = Some(outcome),
             Err(poisoned) => poisoned.into_inner()[index] = Some(outcome),
+        }
+        // A probe that starts or stops failing is reported now, not at the next tick (the
+        // reporter spaces such reports at least a second apart).
+        if changed {
+            report_now.request();
         }
     }
 }
