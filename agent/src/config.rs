@@ -1,5 +1,5 @@
-//! The agent's config: `[agent]` and `[mqtt]`, plus the sections each role owns (`[host]`
-//! today; see `role.rs`). A role is on when its section is present.
+//! The agent's config: `[agent]` and `[mqtt]`, plus the sections each role owns (`[host]`,
+//! `[[probes]]` and `[[links]]`; see `role.rs`). A role is on when its section is present.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,7 @@ use pantau_runtime::mqtt::{Endpoint, MqttSettings};
 use serde::Deserialize;
 
 use crate::host::HostConfig;
+use crate::probe::{LinkConfig, ProbeConfig};
 use crate::role;
 
 /// The smallest message limit: the agent's own series (which are never left out) must fit.
@@ -24,6 +25,12 @@ pub struct AgentConfig {
     pub mqtt: MqttSettings,
     /// Host metrics role (node_exporter-compatible).
     pub host: Option<HostConfig>,
+    /// Link probes (ICMP, TCP, HTTP, DNS), each its own `[[probes]]` table.
+    #[serde(default)]
+    pub probes: Vec<ProbeConfig>,
+    /// Links whose interface state is watched, each its own `[[links]]` table.
+    #[serde(default)]
+    pub links: Vec<LinkConfig>,
 }
 
 /// `[agent]`: who this agent is and how often it reports.
@@ -120,6 +127,7 @@ impl AgentConfig {
         if let Some(host) = &self.host {
             host.validate()?;
         }
+        crate::probe::validate(&self.probes, &self.links, self.agent.interval_seconds)?;
         let url = self.mqtt.url.as_deref().unwrap_or(DEFAULT_MQTT_URL);
         let endpoint =
             Endpoint::parse(url).map_err(|why| ConfigError::invalid("mqtt.url", url, why))?;

@@ -8,6 +8,7 @@ mod host;
 mod link;
 mod message;
 mod metric;
+mod probe;
 mod report;
 mod role;
 mod sequence;
@@ -65,7 +66,7 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
         site: config.agent.site.clone(),
     };
 
-    let mut roles = Role::from_config(&config);
+    let mut roles = Role::from_config(&config)?;
     let role_names: Vec<String> = roles.iter().map(|r| r.kind().name().to_owned()).collect();
     let claims_commands = roles.iter().any(|role| !role.kind().commands().is_empty());
 

@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pantau_protocol::{
-    AgentState, Channel, Event, EventsMessage, Family, MetricsMessage, SCHEMA_VERSION,
+    AgentState, AnyFamily, Channel, Event, EventsMessage, MetricsPayload, SCHEMA_VERSION,
     StatusMessage, Topic,
 };
 
@@ -40,8 +40,8 @@ impl Header {
         )
     }
 
-    pub fn metrics(&self, seq: u64, families: Vec<Family>) -> MetricsMessage {
-        MetricsMessage {
+    pub fn metrics(&self, seq: u64, families: Vec<AnyFamily>) -> MetricsPayload {
+        MetricsPayload {
             schema: SCHEMA_VERSION,
             agent: self.agent.clone(),
             site: self.site.clone(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pantau_protocol::{Channel, Event, Family, Severity};
+use pantau_protocol::{AnyFamily, Channel, Event, Family, Severity};
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use pantau_runtime::time::sleep_until_or_never;
 use serde::Serialize;
@@ -116,7 +116,7 @@ impl Reporter {
         }
     }
 
-    async fn collect(&mut self) -> Vec<Family> {
+    async fn collect(&mut self) -> Vec<AnyFamily> {
         let mut families = Vec::new();
         for role in &mut self.roles {
             families.append(&mut role.collect().await);
@@ -124,7 +124,7 @@ impl Reporter {
         families
     }
 
-    async fn send_metrics(&mut self, role_families: Vec<Family>) {
+    async fn send_metrics(&mut self, role_families: Vec<AnyFamily>) {
         let seq = self.sequence.take();
         let own = self.telemetry.families();
         match fit_metrics(
@@ -226,11 +226,12 @@ struct Fitted {
 fn fit_metrics(
     header: &Header,
     seq: u64,
-    role: Vec<Family>,
+    role: Vec<AnyFamily>,
     own: Vec<Family>,
     max_bytes: usize,
 ) -> Result<Fitted, usize> {
-    let all: Vec<Family> = role.iter().cloned().chain(own.iter().cloned()).collect();
+    let own: Vec<AnyFamily> = own.into_iter().map(AnyFamily::from).collect();
+    let all: Vec<AnyFamily> = role.iter().cloned().chain(own.iter().cloned()).collect();
     let payload = encode(&header.metrics(seq, all)).ok_or(0usize)?;
     if payload.len() <= max_bytes {
         return Ok(Fitted {
@@ -250,9 +251,9 @@ fn fit_metrics(
     let mut dropped = Vec::new();
     for (size, index) in by_size {
         keep[index] = false;
-        dropped.push(role[index].name.clone());
+        dropped.push(role[index].name().to_owned());
         if size >= excess {
-            let kept: Vec<Family> = role
+            let kept: Vec<AnyFamily> = role
                 .iter()
                 .zip(&keep)
                 .filter(|(_, keep)| **keep)
@@ -298,6 +299,10 @@ mod tests {
         builder.build()
     }
 
+    fn any(families: Vec<Family>) -> Vec<AnyFamily> {
+        families.into_iter().map(AnyFamily::from).collect()
+    }
+
     fn names(payload: &[u8]) -> Vec<String> {
         let message: MetricsMessage = serde_json::from_slice(payload).unwrap();
         message.families.into_iter().map(|f| f.name).collect()
@@ -308,7 +313,7 @@ mod tests {
         let fitted = fit_metrics(
             &header(),
             1,
-            vec![family("a", 3)],
+            any(vec![family("a", 3)]),
             vec![family("own", 1)],
             10_000,
         )
@@ -321,11 +326,12 @@ mod tests {
     fn the_largest_role_families_go_first_and_own_series_stay() {
         let role = vec![family("small", 2), family("big", 200), family("medium", 40)];
         let own = vec![family("pantau_agent_outbox_messages", 1)];
-        let whole = encode(&header().metrics(1, [role.clone(), own.clone()].concat()))
+        let whole = encode(&header().metrics(1, any([role.clone(), own.clone()].concat())))
             .unwrap()
             .len();
         let big = serde_json::to_vec(&role[1]).unwrap().len();
-        let fitted = fit_metrics(&header(), 1, role.clone(), own.clone(), whole - big).unwrap();
+        let fitted =
+            fit_metrics(&header(), 1, any(role.clone()), own.clone(), whole - big).unwrap();
         assert_eq!(fitted.dropped, ["big"]);
         assert_eq!(
             names(&fitted.payload),
@@ -333,7 +339,7 @@ mod tests {
         );
         assert!(fitted.payload.len() <= whole - big);
 
-        let fitted = fit_metrics(&header(), 1, role, own, 300).unwrap();
+        let fitted = fit_metrics(&header(), 1, any(role), own, 300).unwrap();
         assert_eq!(fitted.dropped, ["big", "medium", "small"]);
         assert_eq!(names(&fitted.payload), ["pantau_agent_outbox_messages"]);
     }

@@ -10,27 +10,31 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use pantau_protocol::{Command, CommandRejection, Event, Family};
+use pantau_protocol::{AnyFamily, Command, CommandRejection, Event};
 use pantau_runtime::supervise::Supervisor;
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
 use crate::config::AgentConfig;
 use crate::host::HostRole;
+use crate::probe::{ProbeRole, StartError};
 
 /// A kind of role, named as in the birth message and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoleKind {
     /// Host metrics under node_exporter's names (`[host]`).
     Host,
+    /// Link probes and link state (`[[probes]]`, `[[links]]`).
+    Probe,
 }
 
 impl RoleKind {
-    pub const ALL: [RoleKind; 1] = [RoleKind::Host];
+    pub const ALL: [RoleKind; 2] = [RoleKind::Host, RoleKind::Probe];
 
     pub fn name(self) -> &'static str {
         match self {
             RoleKind::Host => "host",
+            RoleKind::Probe => "probe",
         }
     }
 
@@ -38,6 +42,7 @@ impl RoleKind {
     pub fn config_keys(self) -> &'static [&'static str] {
         match self {
             RoleKind::Host => &["host"],
+            RoleKind::Probe => &["probes", "links"],
         }
     }
 
@@ -45,6 +50,7 @@ impl RoleKind {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             RoleKind::Host => HostRole::COMMANDS,
+            RoleKind::Probe => &[],
         }
     }
 }
@@ -52,21 +58,31 @@ impl RoleKind {
 /// One running role.
 pub enum Role {
     Host(HostRole),
+    Probe(ProbeRole),
 }
 
 impl Role {
-    /// Every role the config switches on.
-    pub fn from_config(config: &AgentConfig) -> Vec<Role> {
+    /// Every role the config switches on. Fails when a role cannot work on this machine
+    /// at all (no ICMP socket for the probes); call it inside the runtime.
+    pub fn from_config(config: &AgentConfig) -> Result<Vec<Role>, StartError> {
         let mut roles = Vec::new();
         if let Some(host) = &config.host {
             roles.push(Role::Host(HostRole::new(host)));
         }
-        roles
+        if !config.probes.is_empty() || !config.links.is_empty() {
+            roles.push(Role::Probe(ProbeRole::new(
+                &config.probes,
+                &config.links,
+                config.agent.interval_seconds,
+            )?));
+        }
+        Ok(roles)
     }
 
     pub fn kind(&self) -> RoleKind {
         match self {
             Role::Host(_) => RoleKind::Host,
+            Role::Probe(_) => RoleKind::Probe,
         }
     }
 
@@ -74,13 +90,20 @@ impl Role {
     pub fn start(&mut self, context: &RoleContext, supervisor: &mut Supervisor) {
         match self {
             Role::Host(role) => role.start(context, supervisor),
+            Role::Probe(role) => role.start(context, supervisor),
         }
     }
 
     /// The role's latest families, for this interval's metrics message.
-    pub async fn collect(&mut self) -> Vec<Family> {
+    pub async fn collect(&mut self) -> Vec<AnyFamily> {
         match self {
-            Role::Host(role) => role.collect().await,
+            Role::Host(role) => role
+                .collect()
+                .await
+                .into_iter()
+                .map(AnyFamily::from)
+                .collect(),
+            Role::Probe(role) => role.collect(),
         }
     }
 
@@ -89,6 +112,11 @@ impl Role {
     pub async fn handle(&mut self, command: &Command) -> Result<String, CommandRejection> {
         match self {
             Role::Host(role) => role.handle(command),
+            Role::Probe(_) => Err(CommandRejection::of(
+                command,
+                pantau_protocol::CommandRejectReason::UnknownCommand,
+                "the probe role claims no commands",
+            )),
         }
     }
 }

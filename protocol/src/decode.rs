@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 
 use crate::SCHEMA_VERSION;
+use crate::histogram::{AnyFamily, HistogramError, HistogramFamily, MetricsPayload};
 use crate::message::{EventsMessage, Family, Message, MetricsMessage, StatusMessage};
 use crate::names::{NameError, validate_label_name, validate_metric_name};
 use crate::topic::{Channel, Topic, TopicError};
@@ -57,6 +58,8 @@ pub enum RejectReason {
     DuplicateSeries,
     /// A number outside the range the protocol allows (e.g. `interval_seconds` of 0).
     OutOfRange,
+    /// A histogram sample whose buckets, count or sum break the invariants.
+    InvalidHistogram,
     /// Not produced by `decode`: the collector refuses a family whose type differs from the
     /// type the name already has. Listed here so the label set is defined in one place.
     TypeConflict,
@@ -65,7 +68,7 @@ pub enum RejectReason {
 impl RejectReason {
     /// Every reason, so counters can start at zero and dashboards see them before the first
     /// rejection.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::InvalidTopic,
         RejectReason::UnknownSchema,
         RejectReason::Oversized,
@@ -77,6 +80,7 @@ impl RejectReason {
         RejectReason::InvalidLabelName,
         RejectReason::DuplicateSeries,
         RejectReason::OutOfRange,
+        RejectReason::InvalidHistogram,
         RejectReason::TypeConflict,
     ];
 
@@ -93,6 +97,7 @@ impl RejectReason {
             RejectReason::InvalidLabelName => "invalid_label_name",
             RejectReason::DuplicateSeries => "duplicate_series",
             RejectReason::OutOfRange => "out_of_range",
+            RejectReason::InvalidHistogram => "invalid_histogram",
             RejectReason::TypeConflict => "type_conflict",
         }
     }
@@ -125,6 +130,11 @@ pub enum DecodeError {
     InvalidLabelName { metric: String, error: NameError },
     #[error("{0:?} appears more than once with the same labels")]
     DuplicateSeries(String),
+    #[error("{metric:?}: histogram {error}")]
+    InvalidHistogram {
+        metric: String,
+        error: HistogramError,
+    },
     #[error("{field} {value} is outside {min}..={max}")]
     OutOfRange {
         field: &'static str,
@@ -149,6 +159,7 @@ impl DecodeError {
             DecodeError::InvalidLabelName { .. } => RejectReason::InvalidLabelName,
             DecodeError::DuplicateSeries(_) => RejectReason::DuplicateSeries,
             DecodeError::OutOfRange { .. } => RejectReason::OutOfRange,
+            DecodeError::InvalidHistogram { .. } => RejectReason::InvalidHistogram,
         }
     }
 }
@@ -192,9 +203,9 @@ pub fn decode(
             Message::Status(status)
         }
         Channel::Metrics => {
-            let metrics: MetricsMessage = parse(payload)?;
-            check_origin(&topic, &metrics.agent, &metrics.site)?;
-            validate_families(&metrics.families)?;
+            let (metrics, _histograms) = decode_metrics_payload(&topic, payload)?;
+            // Until the collector exposes histograms, `Message::Metrics` carries counters and
+            // gauges only; the histograms were validated and are left out here.
             Message::Metrics(metrics)
         }
         Channel::Events => {
@@ -209,6 +220,39 @@ pub fn decode(
         Channel::Command(_) => unreachable!("returned above"),
     };
     Ok(Decoded { topic, message })
+}
+
+/// Decodes and validates a metrics message with its histogram families, which `decode`
+/// validates but does not return.
+pub fn decode_metrics(
+    prefix: &str,
+    topic: &str,
+    payload: &[u8],
+    limits: &Limits,
+) -> Result<(Topic, MetricsMessage, Vec<HistogramFamily>), DecodeError> {
+    let topic = Topic::parse(prefix, topic)?;
+    if topic.channel != Channel::Metrics {
+        return Err(DecodeError::InvalidSchema("not a metrics topic".to_owned()));
+    }
+    if payload.len() > limits.max_payload_bytes {
+        return Err(DecodeError::Oversized {
+            size: payload.len(),
+            limit: limits.max_payload_bytes,
+        });
+    }
+    check_schema_version(payload)?;
+    let (metrics, histograms) = decode_metrics_payload(&topic, payload)?;
+    Ok((topic, metrics, histograms))
+}
+
+fn decode_metrics_payload(
+    topic: &Topic,
+    payload: &[u8],
+) -> Result<(MetricsMessage, Vec<HistogramFamily>), DecodeError> {
+    let metrics: MetricsPayload = parse(payload)?;
+    check_origin(topic, &metrics.agent, &metrics.site)?;
+    validate_families(&metrics.families)?;
+    Ok(metrics.split())
 }
 
 /// Reads only the `schema` field first, so that a future version with a different shape is
@@ -271,25 +315,75 @@ pub(crate) fn check_origin(topic: &Topic, agent: &str, site: &str) -> Result<(),
     Ok(())
 }
 
-fn validate_families(families: &[Family]) -> Result<(), DecodeError> {
+fn validate_families(families: &[AnyFamily]) -> Result<(), DecodeError> {
     let mut names = HashSet::with_capacity(families.len());
     for family in families {
-        validate_metric_name(&family.name).map_err(DecodeError::InvalidMetricName)?;
-        if !names.insert(family.name.as_str()) {
+        let name = family.name();
+        validate_metric_name(name).map_err(DecodeError::InvalidMetricName)?;
+        if !names.insert(name.to_owned()) {
+            return Err(DecodeError::DuplicateSeries(name.to_owned()));
+        }
+        match family {
+            AnyFamily::Plain(family) => validate_plain(family)?,
+            AnyFamily::Histogram(family) => validate_histogram(family)?,
+        }
+    }
+    // A histogram `x` is exposed as `x_bucket`, `x_count` and `x_sum`: no other family may
+    // take those names.
+    for family in families {
+        if let AnyFamily::Histogram(histogram) = family {
+            for suffix in ["_bucket", "_count", "_sum"] {
+                let exposed = format!("{}{suffix}", histogram.name);
+                if names.contains(&exposed) {
+                    return Err(DecodeError::DuplicateSeries(exposed));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_plain(family: &Family) -> Result<(), DecodeError> {
+    let mut label_sets = HashSet::with_capacity(family.samples.len());
+    for sample in &family.samples {
+        validate_label_names(&family.name, sample.labels.keys())?;
+        if !sample.value.is_finite() {
+            return Err(DecodeError::NonFiniteValue {
+                metric: family.name.clone(),
+                value: sample.value,
+            });
+        }
+        if !label_sets.insert(&sample.labels) {
             return Err(DecodeError::DuplicateSeries(family.name.clone()));
         }
-        let mut label_sets = HashSet::with_capacity(family.samples.len());
-        for sample in &family.samples {
-            validate_label_names(&family.name, sample.labels.keys())?;
-            if !sample.value.is_finite() {
-                return Err(DecodeError::NonFiniteValue {
-                    metric: family.name.clone(),
-                    value: sample.value,
-                });
-            }
-            if !label_sets.insert(&sample.labels) {
-                return Err(DecodeError::DuplicateSeries(family.name.clone()));
-            }
+    }
+    Ok(())
+}
+
+fn validate_histogram(family: &HistogramFamily) -> Result<(), DecodeError> {
+    let mut label_sets = HashSet::with_capacity(family.samples.len());
+    for sample in &family.samples {
+        validate_label_names(&family.name, sample.labels.keys())?;
+        if sample.labels.contains_key("le") {
+            return Err(DecodeError::InvalidLabelName {
+                metric: family.name.clone(),
+                error: NameError::Reserved("le".to_owned()),
+            });
+        }
+        if !sample.sum.is_finite() {
+            return Err(DecodeError::NonFiniteValue {
+                metric: family.name.clone(),
+                value: sample.sum,
+            });
+        }
+        sample
+            .validate()
+            .map_err(|error| DecodeError::InvalidHistogram {
+                metric: family.name.clone(),
+                error,
+            })?;
+        if !label_sets.insert(&sample.labels) {
+            return Err(DecodeError::DuplicateSeries(family.name.clone()));
         }
     }
     Ok(())
@@ -332,6 +426,8 @@ fn validate_label_names<'a>(
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use serde_json::json;
 
     use super::*;
     use crate::message::{AgentState, MetricKind, Sample};
@@ -613,6 +709,122 @@ mod tests {
             panic!("not metrics");
         };
         assert_eq!(message.families[0].samples[0].value, 3.0);
+    }
+
+    fn with_histogram(histogram: serde_json::Value) -> String {
+        let mut value = serde_json::to_value(metrics()).unwrap();
+        value["families"].as_array_mut().unwrap().push(histogram);
+        value.to_string()
+    }
+
+    fn rtt(samples: serde_json::Value) -> serde_json::Value {
+        json!({"name": "rtt_seconds", "type": "histogram", "samples": samples})
+    }
+
+    #[test]
+    fn histograms_are_validated_and_returned_by_decode_metrics() {
+        let good = with_histogram(rtt(json!([
+            {"labels": {"probe": "gw"}, "buckets": [[0.001, 1], [0.01, 3], ["+Inf", 4]],
+             "count": 4, "sum": 0.02}
+        ])));
+        let (_, message, histograms) =
+            decode_metrics("pantau", TOPIC, good.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(message.families.len(), 2);
+        assert_eq!(histograms.len(), 1);
+        assert_eq!(histograms[0].samples[0].buckets[2].le, f64::INFINITY);
+        let Message::Metrics(plain) = decode_default(TOPIC, good.as_bytes()).unwrap().message
+        else {
+            panic!("not metrics");
+        };
+        assert_eq!(plain, message);
+    }
+
+    #[test]
+    fn every_histogram_rejection() {
+        let sample = |buckets: serde_json::Value, count: u64, sum: serde_json::Value| {
+            rtt(json!([{"buckets": buckets, "count": count, "sum": sum}]))
+        };
+        let cases = [
+            (
+                sample(json!([]), 0, json!(0)),
+                RejectReason::InvalidHistogram,
+            ),
+            (
+                sample(json!([[1, 2]]), 2, json!(0)),
+                RejectReason::InvalidHistogram,
+            ),
+            (
+                sample(json!([[1, 2], [0.5, 2], ["+Inf", 2]]), 2, json!(0)),
+                RejectReason::InvalidHistogram,
+            ),
+            (
+                sample(json!([[1, 2], ["+Inf", 1]]), 1, json!(0)),
+                RejectReason::InvalidHistogram,
+            ),
+            (
+                sample(json!([[1, 2], ["+Inf", 3]]), 4, json!(0)),
+                RejectReason::InvalidHistogram,
+            ),
+            (
+                sample(json!([["NaN", 1], ["+Inf", 1]]), 1, json!(0)),
+                RejectReason::InvalidHistogram,
+            ),
+            (
+                sample(json!([["+Inf", 1]]), 1, json!("NaN")),
+                RejectReason::NonFiniteValue,
+            ),
+            (
+                sample(json!([["+Inf", 1]]), 1, json!(null)),
+                RejectReason::NonFiniteValue,
+            ),
+            (
+                rtt(
+                    json!([{"labels": {"le": "1"}, "buckets": [["+Inf", 1]], "count": 1, "sum": 1}]),
+                ),
+                RejectReason::InvalidLabelName,
+            ),
+            (
+                rtt(json!([{"buckets": [["+Inf", 1]], "count": 1, "sum": 1},
+                           {"buckets": [["+Inf", 2]], "count": 2, "sum": 1}])),
+                RejectReason::DuplicateSeries,
+            ),
+            (
+                json!({"name": "node_load1", "type": "histogram", "samples": []}),
+                RejectReason::DuplicateSeries,
+            ),
+            (
+                json!({"name": "node_load", "type": "histogram", "samples": [{"buckets": [], "count": 0}]}),
+                RejectReason::InvalidSchema,
+            ),
+            (
+                json!({"name": "node_load", "type": "summary", "samples": []}),
+                RejectReason::InvalidSchema,
+            ),
+        ];
+        for (histogram, expected) in cases {
+            let payload = with_histogram(histogram.clone());
+            assert_eq!(reason_of(TOPIC, &payload), expected, "{histogram}");
+        }
+        // `node_load` takes `node_load_count`; a family of that name is a duplicate.
+        let mut value = serde_json::to_value(metrics()).unwrap();
+        value["families"][0]["name"] = json!("node_load_count");
+        value["families"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "node_load", "type": "histogram", "samples": []}));
+        assert_eq!(
+            reason_of(TOPIC, &value.to_string()),
+            RejectReason::DuplicateSeries
+        );
+        let error = decode_default(
+            TOPIC,
+            with_histogram(sample(json!([[1, 2], ["+Inf", 3]]), 4, json!(0))).as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "\"rtt_seconds\": histogram count 4 differs from the +Inf bucket's 3"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod command;
 mod decode;
+mod histogram;
 mod message;
 mod names;
 mod topic;
@@ -12,7 +13,12 @@ pub use command::{
     COMMAND_COMPLETED, COMMAND_REJECTED, Command, CommandMessage, CommandRejectReason,
     CommandRejection, decode_command, validate_command_name,
 };
-pub use decode::{DecodeError, Decoded, INTERVAL_SECONDS, Limits, RejectReason, decode};
+pub use decode::{
+    DecodeError, Decoded, INTERVAL_SECONDS, Limits, RejectReason, decode, decode_metrics,
+};
+pub use histogram::{
+    AnyFamily, Bucket, HistogramError, HistogramFamily, HistogramSample, MetricsPayload,
+};
 pub use message::{
     AgentState, Event, EventsMessage, Family, Message, MetricKind, MetricsMessage, Sample,
     Severity, StatusMessage,

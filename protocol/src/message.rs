@@ -156,7 +156,9 @@ impl MetricKind {
     }
 }
 
-fn deserialize_value<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+pub(crate) fn deserialize_value<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<f64, D::Error> {
     // A hand-written visitor instead of an untagged enum: this runs once per sample, and an
     // untagged enum buffers every value and reports mismatches without saying what it got.
     struct ValueVisitor;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use pantau_protocol::{Family, MetricKind, Sample};
+use pantau_protocol::{Family, HistogramFamily, HistogramSample, MetricKind, Sample};
 
 /// Accumulates the samples of one metric family.
 #[derive(Debug)]
@@ -17,6 +17,13 @@ impl FamilyBuilder {
 
     pub fn counter(name: &str, help: &str) -> Self {
         Self::new(name, help, MetricKind::Counter)
+    }
+
+    /// A histogram family; see [`HistogramBuilder`].
+    pub fn histogram(name: &str, help: &str) -> HistogramBuilder {
+        HistogramBuilder {
+            family: HistogramFamily::new(name, help),
+        }
     }
 
     fn new(name: &str, help: &str, kind: MetricKind) -> Self {
@@ -55,6 +62,44 @@ impl FamilyBuilder {
     }
 }
 
+/// Accumulates the samples of one histogram family.
+#[derive(Debug)]
+pub struct HistogramBuilder {
+    family: HistogramFamily,
+}
+
+impl HistogramBuilder {
+    /// Adds one series from finite increasing `bounds` and per-bucket (not cumulative)
+    /// `counts`, one per bound plus the overflow above the last. A non-finite sum drops the
+    /// series, as `FamilyBuilder::sample` drops non-finite values.
+    pub fn sample(&mut self, labels: &[(&str, &str)], bounds: &[f64], counts: &[u64], sum: f64) {
+        if !sum.is_finite() || counts.len() != bounds.len() + 1 {
+            return;
+        }
+        let cumulative: Vec<u64> = counts
+            .iter()
+            .scan(0u64, |total, count| {
+                *total += count;
+                Some(*total)
+            })
+            .collect();
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        self.family.samples.push(HistogramSample::from_cumulative(
+            labels,
+            bounds,
+            &cumulative,
+            sum,
+        ));
+    }
+
+    pub fn build(self) -> HistogramFamily {
+        self.family
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,5 +113,19 @@ mod tests {
         let family = builder.build();
         assert_eq!(family.samples.len(), 1);
         assert_eq!(family.samples[0].labels["a"], "2");
+    }
+
+    #[test]
+    fn histograms_are_cumulative_and_valid() {
+        let mut builder = FamilyBuilder::histogram("rtt_seconds", "help");
+        builder.sample(&[("probe", "gw")], &[0.001, 0.01], &[1, 2, 1], 0.02);
+        builder.sample(&[("probe", "bad")], &[0.001], &[1, 2, 1], 0.02);
+        let family = builder.build();
+        assert_eq!(family.samples.len(), 1);
+        let sample = &family.samples[0];
+        let counts: Vec<u64> = sample.buckets.iter().map(|b| b.count).collect();
+        assert_eq!(counts, [1, 3, 4]);
+        assert_eq!(sample.count, 4);
+        sample.validate().unwrap();
     }
 }
