@@ -6,21 +6,27 @@ mod command;
 mod decode;
 mod message;
 mod names;
+mod pinned;
+mod reason;
 mod topic;
 
 pub use command::{
     COMMAND_COMPLETED, COMMAND_REJECTED, Command, CommandMessage, CommandRejectReason,
     CommandRejection, decode_command, validate_command_name,
 };
-pub use decode::{DecodeError, Decoded, INTERVAL_SECONDS, Limits, RejectReason, decode};
+pub use decode::{
+    Counted, DecodeError, Decoded, INTERVAL_SECONDS, Limited, Limits, MAX_INTEGER, decode,
+};
 pub use message::{
     AgentState, Event, EventsMessage, Family, Message, MetricKind, MetricsMessage, Sample,
     Severity, StatusMessage,
 };
 pub use names::{
-    COLLECTOR_OWNED_LABELS, NameError, is_collector_owned_metric, validate_label_name,
-    validate_metric_name,
+    AGENT_SERIES, COLLECTOR_OWNED_LABELS, COLLECTOR_PREFIXES, NameError, agent_series,
+    is_collector_owned_metric, validate_label_name, validate_metric_name,
 };
+pub use pinned::pinned_kind;
+pub use reason::{DropReason, RejectReason};
 pub use topic::{Channel, DEFAULT_PREFIX, Topic, TopicError, validate_id, validate_prefix};
 
 /// The payload schema version this crate reads and writes. Topics carry it as `v1`.
