@@ -12,6 +12,8 @@ mod config;
 mod exposition;
 mod ingest;
 mod mqtt;
+#[cfg(test)]
+mod properties;
 mod readiness;
 mod state;
 

@@ -14,6 +14,8 @@ use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 use tokio::time::Instant;
 
+#[cfg(test)]
+pub use snapshot::render_snapshot;
 pub use snapshot::{ChunkWriter, Snapshot};
 
 use crate::state::SharedState;

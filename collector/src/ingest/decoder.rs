@@ -326,4 +326,57 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "agent_started");
     }
+
+    #[tokio::test]
+    async fn a_rejection_is_listed_in_the_events_of_a_followed_agent_only() {
+        let mut f = fixture();
+        let birth = br#"{"schema":1,"agent":"a","site":"dc","state":"online","timestamp_ms":1}"#;
+        f.decoder
+            .handle(received("pantau/v1/dc/a/status", birth, false));
+        let bad =
+            br#"{"schema":1,"agent":"a","site":"dc","seq":1,"timestamp_ms":-3,"families":[]}"#;
+        f.decoder
+            .handle(received("pantau/v1/dc/a/metrics", bad, false));
+        let bad_stranger = String::from_utf8_lossy(bad).replace("\"a\"", "\"stranger\"");
+        f.decoder.handle(received(
+            "pantau/v1/dc/stranger/metrics",
+            bad_stranger.as_bytes(),
+            false,
+        ));
+        assert_eq!(rejected(&f.telemetry, RejectReason::OutOfRange), 2);
+        let state = f.state.read().unwrap();
+        let events = state.events("a").unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "message_rejected");
+        assert_eq!(events[0].labels["reason"], "out_of_range");
+        assert!(
+            events[0].message.contains("timestamp_ms -3"),
+            "{}",
+            events[0].message
+        );
+        assert!(state.events("stranger").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_type_conflict_drops_the_family_and_counts_it() {
+        let mut f = fixture();
+        let payload = br#"{"schema":1,"agent":"a","site":"dc","seq":1,"timestamp_ms":1,
+            "families":[{"name":"node_load1","type":"counter","samples":[{"value":1}]},
+                        {"name":"other","type":"gauge","samples":[{"value":1}]}]}"#;
+        f.decoder
+            .handle(received("pantau/v1/dc/a/metrics", payload, false));
+        let dropped = f
+            .telemetry
+            .dropped_families
+            .with_label_values(&["type_conflict"])
+            .get();
+        assert_eq!(dropped, 1);
+        let total: u64 = RejectReason::ALL
+            .iter()
+            .map(|reason| rejected(&f.telemetry, *reason))
+            .sum();
+        assert_eq!(total, 0, "the message itself was accepted");
+        let events = f.state.read().unwrap().events("a").unwrap();
+        assert_eq!(events[0].kind, "family_dropped");
+    }
 }
