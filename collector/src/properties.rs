@@ -43,6 +43,9 @@ enum Step {
     Sweep,
 }
 
+/// A family: index into `NAMES`, counter (else gauge), samples as (label value, value).
+type FamilySpec = (usize, bool, Vec<(u8, f64)>);
+
 #[derive(Debug, Clone)]
 enum Payload {
     Status {
@@ -52,7 +55,7 @@ enum Payload {
     },
     Metrics {
         seq: u64,
-        families: Vec<(usize, bool, Vec<(u8, f64)>)>,
+        families: Vec<FamilySpec>,
     },
     Events {
         seq: u64,
