@@ -29,11 +29,21 @@ pub struct Collector {
 impl Collector {
     /// A collector with its embedded broker on a free port.
     pub fn embedded(dir: &TestDir) -> Collector {
+        Collector::embedded_with_env(dir, &[])
+    }
+
+    /// As `embedded`, plus extra environment overrides.
+    pub fn embedded_with_env(dir: &TestDir, extra: &[(&str, &str)]) -> Collector {
         let mqtt_port = free_port();
-        let env = vec![(
+        let mut env = vec![(
             "PANTAU_BROKER__LISTEN".to_owned(),
             format!("127.0.0.1:{mqtt_port}"),
         )];
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         Collector::start(dir, env, Some(mqtt_port))
     }
 
