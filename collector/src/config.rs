@@ -95,7 +95,7 @@ pub struct AgentsConfig {
 /// `[limits]`: how much any one message, agent or all agents together may make the collector
 /// store. What exceeds a limit is refused, counted in
 /// `pantau_collector_rejected_messages_total{reason}` and noted in the agent's events. The
-/// defaults keep the worst case near 1 GiB (BENCHMARKS.md, "Collector memory per series").
+/// defaults keep the worst case near 550 MiB (BENCHMARKS.md, "Collector memory per series").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsConfig {

@@ -41,7 +41,7 @@ pub type SharedState = Arc<RwLock<State>>;
 pub const DEFAULT_MAX_EVENTS: usize = 100;
 
 /// How many agents the collector follows unless configured otherwise (`limits.max_agents`).
-pub const DEFAULT_MAX_AGENTS: usize = 500;
+pub const DEFAULT_MAX_AGENTS: usize = 200;
 
 /// The event kind of the collector's own record of a refused message, in the agent's list.
 pub const MESSAGE_REJECTED: &str = "message_rejected";
