@@ -61,6 +61,7 @@ impl Dispatcher {
     pub async fn dispatch(&mut self, incoming: Incoming, roles: &mut [Role]) -> Option<Event> {
         let limits = Limits {
             max_payload_bytes: MAX_COMMAND_BYTES,
+            ..Limits::default()
         };
         let now_ms = unix_millis(SystemTime::now());
         let command = match decode_command(

@@ -1,16 +1,17 @@
-//! The collector's config: `[http]`, `[broker]`, `[mqtt]`, `[ingest]` and `[agents]`, parsed and
-//! validated once at start.
+//! The collector's config: `[http]`, `[broker]`, `[mqtt]`, `[ingest]`, `[agents]` and
+//! `[limits]`, parsed and validated once at start.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pantau_protocol::Limits;
 use pantau_runtime::config::{self, ConfigError};
 use pantau_runtime::mqtt::{Endpoint, MqttSettings};
 use serde::Deserialize;
 
 /// Sections that `PANTAU_<SECTION>__<KEY>` may override.
-const SECTIONS: &[&str] = &["http", "broker", "mqtt", "ingest", "agents"];
+const SECTIONS: &[&str] = &["http", "broker", "mqtt", "ingest", "agents", "limits"];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +26,8 @@ pub struct CollectorConfig {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub agents: AgentsConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// `[http]`: the Prometheus endpoint and the API.
@@ -109,6 +112,153 @@ pub struct AgentsConfig {
     pub max_events: usize,
 }
 
+/// `[limits]`: how much any one message, agent or all agents together may make the collector
+/// store. What exceeds a limit is refused, counted in
+/// `pantau_collector_rejected_messages_total{reason}` and noted in the agent's events. The
+/// defaults keep the worst case near 550 MiB (BENCHMARKS.md, "Collector memory per series").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most agents followed at once. A new agent is refused (`too_many_agents`) unless one
+    /// that is down can be forgotten to make room; an agent that is up is never pushed out.
+    #[serde(default = "default_max_agents")]
+    pub max_agents: usize,
+    /// Most series in one metrics message, that is per agent, since each message replaces
+    /// the agent's series (`too_many_series`).
+    #[serde(default = "default_max_series_per_agent")]
+    pub max_series_per_agent: usize,
+    /// Longest metric name or event kind (`metric_name_too_long`).
+    #[serde(default = "default_max_metric_name_bytes")]
+    pub max_metric_name_bytes: usize,
+    /// Longest label name (`label_name_too_long`).
+    #[serde(default = "default_max_label_name_bytes")]
+    pub max_label_name_bytes: usize,
+    /// Longest label value (`label_value_too_long`).
+    #[serde(default = "default_max_label_value_bytes")]
+    pub max_label_value_bytes: usize,
+    /// Most labels on one series or event (`too_many_labels`).
+    #[serde(default = "default_max_labels_per_series")]
+    pub max_labels_per_series: usize,
+    /// Most events in one events message (`too_many_events`).
+    #[serde(default = "default_max_events_per_message")]
+    pub max_events_per_message: usize,
+    /// Longest event text (`event_message_too_long`).
+    #[serde(default = "default_max_event_message_bytes")]
+    pub max_event_message_bytes: usize,
+}
+
+fn default_max_agents() -> usize {
+    crate::state::DEFAULT_MAX_AGENTS
+}
+
+fn default_max_series_per_agent() -> usize {
+    Limits::default().max_series_per_message
+}
+
+fn default_max_metric_name_bytes() -> usize {
+    Limits::default().max_metric_name_bytes
+}
+
+fn default_max_label_name_bytes() -> usize {
+    Limits::default().max_label_name_bytes
+}
+
+fn default_max_label_value_bytes() -> usize {
+    Limits::default().max_label_value_bytes
+}
+
+fn default_max_labels_per_series() -> usize {
+    Limits::default().max_labels_per_series
+}
+
+fn default_max_events_per_message() -> usize {
+    Limits::default().max_events_per_message
+}
+
+fn default_max_event_message_bytes() -> usize {
+    Limits::default().max_event_message_bytes
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_agents: default_max_agents(),
+            max_series_per_agent: default_max_series_per_agent(),
+            max_metric_name_bytes: default_max_metric_name_bytes(),
+            max_label_name_bytes: default_max_label_name_bytes(),
+            max_label_value_bytes: default_max_label_value_bytes(),
+            max_labels_per_series: default_max_labels_per_series(),
+            max_events_per_message: default_max_events_per_message(),
+            max_event_message_bytes: default_max_event_message_bytes(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Each limit with the smallest value that still lets a real agent work (node_exporter's
+    /// longest names and label sets fit) and the largest that keeps a bound meaningful.
+    fn ranges(&self) -> [(&'static str, usize, usize, usize); 8] {
+        [
+            ("limits.max_agents", self.max_agents, 1, 100_000),
+            (
+                "limits.max_series_per_agent",
+                self.max_series_per_agent,
+                10,
+                1_000_000,
+            ),
+            (
+                "limits.max_metric_name_bytes",
+                self.max_metric_name_bytes,
+                32,
+                4096,
+            ),
+            (
+                "limits.max_label_name_bytes",
+                self.max_label_name_bytes,
+                16,
+                1024,
+            ),
+            (
+                "limits.max_label_value_bytes",
+                self.max_label_value_bytes,
+                16,
+                65_536,
+            ),
+            (
+                "limits.max_labels_per_series",
+                self.max_labels_per_series,
+                4,
+                256,
+            ),
+            (
+                "limits.max_events_per_message",
+                self.max_events_per_message,
+                1,
+                10_000,
+            ),
+            (
+                "limits.max_event_message_bytes",
+                self.max_event_message_bytes,
+                64,
+                65_536,
+            ),
+        ]
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value, min, max) in self.ranges() {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::invalid(
+                    field,
+                    value,
+                    format!("must be between {min} and {max}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -133,7 +283,7 @@ fn default_broker_max_connections() -> usize {
 }
 
 fn default_max_payload_bytes() -> usize {
-    pantau_protocol::Limits::default().max_payload_bytes
+    Limits::default().max_payload_bytes
 }
 
 fn default_queue_capacity() -> usize {
@@ -311,6 +461,7 @@ impl CollectorConfig {
                 format!("must be at most {MAX_EVENTS_LIMIT}"),
             ));
         }
+        self.limits.validate()?;
         self.validate_broker()
     }
 
@@ -351,6 +502,21 @@ impl CollectorConfig {
                  network only, broker.allow_anonymous = true",
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// What the decoder checks every message against.
+    pub fn decode_limits(&self) -> Limits {
+        let limits = &self.limits;
+        Limits {
+            max_payload_bytes: self.ingest.max_payload_bytes,
+            max_metric_name_bytes: limits.max_metric_name_bytes,
+            max_label_name_bytes: limits.max_label_name_bytes,
+            max_label_value_bytes: limits.max_label_value_bytes,
+            max_labels_per_series: limits.max_labels_per_series,
+            max_series_per_message: limits.max_series_per_agent,
+            max_events_per_message: limits.max_events_per_message,
+            max_event_message_bytes: limits.max_event_message_bytes,
         }
     }
 

@@ -12,6 +12,8 @@ mod config;
 mod exposition;
 mod ingest;
 mod mqtt;
+#[cfg(test)]
+mod properties;
 mod readiness;
 mod state;
 mod users;
@@ -21,7 +23,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use pantau_protocol::Limits;
 use tracing::info;
 
 use crate::config::CollectorConfig;
@@ -52,7 +53,8 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             default_interval: config.default_interval(),
             forget_after: Duration::from_secs(config.agents.forget_after_seconds),
         })
-        .with_max_events(config.agents.max_events),
+        .with_max_events(config.agents.max_events)
+        .with_max_agents(config.limits.max_agents),
     ));
     let telemetry = Arc::new(Telemetry::new(state.clone()).context("registering metrics")?);
 
@@ -91,12 +93,9 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         telemetry.clone(),
         readiness.clone(),
     );
-    let limits = Limits {
-        max_payload_bytes: config.ingest.max_payload_bytes,
-    };
     let decoder = Decoder::new(
         config.mqtt.prefix.clone(),
-        limits,
+        config.decode_limits(),
         state.clone(),
         telemetry.clone(),
         mqtt,

@@ -248,7 +248,7 @@ impl Session {
             Err(TrySendError::Full(dropped)) => {
                 self.telemetry.dropped.inc();
                 if let Verdict::Log { suppressed } = self.drop_log.check("queue_full") {
-                    warn!(topic = %dropped.topic, suppressed, "ingest queue full, dropping message");
+                    warn!(topic = ?dropped.topic, suppressed, "ingest queue full, dropping message");
                 }
                 Ok(())
             }

@@ -370,6 +370,7 @@ mod tests {
         }
         let limits = Limits {
             max_payload_bytes: 8,
+            ..Limits::default()
         };
         let oversized = decode_command("pantau", TOPIC, b"{\"schema\":1}", &limits, NOW);
         assert_eq!(

@@ -2,7 +2,7 @@
 //! here can be relayed to Prometheus as is: names follow the grammar, values are finite and
 //! no series appears twice.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -12,6 +12,7 @@ use crate::SCHEMA_VERSION;
 use crate::histogram::{AnyFamily, HistogramError, HistogramFamily, MetricsPayload};
 use crate::message::{EventsMessage, Family, Message, MetricsMessage, StatusMessage};
 use crate::names::{NameError, validate_label_name, validate_metric_name};
+use crate::reason::RejectReason;
 use crate::topic::{Channel, Topic, TopicError};
 
 /// The reporting intervals an agent may announce: what its own config accepts. Anything else
@@ -21,17 +22,44 @@ pub const INTERVAL_SECONDS: std::ops::RangeInclusive<u64> = 1..=3600;
 /// Most roles a status message may list.
 const MAX_ROLES: usize = 16;
 
-/// Limits applied while decoding.
-#[derive(Debug, Clone, Copy)]
+/// Largest sequence number or timestamp a message may carry: 2^53 - 1, the largest integer a
+/// JSON number holds exactly everywhere. An agent counting one message a second would need 285
+/// million years to reach it; anything above is a forgery meant to overflow someone's arithmetic.
+pub const MAX_INTEGER: u64 = (1 << 53) - 1;
+
+/// Limits applied while decoding. Every one bounds what one message can make the collector
+/// store; `README.md` ("Limits and hostile input") says how the defaults were chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Payloads larger than this are refused before parsing.
     pub max_payload_bytes: usize,
+    /// Longest metric name or event kind.
+    pub max_metric_name_bytes: usize,
+    /// Longest label name.
+    pub max_label_name_bytes: usize,
+    /// Longest label value.
+    pub max_label_value_bytes: usize,
+    /// Most labels on one series or event.
+    pub max_labels_per_series: usize,
+    /// Most series in one metrics message, that is per agent: each message replaces the last.
+    pub max_series_per_message: usize,
+    /// Most events in one events message.
+    pub max_events_per_message: usize,
+    /// Longest event text.
+    pub max_event_message_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_payload_bytes: 512 * 1024,
+            max_metric_name_bytes: 128,
+            max_label_name_bytes: 64,
+            max_label_value_bytes: 256,
+            max_labels_per_series: 16,
+            max_series_per_message: 2000,
+            max_events_per_message: 64,
+            max_event_message_bytes: 1024,
         }
     }
 }
@@ -41,66 +69,6 @@ impl Default for Limits {
 pub struct Decoded {
     pub topic: Topic,
     pub message: Message,
-}
-
-/// The reason label of `pantau_collector_rejected_messages_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RejectReason {
-    InvalidTopic,
-    UnknownSchema,
-    Oversized,
-    InvalidJson,
-    InvalidSchema,
-    AgentMismatch,
-    NonFiniteValue,
-    InvalidMetricName,
-    InvalidLabelName,
-    DuplicateSeries,
-    /// A number outside the range the protocol allows (e.g. `interval_seconds` of 0).
-    OutOfRange,
-    /// A histogram sample whose buckets, count or sum break the invariants.
-    InvalidHistogram,
-    /// Not produced by `decode`: the collector refuses a family whose type differs from the
-    /// type the name already has. Listed here so the label set is defined in one place.
-    TypeConflict,
-}
-
-impl RejectReason {
-    /// Every reason, so counters can start at zero and dashboards see them before the first
-    /// rejection.
-    pub const ALL: [RejectReason; 13] = [
-        RejectReason::InvalidTopic,
-        RejectReason::UnknownSchema,
-        RejectReason::Oversized,
-        RejectReason::InvalidJson,
-        RejectReason::InvalidSchema,
-        RejectReason::AgentMismatch,
-        RejectReason::NonFiniteValue,
-        RejectReason::InvalidMetricName,
-        RejectReason::InvalidLabelName,
-        RejectReason::DuplicateSeries,
-        RejectReason::OutOfRange,
-        RejectReason::InvalidHistogram,
-        RejectReason::TypeConflict,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::InvalidTopic => "invalid_topic",
-            RejectReason::UnknownSchema => "unknown_schema",
-            RejectReason::Oversized => "oversized",
-            RejectReason::InvalidJson => "invalid_json",
-            RejectReason::InvalidSchema => "invalid_schema",
-            RejectReason::AgentMismatch => "agent_mismatch",
-            RejectReason::NonFiniteValue => "non_finite_value",
-            RejectReason::InvalidMetricName => "invalid_metric_name",
-            RejectReason::InvalidLabelName => "invalid_label_name",
-            RejectReason::DuplicateSeries => "duplicate_series",
-            RejectReason::OutOfRange => "out_of_range",
-            RejectReason::InvalidHistogram => "invalid_histogram",
-            RejectReason::TypeConflict => "type_conflict",
-        }
-    }
 }
 
 /// Why a message was refused. `Display` gives the detail for the log line.
@@ -138,10 +106,62 @@ pub enum DecodeError {
     #[error("{field} {value} is outside {min}..={max}")]
     OutOfRange {
         field: &'static str,
-        value: u64,
-        min: u64,
-        max: u64,
+        value: i128,
+        min: i128,
+        max: i128,
     },
+    /// A name, value or text over its limit; `start` is its beginning, for the log line.
+    #[error("{what} starting {start:?} is {len} bytes long, the limit is {limit}")]
+    TooLong {
+        what: Limited,
+        start: String,
+        len: usize,
+        limit: usize,
+    },
+    #[error("{what}: {count}, the limit is {limit}")]
+    TooMany {
+        what: Counted,
+        count: usize,
+        limit: usize,
+    },
+}
+
+/// What a `DecodeError::TooLong` is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    MetricName,
+    LabelName,
+    LabelValue,
+    EventMessage,
+}
+
+impl std::fmt::Display for Limited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Limited::MetricName => "metric name",
+            Limited::LabelName => "label name",
+            Limited::LabelValue => "label value",
+            Limited::EventMessage => "event message",
+        })
+    }
+}
+
+/// What a `DecodeError::TooMany` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Labels,
+    Series,
+    Events,
+}
+
+impl std::fmt::Display for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Counted::Labels => "labels on one series or event",
+            Counted::Series => "series in one message",
+            Counted::Events => "events in one message",
+        })
+    }
 }
 
 impl DecodeError {
@@ -160,6 +180,17 @@ impl DecodeError {
             DecodeError::DuplicateSeries(_) => RejectReason::DuplicateSeries,
             DecodeError::OutOfRange { .. } => RejectReason::OutOfRange,
             DecodeError::InvalidHistogram { .. } => RejectReason::InvalidHistogram,
+            DecodeError::TooLong { what, .. } => match what {
+                Limited::MetricName => RejectReason::MetricNameTooLong,
+                Limited::LabelName => RejectReason::LabelNameTooLong,
+                Limited::LabelValue => RejectReason::LabelValueTooLong,
+                Limited::EventMessage => RejectReason::EventMessageTooLong,
+            },
+            DecodeError::TooMany { what, .. } => match what {
+                Counted::Labels => RejectReason::TooManyLabels,
+                Counted::Series => RejectReason::TooManySeries,
+                Counted::Events => RejectReason::TooManyEvents,
+            },
         }
     }
 }
@@ -190,20 +221,23 @@ pub fn decode(
             let status: StatusMessage = parse(payload)?;
             check_origin(&topic, &status.agent, &status.site)?;
             validate_roles(&status.roles)?;
-            if let Some(interval) = status.interval_seconds
-                && !INTERVAL_SECONDS.contains(&interval)
-            {
-                return Err(DecodeError::OutOfRange {
-                    field: "interval_seconds",
-                    value: interval,
-                    min: *INTERVAL_SECONDS.start(),
-                    max: *INTERVAL_SECONDS.end(),
-                });
+            if let Some(interval) = status.interval_seconds {
+                check_range("interval_seconds", interval, INTERVAL_SECONDS)?;
+            }
+            check_timestamp("timestamp_ms", status.timestamp_ms)?;
+            if let Some(connected) = status.connected_ms {
+                check_timestamp("connected_ms", connected)?;
+            }
+            if let Some(next) = status.next_seq {
+                check_range("next_seq", next, 0..=MAX_INTEGER)?;
+            }
+            if let Some(version) = &status.version {
+                check_length(Limited::LabelValue, version, limits.max_label_value_bytes)?;
             }
             Message::Status(status)
         }
         Channel::Metrics => {
-            let (metrics, _histograms) = decode_metrics_payload(&topic, payload)?;
+            let (metrics, _histograms) = decode_metrics_payload(&topic, payload, limits)?;
             // Until the collector exposes histograms, `Message::Metrics` carries counters and
             // gauges only; the histograms were validated and are left out here.
             Message::Metrics(metrics)
@@ -211,9 +245,26 @@ pub fn decode(
         Channel::Events => {
             let events: EventsMessage = parse(payload)?;
             check_origin(&topic, &events.agent, &events.site)?;
+            check_range("seq", events.seq, 0..=MAX_INTEGER)?;
+            check_timestamp("timestamp_ms", events.timestamp_ms)?;
+            check_count(
+                Counted::Events,
+                events.events.len(),
+                limits.max_events_per_message,
+            )?;
             for event in &events.events {
+                check_length(
+                    Limited::MetricName,
+                    &event.kind,
+                    limits.max_metric_name_bytes,
+                )?;
                 validate_metric_name(&event.kind).map_err(DecodeError::InvalidMetricName)?;
-                validate_label_names(&event.kind, event.labels.keys())?;
+                check_length(
+                    Limited::EventMessage,
+                    &event.message,
+                    limits.max_event_message_bytes,
+                )?;
+                validate_labels(&event.kind, &event.labels, limits)?;
             }
             Message::Events(events)
         }
@@ -241,17 +292,20 @@ pub fn decode_metrics(
         });
     }
     check_schema_version(payload)?;
-    let (metrics, histograms) = decode_metrics_payload(&topic, payload)?;
+    let (metrics, histograms) = decode_metrics_payload(&topic, payload, limits)?;
     Ok((topic, metrics, histograms))
 }
 
 fn decode_metrics_payload(
     topic: &Topic,
     payload: &[u8],
+    limits: &Limits,
 ) -> Result<(MetricsMessage, Vec<HistogramFamily>), DecodeError> {
     let metrics: MetricsPayload = parse(payload)?;
     check_origin(topic, &metrics.agent, &metrics.site)?;
-    validate_families(&metrics.families)?;
+    check_range("seq", metrics.seq, 0..=MAX_INTEGER)?;
+    check_timestamp("timestamp_ms", metrics.timestamp_ms)?;
+    validate_families(&metrics.families, limits)?;
     Ok(metrics.split())
 }
 
@@ -315,17 +369,32 @@ pub(crate) fn check_origin(topic: &Topic, agent: &str, site: &str) -> Result<(),
     Ok(())
 }
 
-fn validate_families(families: &[AnyFamily]) -> Result<(), DecodeError> {
+fn validate_families(families: &[AnyFamily], limits: &Limits) -> Result<(), DecodeError> {
+    // Counted before anything else is looked at, so a huge message costs no more checking
+    // than its parse did. A histogram sample is its buckets plus `_count` and `_sum`.
+    let series = families
+        .iter()
+        .map(|family| match family {
+            AnyFamily::Plain(family) => family.samples.len(),
+            AnyFamily::Histogram(family) => family
+                .samples
+                .iter()
+                .map(|sample| sample.buckets.len() + 2)
+                .sum(),
+        })
+        .sum();
+    check_count(Counted::Series, series, limits.max_series_per_message)?;
     let mut names = HashSet::with_capacity(families.len());
     for family in families {
         let name = family.name();
+        check_length(Limited::MetricName, name, limits.max_metric_name_bytes)?;
         validate_metric_name(name).map_err(DecodeError::InvalidMetricName)?;
         if !names.insert(name.to_owned()) {
             return Err(DecodeError::DuplicateSeries(name.to_owned()));
         }
         match family {
-            AnyFamily::Plain(family) => validate_plain(family)?,
-            AnyFamily::Histogram(family) => validate_histogram(family)?,
+            AnyFamily::Plain(family) => validate_plain(family, limits)?,
+            AnyFamily::Histogram(family) => validate_histogram(family, limits)?,
         }
     }
     // A histogram `x` is exposed as `x_bucket`, `x_count` and `x_sum`: no other family may
@@ -343,10 +412,10 @@ fn validate_families(families: &[AnyFamily]) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn validate_plain(family: &Family) -> Result<(), DecodeError> {
+fn validate_plain(family: &Family, limits: &Limits) -> Result<(), DecodeError> {
     let mut label_sets = HashSet::with_capacity(family.samples.len());
     for sample in &family.samples {
-        validate_label_names(&family.name, sample.labels.keys())?;
+        validate_labels(&family.name, &sample.labels, limits)?;
         if !sample.value.is_finite() {
             return Err(DecodeError::NonFiniteValue {
                 metric: family.name.clone(),
@@ -360,10 +429,10 @@ fn validate_plain(family: &Family) -> Result<(), DecodeError> {
     Ok(())
 }
 
-fn validate_histogram(family: &HistogramFamily) -> Result<(), DecodeError> {
+fn validate_histogram(family: &HistogramFamily, limits: &Limits) -> Result<(), DecodeError> {
     let mut label_sets = HashSet::with_capacity(family.samples.len());
     for sample in &family.samples {
-        validate_label_names(&family.name, sample.labels.keys())?;
+        validate_labels(&family.name, &sample.labels, limits)?;
         if sample.labels.contains_key("le") {
             return Err(DecodeError::InvalidLabelName {
                 metric: family.name.clone(),
@@ -387,6 +456,67 @@ fn validate_histogram(family: &HistogramFamily) -> Result<(), DecodeError> {
         }
     }
     Ok(())
+}
+
+fn validate_labels(
+    metric: &str,
+    labels: &BTreeMap<String, String>,
+    limits: &Limits,
+) -> Result<(), DecodeError> {
+    check_count(Counted::Labels, labels.len(), limits.max_labels_per_series)?;
+    for (name, value) in labels {
+        check_length(Limited::LabelName, name, limits.max_label_name_bytes)?;
+        check_length(Limited::LabelValue, value, limits.max_label_value_bytes)?;
+    }
+    validate_label_names(metric, labels.keys())
+}
+
+fn check_length(what: Limited, text: &str, limit: usize) -> Result<(), DecodeError> {
+    if text.len() <= limit {
+        return Ok(());
+    }
+    Err(DecodeError::TooLong {
+        what,
+        start: text.chars().take(32).collect(),
+        len: text.len(),
+        limit,
+    })
+}
+
+fn check_count(what: Counted, count: usize, limit: usize) -> Result<(), DecodeError> {
+    match count <= limit {
+        true => Ok(()),
+        false => Err(DecodeError::TooMany { what, count, limit }),
+    }
+}
+
+fn check_range(
+    field: &'static str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<(), DecodeError> {
+    match range.contains(&value) {
+        true => Ok(()),
+        false => Err(DecodeError::OutOfRange {
+            field,
+            value: i128::from(value),
+            min: i128::from(*range.start()),
+            max: i128::from(*range.end()),
+        }),
+    }
+}
+
+/// Unix milliseconds: not before 1970, not after `MAX_INTEGER`.
+fn check_timestamp(field: &'static str, value: i64) -> Result<(), DecodeError> {
+    match u64::try_from(value) {
+        Ok(value) => check_range(field, value, 0..=MAX_INTEGER),
+        Err(_) => Err(DecodeError::OutOfRange {
+            field,
+            value: i128::from(value),
+            min: 0,
+            max: i128::from(MAX_INTEGER),
+        }),
+    }
 }
 
 /// Role names are label values on the collector; keep them few and name-like.
@@ -668,6 +798,7 @@ mod tests {
     fn oversized_is_refused_before_parsing() {
         let limits = Limits {
             max_payload_bytes: 16,
+            ..Limits::default()
         };
         let error = decode("pantau", TOPIC, &[b'x'; 17], &limits).unwrap_err();
         assert_eq!(error.reason(), RejectReason::Oversized);
@@ -828,8 +959,139 @@ mod tests {
     }
 
     #[test]
-    fn every_reason_has_a_distinct_label() {
-        let labels: HashSet<_> = RejectReason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(labels.len(), RejectReason::ALL.len());
+    fn every_limit_has_its_reason() {
+        let limits = Limits {
+            max_metric_name_bytes: 24,
+            max_label_name_bytes: 8,
+            max_label_value_bytes: 8,
+            max_labels_per_series: 2,
+            max_series_per_message: 3,
+            max_events_per_message: 2,
+            max_event_message_bytes: 10,
+            ..Limits::default()
+        };
+        let good = serde_json::to_string(&metrics()).unwrap();
+        assert!(decode("pantau", TOPIC, good.as_bytes(), &limits).is_ok());
+        let extra_sample = r#"{"labels":{"cpu":"1","mode":"idle"},"value":1},"#;
+        let metrics_cases: [(RejectReason, String); 5] = [
+            (
+                RejectReason::MetricNameTooLong,
+                good.replace("node_load1", "node_load1_and_much_more_x"),
+            ),
+            (
+                RejectReason::LabelNameTooLong,
+                good.replace("\"mode\"", "\"mode_of_it\""),
+            ),
+            (
+                RejectReason::LabelValueTooLong,
+                good.replace("\"idle\"", "\"idle_time!\""),
+            ),
+            (
+                RejectReason::TooManyLabels,
+                good.replace("\"mode\":\"idle\"", "\"mode\":\"idle\",\"x\":\"1\""),
+            ),
+            (
+                RejectReason::TooManySeries,
+                good.replacen(
+                    "\"samples\":[{\"labels\"",
+                    &format!("\"samples\":[{extra_sample}{{\"labels\""),
+                    1,
+                ),
+            ),
+        ];
+        for (expected, payload) in metrics_cases {
+            let error = decode("pantau", TOPIC, payload.as_bytes(), &limits).unwrap_err();
+            assert_eq!(error.reason(), expected, "{payload}");
+        }
+        let events = |events: &str| {
+            format!(
+                r#"{{"schema":1,"agent":"srv-01","site":"dc","seq":4,"timestamp_ms":6,"events":[{events}]}}"#
+            )
+        };
+        let event = |kind: &str, message: &str, labels: &str| {
+            format!(
+                r#"{{"kind":"{kind}","severity":"info","message":"{message}","labels":{{{labels}}}}}"#
+            )
+        };
+        let topic = "pantau/v1/dc/srv-01/events";
+        let ok = event("started", "hi", r#""a":"1""#);
+        assert!(decode("pantau", topic, events(&ok).as_bytes(), &limits).is_ok());
+        let events_cases: [(RejectReason, String); 6] = [
+            (RejectReason::TooManyEvents, [ok.as_str(); 3].join(",")),
+            (
+                RejectReason::EventMessageTooLong,
+                event("started", "hello world!", ""),
+            ),
+            (
+                RejectReason::MetricNameTooLong,
+                event("started_a_very_long_time_ago", "hi", ""),
+            ),
+            (
+                RejectReason::TooManyLabels,
+                event("started", "hi", r#""a":"1","b":"2","c":"3""#),
+            ),
+            (
+                RejectReason::LabelNameTooLong,
+                event("started", "hi", r#""abcdefghi":"1""#),
+            ),
+            (
+                RejectReason::LabelValueTooLong,
+                event("started", "hi", r#""a":"123456789""#),
+            ),
+        ];
+        for (expected, body) in events_cases {
+            let payload = events(&body);
+            let error = decode("pantau", topic, payload.as_bytes(), &limits).unwrap_err();
+            assert_eq!(error.reason(), expected, "{payload}");
+        }
+    }
+
+    #[test]
+    fn numbers_outside_their_range_are_refused() {
+        let good = serde_json::to_string(&metrics()).unwrap();
+        for (field, bad) in [
+            ("\"seq\":7", "\"seq\":9007199254740992"),
+            ("\"seq\":7", "\"seq\":18446744073709551615"),
+            ("\"timestamp_ms\":1800000000000", "\"timestamp_ms\":-1"),
+        ] {
+            let payload = good.replace(field, bad);
+            let error = decode_default(TOPIC, payload.as_bytes()).unwrap_err();
+            assert_eq!(error.reason(), RejectReason::OutOfRange, "{payload}");
+        }
+        let status = |extra: &str| {
+            format!(
+                r#"{{"schema":1,"agent":"srv-01","site":"dc","state":"online","timestamp_ms":1{extra}}}"#
+            )
+        };
+        let topic = "pantau/v1/dc/srv-01/status";
+        assert!(
+            decode_default(topic, status(r#","next_seq":9007199254740991"#).as_bytes()).is_ok()
+        );
+        for extra in [r#","next_seq":9007199254740992"#, r#","connected_ms":-5"#] {
+            let error = decode_default(topic, status(extra).as_bytes()).unwrap_err();
+            assert_eq!(error.reason(), RejectReason::OutOfRange, "{extra}");
+        }
+        let error = decode_default(
+            topic,
+            status("")
+                .replace("\"timestamp_ms\":1", "\"timestamp_ms\":-1")
+                .as_bytes(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "timestamp_ms -1 is outside 0..=9007199254740991"
+        );
+    }
+
+    #[test]
+    fn a_long_name_is_not_copied_whole_into_the_error() {
+        let name = "a".repeat(10_000);
+        let payload = serde_json::to_string(&metrics())
+            .unwrap()
+            .replace("node_load1", &name);
+        let error = decode_default(TOPIC, payload.as_bytes()).unwrap_err();
+        assert_eq!(error.reason(), RejectReason::MetricNameTooLong);
+        assert!(error.to_string().len() < 200, "{error}");
     }
 }

@@ -7,6 +7,8 @@ mod decode;
 mod histogram;
 mod message;
 mod names;
+mod pinned;
+mod reason;
 mod topic;
 
 pub use command::{
@@ -14,7 +16,8 @@ pub use command::{
     CommandRejection, decode_command, validate_command_name,
 };
 pub use decode::{
-    DecodeError, Decoded, INTERVAL_SECONDS, Limits, RejectReason, decode, decode_metrics,
+    Counted, DecodeError, Decoded, INTERVAL_SECONDS, Limited, Limits, MAX_INTEGER, decode,
+    decode_metrics,
 };
 pub use histogram::{
     AnyFamily, Bucket, HistogramError, HistogramFamily, HistogramSample, MetricsPayload,
@@ -24,9 +27,11 @@ pub use message::{
     Severity, StatusMessage,
 };
 pub use names::{
-    COLLECTOR_OWNED_LABELS, NameError, is_collector_owned_metric, validate_label_name,
-    validate_metric_name,
+    AGENT_SERIES, COLLECTOR_OWNED_LABELS, COLLECTOR_PREFIXES, NameError, agent_series,
+    is_collector_owned_metric, validate_label_name, validate_metric_name,
 };
+pub use pinned::pinned_kind;
+pub use reason::{DropReason, RejectReason};
 pub use topic::{Channel, DEFAULT_PREFIX, Topic, TopicError, validate_id, validate_prefix};
 
 /// The payload schema version this crate reads and writes. Topics carry it as `v1`.

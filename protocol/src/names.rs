@@ -6,15 +6,37 @@ use thiserror::Error;
 /// Labels the collector adds to every relayed series; an agent may not set them.
 pub const COLLECTOR_OWNED_LABELS: [&str; 2] = ["instance", "site"];
 
-/// Per-agent series the collector computes itself.
-const COLLECTOR_OWNED_METRICS: [&str; 6] = [
-    "pantau_agent_up",
-    "pantau_agent_last_seen_timestamp_seconds",
-    "pantau_agent_messages_total",
-    "pantau_agent_missed_messages_total",
-    "pantau_agent_duplicate_messages_total",
-    "pantau_agent_info",
+/// The per-agent series the collector computes itself, by name. The exposition writes them
+/// with these constants, and a collector test checks that a full scrape shows exactly these
+/// plus `COLLECTOR_PREFIXES`, so what is reserved is what is emitted.
+pub mod agent_series {
+    pub const UP: &str = "pantau_agent_up";
+    pub const LAST_SEEN: &str = "pantau_agent_last_seen_timestamp_seconds";
+    pub const MESSAGES: &str = "pantau_agent_messages_total";
+    pub const MISSED: &str = "pantau_agent_missed_messages_total";
+    pub const DUPLICATES: &str = "pantau_agent_duplicate_messages_total";
+    pub const LATE: &str = "pantau_agent_late_messages_total";
+    pub const SEQUENCE_GAPS: &str = "pantau_agent_sequence_gaps";
+    pub const EVENTS: &str = "pantau_agent_events_total";
+    pub const INFO: &str = "pantau_agent_info";
+}
+
+/// Every name in `agent_series`.
+pub const AGENT_SERIES: [&str; 9] = [
+    agent_series::UP,
+    agent_series::LAST_SEEN,
+    agent_series::MESSAGES,
+    agent_series::MISSED,
+    agent_series::DUPLICATES,
+    agent_series::LATE,
+    agent_series::SEQUENCE_GAPS,
+    agent_series::EVENTS,
+    agent_series::INFO,
 ];
+
+/// Prefixes of the collector's own metrics: its counters (`pantau_collector_*`) and the
+/// process collector's (`process_*`).
+pub const COLLECTOR_PREFIXES: [&str; 2] = ["pantau_collector_", "process_"];
 
 /// Why a metric or label name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -27,7 +49,10 @@ pub enum NameError {
 
 /// True for series names only the collector may produce.
 pub fn is_collector_owned_metric(name: &str) -> bool {
-    name.starts_with("pantau_collector_") || COLLECTOR_OWNED_METRICS.contains(&name)
+    COLLECTOR_PREFIXES
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+        || AGENT_SERIES.contains(&name)
 }
 
 /// Checks `[a-zA-Z_:][a-zA-Z0-9_:]*` and the collector's reserved names.
@@ -84,7 +109,9 @@ mod tests {
         }
         for reserved in [
             "pantau_agent_up",
+            "pantau_agent_events_total",
             "pantau_collector_rejected_messages_total",
+            "process_resident_memory_bytes",
         ] {
             assert!(matches!(
                 validate_metric_name(reserved),

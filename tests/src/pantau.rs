@@ -30,7 +30,7 @@ impl Collector {
     /// A collector with its embedded broker on a free port of 127.0.0.1, open to anyone (no
     /// password file: the example config's is switched off, which loopback allows).
     pub fn embedded(dir: &TestDir) -> Collector {
-        Collector::embedded_with_env(dir, &[("PANTAU_BROKER__PASSWORD_FILE", "")])
+        Collector::embedded_with_env(dir, &[])
     }
 
     /// A collector whose embedded broker admits only `users` (name, password), written with
@@ -46,13 +46,18 @@ impl Collector {
         Collector::embedded_with_env(dir, &[("PANTAU_BROKER__PASSWORD_FILE", file.as_str())])
     }
 
-    /// A collector with its embedded broker on a free port of 127.0.0.1, plus overrides.
+    /// A collector with its embedded broker on a free port of 127.0.0.1, open to anyone, plus
+    /// overrides (which may set a password file after all).
     pub fn embedded_with_env(dir: &TestDir, extra: &[(&str, &str)]) -> Collector {
         let mqtt_port = free_port();
-        let mut env = vec![(
-            "PANTAU_BROKER__LISTEN".to_owned(),
-            format!("127.0.0.1:{mqtt_port}"),
-        )];
+        let mut env = vec![
+            (
+                "PANTAU_BROKER__LISTEN".to_owned(),
+                format!("127.0.0.1:{mqtt_port}"),
+            ),
+            // Loopback needs no password file; a later override may name one.
+            ("PANTAU_BROKER__PASSWORD_FILE".to_owned(), String::new()),
+        ];
         env.extend(
             extra
                 .iter()

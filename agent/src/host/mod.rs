@@ -363,6 +363,26 @@ mod tests {
         decode(DEFAULT_PREFIX, &topic, &payload, &limits).unwrap();
     }
 
+    /// The collector pins node_exporter's names to their types (`pinned_kind`); a family the
+    /// host role sends with another type, or one the table does not know, would be dropped.
+    fn assert_types_are_pinned(families: &[Family]) {
+        for family in families {
+            assert_eq!(
+                pantau_protocol::pinned_kind(&family.name),
+                Some(family.kind),
+                "{}",
+                family.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_family_agrees_with_the_collectors_pinned_types() {
+        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        assert_types_are_pinned(&host(&testdata.join("proc"), &testdata).collect());
+        assert_types_are_pinned(&host(Path::new("/proc"), Path::new("/")).collect());
+    }
+
     #[test]
     fn every_collector_succeeds_on_the_fixture() {
         let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");

@@ -9,19 +9,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
-use tracing::info;
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{error, info};
 
 pub use error::ApiError;
 
 use crate::exposition::Telemetry;
 use crate::readiness::Readiness;
 use crate::state::SharedState;
+
+/// Scrapes rendered at once; more wait for a turn. Each holds a few chunks of text and an
+/// index of the families, so this bounds the memory scrapes take.
+pub const MAX_CONCURRENT_RENDERS: usize = 2;
+
+/// Chunks of a scrape waiting to be sent, per scrape: the renderer waits while they are.
+const CHUNKS_IN_FLIGHT: usize = 4;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -30,6 +39,7 @@ pub struct AppState {
     pub telemetry: Arc<Telemetry>,
     pub readiness: Readiness,
     client_error_log: Arc<LogLimiter>,
+    renders: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -39,6 +49,7 @@ impl AppState {
             telemetry,
             readiness,
             client_error_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
+            renders: Arc::new(Semaphore::new(MAX_CONCURRENT_RENDERS)),
         }
     }
 }
@@ -60,14 +71,34 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Renders on a blocking thread, never on the async workers (which must keep answering
+/// `/healthz` and the API), and streams the text as it is produced.
 async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let text = app.telemetry.render().map_err(ApiError::internal)?;
+    let permit = app
+        .renders
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(ApiError::internal)?;
+    let (chunks, mut receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
+    let telemetry = app.telemetry.clone();
+    tokio::task::spawn_blocking(move || {
+        // Held until the last chunk is queued: the next render starts when this one is done.
+        let _permit = permit;
+        let result =
+            telemetry.render_chunks(|chunk| chunks.blocking_send(Ok(chunk.into())).is_ok());
+        if let Err(cause) = result {
+            error!(%cause, "rendering /metrics failed");
+            let _ = chunks.blocking_send(Err(std::io::Error::other(cause.to_string())));
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |context| receiver.poll_recv(context));
     Ok((
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        text,
+        Body::from_stream(stream),
     )
         .into_response())
 }
@@ -111,7 +142,7 @@ async fn count_requests(State(app): State<AppState>, request: Request, next: Nex
     if status.is_client_error()
         && let Verdict::Log { suppressed } = app.client_error_log.check(status.as_str())
     {
-        info!(%method, path, status = status.as_u16(), suppressed, "client error");
+        info!(%method, path = ?path, status = status.as_u16(), suppressed, "client error");
     }
     response
 }

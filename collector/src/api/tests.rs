@@ -159,8 +159,8 @@ async fn an_agent_shows_the_roles_of_its_birth() {
         .collect();
     assert_eq!(
         fields.len(),
-        12,
-        "the README's fields plus roles, nothing else: {fields:?}"
+        14,
+        "the README's fields, nothing else: {fields:?}"
     );
 }
 

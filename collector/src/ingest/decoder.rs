@@ -11,7 +11,7 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use pantau_protocol::{Limits, RejectReason, decode};
+use pantau_protocol::{DropReason, Limits, RejectReason, Topic, decode};
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::Received;
 use crate::exposition::Telemetry;
 use crate::mqtt::MqttHandle;
-use crate::state::{Moment, Outcome, SharedState};
+use crate::state::{FAMILY_DROPPED, MESSAGE_REJECTED, Moment, Outcome, SharedState};
 
 /// Decodes and applies what the MQTT task receives.
 pub struct Decoder {
@@ -74,9 +74,10 @@ impl Decoder {
 
     fn handle(&mut self, received: Received) {
         if received.payload.is_empty() {
-            debug!(topic = %received.topic, retained = received.retained, "ignored an empty payload (a retained message being cleared)");
+            debug!(topic = ?received.topic, retained = received.retained, "ignored an empty payload (a retained message being cleared)");
             return;
         }
+        let now = Moment::now();
         let decoded = match decode(
             &self.prefix,
             &received.topic,
@@ -88,7 +89,20 @@ impl Decoder {
                 let reason = error.reason();
                 self.count_rejection(reason);
                 if let Verdict::Log { suppressed } = self.reject_log.check(reason.as_str()) {
-                    warn!(topic = %received.topic, reason = reason.as_str(), retained = received.retained, %error, suppressed, "rejected message");
+                    // `?` on everything that came from the network: Debug escapes it, so a
+                    // topic or a name cannot forge log lines.
+                    warn!(topic = ?received.topic, reason = reason.as_str(), retained = received.retained, error = ?error.to_string(), suppressed, "rejected message");
+                }
+                // Tell the agent, if it is one the collector follows.
+                if let Ok(topic) = Topic::parse(&self.prefix, &received.topic) {
+                    let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+                    state.record_rejection(
+                        &topic.agent,
+                        MESSAGE_REJECTED,
+                        reason.as_str(),
+                        &error.to_string(),
+                        now.wall,
+                    );
                 }
                 if received.retained && clears(reason) {
                     self.clear(received.topic, reason);
@@ -99,26 +113,57 @@ impl Decoder {
         let agent = decoded.topic.agent.clone();
         let outcome = {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-            state.apply(decoded, received.retained, Moment::now())
+            state.apply(decoded, received.retained, now)
         };
         match outcome {
             Outcome::Accepted | Outcome::Ignored => {}
-            Outcome::Duplicate => debug!(agent = %agent, "dropped a repeated message"),
+            Outcome::Late => debug!(agent = ?agent, "accepted a late message"),
+            Outcome::Duplicate => debug!(agent = ?agent, "dropped a repeated message"),
             Outcome::StaleStatus => {
                 self.telemetry.stale_status.inc();
-                info!(agent = %agent, "ignored an offline status from an older connection");
+                info!(agent = ?agent, "ignored an offline status from an older connection");
             }
-            Outcome::TypeConflict { name, known } => {
-                let reason = RejectReason::TypeConflict;
+            Outcome::Rejected(reason) => {
+                // Out-of-window rejections are in the agent's list already; too many agents
+                // has no agent to tell.
                 self.count_rejection(reason);
                 if let Verdict::Log { suppressed } = self.reject_log.check(reason.as_str()) {
+                    warn!(agent = ?agent, reason = reason.as_str(), suppressed, "rejected message");
+                }
+            }
+            Outcome::Partly { conflicts } => {
+                let reason = DropReason::TypeConflict;
+                self.telemetry
+                    .dropped_families
+                    .with_label_values(&[reason.as_str()])
+                    .inc_by(conflicts.len() as u64);
+                let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+                for conflict in &conflicts {
+                    let detail = format!(
+                        "family {:?} left out: the name is a {} here",
+                        conflict.name,
+                        conflict.known.as_str()
+                    );
+                    state.record_rejection(
+                        &agent,
+                        FAMILY_DROPPED,
+                        reason.as_str(),
+                        &detail,
+                        now.wall,
+                    );
+                }
+                drop(state);
+                if let (Some(first), Verdict::Log { suppressed }) =
+                    (conflicts.first(), self.reject_log.check(reason.as_str()))
+                {
                     warn!(
-                        agent = %agent,
-                        metric = %name,
-                        known_type = known.as_str(),
+                        agent = ?agent,
+                        metric = ?first.name,
+                        known_type = first.known.as_str(),
+                        families = conflicts.len(),
                         suppressed,
                         reason = reason.as_str(),
-                        "rejected message: metric already exposed with another type"
+                        "dropped families: metric already exposed with another type"
                     );
                 }
             }
@@ -145,11 +190,11 @@ impl Decoder {
                 (Ok(()), verdict) => {
                     telemetry.cleared_retained.inc();
                     if let Verdict::Log { suppressed } = verdict {
-                        info!(topic = %topic, reason = reason.as_str(), suppressed, "cleared a rejected retained message from the broker");
+                        info!(topic = ?topic, reason = reason.as_str(), suppressed, "cleared a rejected retained message from the broker");
                     }
                 }
                 (Err(error), Verdict::Log { suppressed }) => {
-                    warn!(topic = %topic, %error, suppressed, "cannot clear a rejected retained message");
+                    warn!(topic = ?topic, %error, suppressed, "cannot clear a rejected retained message");
                 }
                 (Err(_), Verdict::Suppress) => {}
             }
@@ -280,5 +325,58 @@ mod tests {
         let events = f.state.read().unwrap().events("a").unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "agent_started");
+    }
+
+    #[tokio::test]
+    async fn a_rejection_is_listed_in_the_events_of_a_followed_agent_only() {
+        let mut f = fixture();
+        let birth = br#"{"schema":1,"agent":"a","site":"dc","state":"online","timestamp_ms":1}"#;
+        f.decoder
+            .handle(received("pantau/v1/dc/a/status", birth, false));
+        let bad =
+            br#"{"schema":1,"agent":"a","site":"dc","seq":1,"timestamp_ms":-3,"families":[]}"#;
+        f.decoder
+            .handle(received("pantau/v1/dc/a/metrics", bad, false));
+        let bad_stranger = String::from_utf8_lossy(bad).replace("\"a\"", "\"stranger\"");
+        f.decoder.handle(received(
+            "pantau/v1/dc/stranger/metrics",
+            bad_stranger.as_bytes(),
+            false,
+        ));
+        assert_eq!(rejected(&f.telemetry, RejectReason::OutOfRange), 2);
+        let state = f.state.read().unwrap();
+        let events = state.events("a").unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "message_rejected");
+        assert_eq!(events[0].labels["reason"], "out_of_range");
+        assert!(
+            events[0].message.contains("timestamp_ms -3"),
+            "{}",
+            events[0].message
+        );
+        assert!(state.events("stranger").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_type_conflict_drops_the_family_and_counts_it() {
+        let mut f = fixture();
+        let payload = br#"{"schema":1,"agent":"a","site":"dc","seq":1,"timestamp_ms":1,
+            "families":[{"name":"node_load1","type":"counter","samples":[{"value":1}]},
+                        {"name":"other","type":"gauge","samples":[{"value":1}]}]}"#;
+        f.decoder
+            .handle(received("pantau/v1/dc/a/metrics", payload, false));
+        let dropped = f
+            .telemetry
+            .dropped_families
+            .with_label_values(&["type_conflict"])
+            .get();
+        assert_eq!(dropped, 1);
+        let total: u64 = RejectReason::ALL
+            .iter()
+            .map(|reason| rejected(&f.telemetry, *reason))
+            .sum();
+        assert_eq!(total, 0, "the message itself was accepted");
+        let events = f.state.read().unwrap().events("a").unwrap();
+        assert_eq!(events[0].kind, "family_dropped");
     }
 }

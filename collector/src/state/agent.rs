@@ -1,5 +1,5 @@
-//! `Agent`: everything the collector knows about one agent, and the two rules applied to it
-//! alone: whether it counts as up, and how its sequence numbers are checked.
+//! `Agent`: everything the collector knows about one agent, and the rule applied to it alone:
+//! whether it counts as up. Its sequence numbers are checked by its `SeqWindow`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +8,12 @@ use pantau_protocol::{AgentState, Family};
 use tokio::time::Instant;
 
 use super::events::{EventCounts, RecentEvents};
+use super::sequence::SeqWindow;
 use super::{Liveness, Moment};
+
+/// How many of the collector's own rejection events an agent keeps. Apart from the agent's
+/// events, so that a flood of forged messages cannot push those out.
+pub const MAX_REJECTIONS: usize = 16;
 
 /// Everything known about one agent.
 #[derive(Debug, Clone)]
@@ -26,14 +31,18 @@ pub struct Agent {
     pub last_seen: Option<Moment>,
     /// When anything about the agent last changed, retained messages included; drives forgetting.
     pub last_activity: Instant,
-    pub last_seq: Option<u64>,
+    /// Sequence numbers seen, and the missed ones.
+    pub window: SeqWindow,
     pub messages_total: u64,
-    pub missed_total: u64,
     pub duplicates_total: u64,
+    /// Messages accepted below the newest sequence number (a replayed backlog).
+    pub late_total: u64,
     /// Every event ever received, by severity.
     pub events_total: EventCounts,
     /// The most recent events themselves, bounded.
     pub recent_events: RecentEvents,
+    /// The collector's most recent rejections of this agent's messages, bounded.
+    pub rejections: RecentEvents,
     /// Latest samples; shared with scrapes in progress, replaced whole on each message.
     pub families: Arc<Vec<Family>>,
     /// Whether the last sweep saw the agent up, to log transitions once.
@@ -53,12 +62,13 @@ impl Agent {
             roles: Vec::new(),
             last_seen: None,
             last_activity: now,
-            last_seq: None,
+            window: SeqWindow::default(),
             messages_total: 0,
-            missed_total: 0,
             duplicates_total: 0,
+            late_total: 0,
             events_total: EventCounts::default(),
             recent_events: RecentEvents::new(max_events),
+            rejections: RecentEvents::new(MAX_REJECTIONS.min(max_events)),
             families: Arc::new(Vec::new()),
             was_up: false,
             online_connected_ms: None,
@@ -67,26 +77,10 @@ impl Agent {
 
     /// Whether the agent counts as up at `now`.
     pub fn is_up(&self, liveness: &Liveness, now: Instant) -> bool {
-        let deadline = self.interval * liveness.silent_intervals;
+        let deadline = self.interval.saturating_mul(liveness.silent_intervals);
         self.status == AgentState::Online
             && self
                 .last_seen
                 .is_some_and(|seen| now.saturating_duration_since(seen.instant) <= deadline)
-    }
-
-    /// Applies a sequence number; returns false for a repeat of one already seen.
-    pub(super) fn accept_seq(&mut self, seq: u64) -> bool {
-        match self.last_seq {
-            Some(last) if seq <= last => {
-                self.duplicates_total += 1;
-                false
-            }
-            last => {
-                let expected = last.map_or(seq, |last| last + 1);
-                self.missed_total += seq - expected;
-                self.last_seq = Some(seq);
-                true
-            }
-        }
     }
 }

@@ -84,6 +84,17 @@ impl RecentEvents {
         }
     }
 
+    /// Adds one record made by the collector itself.
+    pub fn push_record(&mut self, record: EventRecord) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.events.len() >= self.capacity {
+            self.events.pop_front();
+        }
+        self.events.push_back(record);
+    }
+
     /// The stored events, newest first.
     pub fn newest_first(&self) -> impl Iterator<Item = &EventRecord> {
         self.events.iter().rev()

@@ -8,7 +8,9 @@
 //! decoder writes it; the exposition and the API read it through `AgentView`.
 
 mod agent;
+mod claims;
 mod events;
+mod sequence;
 mod view;
 
 use std::collections::HashMap;
@@ -16,13 +18,20 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use pantau_protocol::{
-    AgentState, Decoded, EventsMessage, Family, Message, MetricKind, MetricsMessage, StatusMessage,
+    AgentState, Decoded, EventsMessage, Message, MetricsMessage, RejectReason, Severity,
+    StatusMessage,
 };
 use tokio::time::Instant;
 
 pub use agent::Agent;
+pub use claims::Conflict;
 pub use events::EventRecord;
+#[cfg(test)]
+pub use sequence::WINDOW as SEQUENCE_WINDOW;
 pub use view::AgentView;
+
+use claims::Claims;
+use sequence::SeqCheck;
 
 /// The state shared by ingest (writer), exposition and the API (readers). Readers hold the
 /// lock only to copy out views; no lock is held across an `.await`.
@@ -30,6 +39,18 @@ pub type SharedState = Arc<RwLock<State>>;
 
 /// How many recent events each agent keeps unless configured otherwise (`agents.max_events`).
 pub const DEFAULT_MAX_EVENTS: usize = 100;
+
+/// How many agents the collector follows unless configured otherwise (`limits.max_agents`).
+pub const DEFAULT_MAX_AGENTS: usize = 200;
+
+/// The event kind of the collector's own record of a refused message, in the agent's list.
+pub const MESSAGE_REJECTED: &str = "message_rejected";
+
+/// The event kind of the collector's own record of a family left out of a message.
+pub const FAMILY_DROPPED: &str = "family_dropped";
+
+/// Longest detail text kept in a rejection event.
+const MAX_REJECTION_TEXT: usize = 256;
 
 /// Settings that decide when an agent is down or forgotten.
 #[derive(Debug, Clone, Copy)]
@@ -63,14 +84,19 @@ impl Moment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Accepted,
+    /// Accepted without the listed families, whose names have another type (Prometheus
+    /// cannot expose one name with two types); counted per family.
+    Partly {
+        conflicts: Vec<Conflict>,
+    },
+    /// Accepted from below the agent's newest sequence number (its outbox replaying a
+    /// backlog): events are kept, but the samples are older than those shown and dropped.
+    Late,
     /// A sequence number already seen (a QoS 1 redelivery): dropped, counted per agent.
     Duplicate,
-    /// A family whose type differs from the type other agents use for that name; the whole
-    /// message is refused because Prometheus cannot expose one name with two types.
-    TypeConflict {
-        name: String,
-        known: MetricKind,
-    },
+    /// Refused for a reason only the state can judge (`too_many_agents`,
+    /// `sequence_out_of_window`).
+    Rejected(RejectReason),
     /// An `offline` from a connection older than the agent's current one: the broker gave up
     /// on a half-open connection after the agent had reconnected. Ignored.
     StaleStatus,
@@ -83,9 +109,10 @@ pub enum Outcome {
 pub struct State {
     liveness: Liveness,
     max_events: usize,
+    max_agents: usize,
     agents: HashMap<String, Agent>,
-    /// The type of every metric name any agent reports; the first agent to use a name fixes it.
-    metric_types: HashMap<String, MetricKind>,
+    /// The type of every metric name live agents report.
+    claims: Claims,
 }
 
 /// A state change worth a log line, reported by `sweep`.
@@ -97,14 +124,16 @@ pub enum Transition {
 }
 
 impl State {
-    /// No agents yet; each will keep `DEFAULT_MAX_EVENTS` events unless `with_max_events`
-    /// says otherwise.
+    /// No agents yet; each will keep `DEFAULT_MAX_EVENTS` events and at most
+    /// `DEFAULT_MAX_AGENTS` agents are followed, unless `with_max_events` and
+    /// `with_max_agents` say otherwise.
     pub fn new(liveness: Liveness) -> Self {
         Self {
             liveness,
             max_events: DEFAULT_MAX_EVENTS,
+            max_agents: DEFAULT_MAX_AGENTS,
             agents: HashMap::new(),
-            metric_types: HashMap::new(),
+            claims: Claims::default(),
         }
     }
 
@@ -114,9 +143,21 @@ impl State {
         self
     }
 
+    /// Follow at most `max_agents` agents.
+    pub fn with_max_agents(mut self, max_agents: usize) -> Self {
+        self.max_agents = max_agents;
+        self
+    }
+
     #[cfg(test)]
     pub fn agent(&self, id: &str) -> Option<&Agent> {
         self.agents.get(id)
+    }
+
+    /// Names claimed by live agents' families (pinned names excluded).
+    #[cfg(test)]
+    pub fn claimed_names(&self) -> usize {
+        self.claims.len()
     }
 
     /// Agent `id` as readers see it at `now`.
@@ -136,10 +177,36 @@ impl State {
         views
     }
 
-    /// Agent `id`'s stored events, newest first.
+    /// Agent `id`'s stored events and the collector's rejections of its messages, newest
+    /// first.
     pub fn events(&self, id: &str) -> Option<Vec<EventRecord>> {
         let agent = self.agents.get(id)?;
-        Some(agent.recent_events.newest_first().cloned().collect())
+        let mut records: Vec<EventRecord> = agent
+            .recent_events
+            .newest_first()
+            .chain(agent.rejections.newest_first())
+            .cloned()
+            .collect();
+        // Stable: within one arrival time the agent's own order stays.
+        records.sort_by_key(|record| std::cmp::Reverse(record.received));
+        Some(records)
+    }
+
+    /// Notes a refused message (`kind` `MESSAGE_REJECTED`) or a dropped family
+    /// (`FAMILY_DROPPED`) in agent `id`'s event list, labelled with `reason`, so the agent's
+    /// operator sees why in the API. Only for an agent already followed: a rejected message
+    /// creates no agent.
+    pub fn record_rejection(
+        &mut self,
+        id: &str,
+        kind: &str,
+        reason: &str,
+        detail: &str,
+        received: SystemTime,
+    ) {
+        if let Some(agent) = self.agents.get_mut(id) {
+            push_rejection(agent, kind, reason, detail, None, received);
+        }
     }
 
     /// Applies a decoded message. `retained` marks a message the broker replayed on subscribe.
@@ -153,7 +220,25 @@ impl State {
         }
     }
 
-    fn entry(&mut self, id: &str, site: &str, now: Instant) -> &mut Agent {
+    /// Makes sure agent `id` is followed, making room if needed by forgetting the agent that
+    /// has been down longest; false when every followed agent is up (a live agent is never
+    /// pushed out, however many new ids appear).
+    fn admit(&mut self, id: &str, site: &str, now: Instant) -> bool {
+        if !self.agents.contains_key(id) && self.agents.len() >= self.max_agents {
+            let liveness = self.liveness;
+            let oldest_down = self
+                .agents
+                .iter()
+                .filter(|(_, agent)| !agent.is_up(&liveness, now))
+                .min_by_key(|(_, agent)| agent.last_activity)
+                .map(|(id, _)| id.clone());
+            let Some(victim) = oldest_down else {
+                return false;
+            };
+            if let Some(agent) = self.agents.remove(&victim) {
+                self.claims.replace(&agent.families, &[]);
+            }
+        }
         let (liveness, max_events) = (self.liveness, self.max_events);
         let agent = self
             .agents
@@ -164,7 +249,7 @@ impl State {
             agent.site = site.to_owned();
         }
         agent.last_activity = now;
-        agent
+        true
     }
 
     fn apply_status(
@@ -174,7 +259,12 @@ impl State {
         retained: bool,
         now: Moment,
     ) -> Outcome {
-        let agent = self.entry(id, &status.site, now.instant);
+        if !self.admit(id, &status.site, now.instant) {
+            return Outcome::Rejected(RejectReason::TooManyAgents);
+        }
+        let Some(agent) = self.agents.get_mut(id) else {
+            return Outcome::Ignored;
+        };
         if let (AgentState::Offline, Some(dead), Some(live)) =
             (status.state, status.connected_ms, agent.online_connected_ms)
             && dead < live
@@ -194,11 +284,12 @@ impl State {
         if !status.roles.is_empty() {
             agent.roles = status.roles;
         }
-        if let (Some(next), Some(last)) = (status.next_seq, agent.last_seq)
-            && next <= last
+        // A replayed birth is the agent's last one, perhaps long ago: its next number is news
+        // only to a collector that has not followed the agent yet.
+        if let Some(next) = status.next_seq
+            && (!retained || !agent.window.started())
         {
-            // The agent lost its state directory and counts from a lower number again.
-            agent.last_seq = next.checked_sub(1);
+            agent.window.announce(next);
         }
         let replayed_online = retained && status.state == AgentState::Online;
         if !retained || (replayed_online && agent.last_seen.is_none()) {
@@ -207,63 +298,71 @@ impl State {
             agent.last_seen = Some(now);
         }
         if !retained {
-            agent.messages_total += 1;
+            agent.messages_total = agent.messages_total.saturating_add(1);
+        }
+        if agent.status == AgentState::Offline {
+            // Down at once: only the liveness series stay.
+            let old = std::mem::take(&mut agent.families);
+            self.claims.replace(&old, &[]);
         }
         Outcome::Accepted
     }
 
     fn apply_metrics(&mut self, id: &str, metrics: MetricsMessage, now: Moment) -> Outcome {
-        if let Some(conflict) = self.type_conflict(&metrics.families) {
-            return conflict;
+        if !self.admit(id, &metrics.site, now.instant) {
+            return Outcome::Rejected(RejectReason::TooManyAgents);
         }
-        for family in &metrics.families {
-            if !self.metric_types.contains_key(&family.name) {
-                self.metric_types.insert(family.name.clone(), family.kind);
+        let Some(agent) = self.agents.get_mut(id) else {
+            return Outcome::Ignored;
+        };
+        match check_sequence(agent, metrics.seq, now) {
+            SeqCheck::Newest => {}
+            SeqCheck::Late => return Outcome::Late,
+            SeqCheck::Duplicate => return Outcome::Duplicate,
+            SeqCheck::OutOfWindow => {
+                return Outcome::Rejected(RejectReason::SequenceOutOfWindow);
             }
         }
-        let agent = self.entry(id, &metrics.site, now.instant);
-        if !agent.accept_seq(metrics.seq) {
-            return Outcome::Duplicate;
+        let (kept, conflicts) = self.claims.admit(&agent.families, metrics.families);
+        self.claims.replace(&agent.families, &kept);
+        agent.families = Arc::new(kept);
+        match conflicts.is_empty() {
+            true => Outcome::Accepted,
+            false => Outcome::Partly { conflicts },
         }
-        agent.status = AgentState::Online;
-        agent.last_seen = Some(now);
-        agent.messages_total += 1;
-        agent.families = Arc::new(metrics.families);
-        Outcome::Accepted
     }
 
     fn apply_events(&mut self, id: &str, events: EventsMessage, now: Moment) -> Outcome {
-        let agent = self.entry(id, &events.site, now.instant);
-        if !agent.accept_seq(events.seq) {
-            return Outcome::Duplicate;
+        if !self.admit(id, &events.site, now.instant) {
+            return Outcome::Rejected(RejectReason::TooManyAgents);
         }
-        agent.status = AgentState::Online;
-        agent.last_seen = Some(now);
-        agent.messages_total += 1;
+        let Some(agent) = self.agents.get_mut(id) else {
+            return Outcome::Ignored;
+        };
+        let outcome = match check_sequence(agent, events.seq, now) {
+            SeqCheck::Newest => Outcome::Accepted,
+            // Late events are still news: keep them.
+            SeqCheck::Late => Outcome::Late,
+            SeqCheck::Duplicate => return Outcome::Duplicate,
+            SeqCheck::OutOfWindow => {
+                return Outcome::Rejected(RejectReason::SequenceOutOfWindow);
+            }
+        };
         for event in &events.events {
             agent.events_total.add(event.severity);
         }
         agent
             .recent_events
             .push(now.wall, events.timestamp_ms, events.seq, &events.events);
-        Outcome::Accepted
+        outcome
     }
 
-    fn type_conflict(&self, families: &[Family]) -> Option<Outcome> {
-        families.iter().find_map(|family| {
-            self.metric_types
-                .get(&family.name)
-                .filter(|known| **known != family.kind)
-                .map(|known| Outcome::TypeConflict {
-                    name: family.name.clone(),
-                    known: *known,
-                })
-        })
-    }
-
-    /// Notes up/down transitions and forgets agents down for longer than `forget_after`.
+    /// Notes up/down transitions, drops the samples of agents that are down (their series
+    /// disappear, and names only they used are free again), and forgets agents down for
+    /// longer than `forget_after`.
     pub fn sweep(&mut self, now: Instant) -> Vec<Transition> {
         let liveness = self.liveness;
+        let claims = &mut self.claims;
         let mut transitions = Vec::new();
         self.agents.retain(|id, agent| {
             let up = agent.is_up(&liveness, now);
@@ -274,6 +373,10 @@ impl State {
                     false => Transition::Down { agent: id.clone() },
                 });
             }
+            if !up && !agent.families.is_empty() {
+                let old = std::mem::take(&mut agent.families);
+                claims.replace(&old, &[]);
+            }
             let idle = now.saturating_duration_since(agent.last_activity);
             let forget = !up && idle > liveness.forget_after;
             if forget {
@@ -281,27 +384,62 @@ impl State {
             }
             !forget
         });
-        if transitions
-            .iter()
-            .any(|t| matches!(t, Transition::Forgotten { .. }))
-        {
-            self.rebuild_metric_types();
-        }
         transitions
     }
+}
 
-    /// Names used only by forgotten agents are freed, so a later agent may use them with
-    /// another type.
-    fn rebuild_metric_types(&mut self) {
-        self.metric_types.clear();
-        for agent in self.agents.values() {
-            for family in agent.families.iter() {
-                self.metric_types
-                    .entry(family.name.clone())
-                    .or_insert(family.kind);
+/// Checks and records a message's sequence number, counting it as the agent's; for a number
+/// outside the window, notes the rejection in the agent's list instead.
+fn check_sequence(agent: &mut Agent, seq: u64, now: Moment) -> SeqCheck {
+    let check = agent.window.check(seq);
+    match check {
+        SeqCheck::Newest | SeqCheck::Late => {
+            agent.window.record(seq);
+            agent.status = AgentState::Online;
+            agent.last_seen = Some(now);
+            agent.messages_total = agent.messages_total.saturating_add(1);
+            if check == SeqCheck::Late {
+                agent.late_total = agent.late_total.saturating_add(1);
             }
         }
+        SeqCheck::Duplicate => agent.duplicates_total = agent.duplicates_total.saturating_add(1),
+        SeqCheck::OutOfWindow => {
+            let detail = format!(
+                "sequence number {seq} is more than {} away from the newest, {:?}",
+                sequence::WINDOW,
+                agent.window.newest()
+            );
+            push_rejection(
+                agent,
+                MESSAGE_REJECTED,
+                RejectReason::SequenceOutOfWindow.as_str(),
+                &detail,
+                Some(seq),
+                now.wall,
+            );
+        }
     }
+    check
+}
+
+fn push_rejection(
+    agent: &mut Agent,
+    kind: &str,
+    reason: &str,
+    detail: &str,
+    seq: Option<u64>,
+    received: SystemTime,
+) {
+    let message: String = detail.chars().take(MAX_REJECTION_TEXT).collect();
+    agent.rejections.push_record(EventRecord {
+        received,
+        timestamp_ms: 0,
+        seq: seq.unwrap_or(0),
+        kind: kind.to_owned(),
+        severity: Severity::Warning,
+        message,
+        labels: [("reason".to_owned(), reason.to_owned())].into(),
+    });
 }
 
 #[cfg(test)]

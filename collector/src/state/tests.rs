@@ -1,6 +1,6 @@
 //! State tests on literal messages with paused time.
 
-use pantau_protocol::{Channel, Event, Sample, Severity, Topic};
+use pantau_protocol::{Channel, Event, Family, MetricKind, Sample, Severity, Topic};
 
 use super::*;
 
@@ -36,6 +36,11 @@ fn with_connection(mut decoded: Decoded, connected_ms: i64) -> Decoded {
 }
 
 fn metrics(agent: &str, seq: u64, kind: MetricKind) -> Decoded {
+    metrics_named(agent, seq, &[("node_load1", kind)])
+}
+
+/// A metrics message with one unlabelled sample of value `seq` per named family.
+fn metrics_named(agent: &str, seq: u64, families: &[(&str, MetricKind)]) -> Decoded {
     Decoded {
         topic: Topic::new("dc", agent, Channel::Metrics),
         message: Message::Metrics(MetricsMessage {
@@ -44,15 +49,18 @@ fn metrics(agent: &str, seq: u64, kind: MetricKind) -> Decoded {
             site: "dc".to_owned(),
             seq,
             timestamp_ms: 1,
-            families: vec![Family {
-                name: "node_load1".to_owned(),
-                kind,
-                help: String::new(),
-                samples: vec![Sample {
-                    labels: Default::default(),
-                    value: seq as f64,
-                }],
-            }],
+            families: families
+                .iter()
+                .map(|(name, kind)| Family {
+                    name: (*name).to_owned(),
+                    kind: *kind,
+                    help: String::new(),
+                    samples: vec![Sample {
+                        labels: Default::default(),
+                        value: seq as f64,
+                    }],
+                })
+                .collect(),
         }),
     }
 }
@@ -127,7 +135,7 @@ async fn a_will_from_an_older_connection_is_ignored() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn sequence_gaps_and_repeats_are_counted() {
+async fn sequence_gaps_late_messages_and_repeats_are_counted() {
     let start = Instant::now();
     let mut state = State::new(LIVENESS);
     for (seq, expected) in [
@@ -135,21 +143,68 @@ async fn sequence_gaps_and_repeats_are_counted() {
         (6, Outcome::Accepted),
         (6, Outcome::Duplicate),
         (9, Outcome::Accepted),
+        (8, Outcome::Late),
         (8, Outcome::Duplicate),
     ] {
         let outcome = state.apply(metrics("a", seq, MetricKind::Gauge), false, at(start, 0));
         assert_eq!(outcome, expected, "seq {seq}");
     }
-    let agent = state.agent("a").unwrap();
+    let view = state.view("a", start).unwrap();
     assert_eq!(
         (
-            agent.messages_total,
-            agent.missed_total,
-            agent.duplicates_total
+            view.messages_total,
+            view.missed_messages_total,
+            view.duplicate_messages_total,
+            view.late_messages_total,
+            view.sequence_gaps,
         ),
-        (3, 2, 2)
+        (4, 0, 2, 1, 1),
+        "7 is an open gap, not missed yet"
     );
-    assert_eq!(agent.families[0].samples[0].value, 9.0);
+    let agent = state.agent("a").unwrap();
+    assert_eq!(
+        agent.families[0].samples[0].value, 9.0,
+        "late 8 did not replace 9"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forged_sequence_number_far_ahead_is_refused_and_the_agent_keeps_reporting() {
+    let start = Instant::now();
+    let mut state = State::new(LIVENESS);
+    state.apply(
+        metrics("victim", 10, MetricKind::Gauge),
+        false,
+        at(start, 0),
+    );
+    let forged = metrics("victim", 10 + SEQUENCE_WINDOW + 1, MetricKind::Gauge);
+    assert_eq!(
+        state.apply(forged, false, at(start, 1)),
+        Outcome::Rejected(RejectReason::SequenceOutOfWindow)
+    );
+    assert_eq!(
+        state.apply(
+            metrics("victim", 11, MetricKind::Gauge),
+            false,
+            at(start, 2)
+        ),
+        Outcome::Accepted
+    );
+    let view = state
+        .view("victim", start + Duration::from_secs(2))
+        .unwrap();
+    assert_eq!(
+        (view.missed_messages_total, view.last_sequence),
+        (0, Some(11))
+    );
+    assert_eq!(
+        state.agent("victim").unwrap().families[0].samples[0].value,
+        11.0
+    );
+    let events = state.events("victim").unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, MESSAGE_REJECTED);
+    assert_eq!(events[0].labels["reason"], "sequence_out_of_window");
 }
 
 #[tokio::test(start_paused = true)]
@@ -157,32 +212,163 @@ async fn a_reset_agent_is_believed_after_its_birth() {
     let start = Instant::now();
     let mut state = State::new(LIVENESS);
     state.apply(metrics("a", 100, MetricKind::Gauge), false, at(start, 0));
-    let mut birth = status("a", AgentState::Online, Some(15));
-    if let Message::Status(status) = &mut birth.message {
-        status.next_seq = Some(0);
-    }
-    state.apply(birth, false, at(start, 1));
+    let birth = |next| {
+        let mut birth = status("a", AgentState::Online, Some(15));
+        if let Message::Status(status) = &mut birth.message {
+            status.next_seq = Some(next);
+        }
+        birth
+    };
+    // The broker replaying the agent's old birth says nothing new.
+    state.apply(birth(50), true, at(start, 1));
+    assert_eq!(state.view("a", start).unwrap().last_sequence, Some(100));
+    state.apply(birth(0), false, at(start, 1));
     let outcome = state.apply(metrics("a", 0, MetricKind::Gauge), false, at(start, 2));
     assert_eq!(outcome, Outcome::Accepted);
-    assert_eq!(state.agent("a").unwrap().missed_total, 0);
+    let view = state.view("a", start).unwrap();
+    assert_eq!((view.missed_messages_total, view.sequence_gaps), (0, 0));
 }
 
 #[tokio::test(start_paused = true)]
-async fn one_name_keeps_one_type_across_agents() {
+async fn a_conflicting_family_is_dropped_and_the_rest_of_the_message_kept() {
     let start = Instant::now();
     let mut state = State::new(LIVENESS);
     state.apply(metrics("a", 1, MetricKind::Gauge), false, at(start, 0));
-    let outcome = state.apply(metrics("b", 1, MetricKind::Counter), false, at(start, 0));
+    // node_load1 is pinned as a gauge: even an agent reporting first cannot make it a counter.
+    let fake = metrics_named(
+        "fake",
+        1,
+        &[
+            ("node_load1", MetricKind::Counter),
+            ("fake_up", MetricKind::Gauge),
+        ],
+    );
     assert_eq!(
-        outcome,
-        Outcome::TypeConflict {
-            name: "node_load1".to_owned(),
-            known: MetricKind::Gauge
+        state.apply(fake, false, at(start, 0)),
+        Outcome::Partly {
+            conflicts: vec![Conflict {
+                name: "node_load1".to_owned(),
+                known: MetricKind::Gauge
+            }]
         }
     );
+    let names: Vec<&str> = state
+        .agent("fake")
+        .unwrap()
+        .families
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["fake_up"]);
+    // An unpinned name has the type of the agents using it.
+    let other = metrics_named("b", 1, &[("fake_up", MetricKind::Counter)]);
+    assert!(matches!(
+        state.apply(other, false, at(start, 0)),
+        Outcome::Partly { .. }
+    ));
+    // The agent alone with a name may change its type.
+    let changed = metrics_named("fake", 2, &[("fake_up", MetricKind::Counter)]);
+    assert_eq!(state.apply(changed, false, at(start, 1)), Outcome::Accepted);
+    // The first agent's series are untouched.
+    assert_eq!(
+        state.agent("a").unwrap().families[0].kind,
+        MetricKind::Gauge
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_name_is_released_when_its_last_agent_goes_down() {
+    let start = Instant::now();
+    let mut state = State::new(LIVENESS);
+    state.apply(
+        metrics_named("a", 1, &[("ups_load", MetricKind::Counter)]),
+        false,
+        at(start, 0),
+    );
+    assert_eq!(state.claimed_names(), 1);
+    // Down after 3 × 15 s of silence: the sweep drops its samples and frees the name.
+    state.sweep(start + Duration::from_secs(46));
+    assert!(state.agent("a").unwrap().families.is_empty());
+    assert_eq!(state.claimed_names(), 0);
+    let outcome = state.apply(
+        metrics_named("b", 1, &[("ups_load", MetricKind::Gauge)]),
+        false,
+        at(start, 47),
+    );
+    assert_eq!(outcome, Outcome::Accepted);
+    // A will takes the samples away at once.
+    state.apply(status("b", AgentState::Offline, None), false, at(start, 48));
+    assert!(state.agent("b").unwrap().families.is_empty());
+    assert_eq!(state.claimed_names(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_of_new_agents_cannot_push_out_a_live_one() {
+    let start = Instant::now();
+    let mut state = State::new(LIVENESS).with_max_agents(3);
+    state.apply(metrics("real", 1, MetricKind::Gauge), false, at(start, 0));
+    state.apply(metrics("fake-1", 1, MetricKind::Gauge), false, at(start, 0));
+    state.apply(metrics("fake-2", 1, MetricKind::Gauge), false, at(start, 0));
+    assert_eq!(
+        state.apply(metrics("fake-3", 1, MetricKind::Gauge), false, at(start, 1)),
+        Outcome::Rejected(RejectReason::TooManyAgents)
+    );
+    assert!(state.agent("fake-3").is_none());
+    // The real one keeps reporting; the fakes fall silent and go down.
+    state.apply(metrics("real", 2, MetricKind::Gauge), false, at(start, 40));
+    assert_eq!(
+        state.apply(
+            metrics("fake-3", 1, MetricKind::Gauge),
+            false,
+            at(start, 50)
+        ),
+        Outcome::Accepted,
+        "a down fake made room"
+    );
+    assert!(state.agent("real").is_some());
+    assert_eq!(state.views(start + Duration::from_secs(50)).len(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejections_are_listed_with_the_agents_events_but_apart_from_them() {
+    let start = Instant::now();
+    let mut state = State::new(LIVENESS).with_max_events(3);
+    state.apply(
+        events("a", 1, &[("started", Severity::Info)]),
+        false,
+        at(start, 0),
+    );
+    for second in 1..=40 {
+        state.record_rejection(
+            "a",
+            MESSAGE_REJECTED,
+            "too_many_series",
+            "x",
+            at(start, second).wall,
+        );
+    }
+    let listed = state.events("a").unwrap();
+    assert_eq!(
+        listed.len(),
+        1 + 3,
+        "the agent's event and max_events rejections"
+    );
+    assert_eq!(listed[0].kind, MESSAGE_REJECTED);
+    assert_eq!(
+        listed.last().unwrap().kind,
+        "started",
+        "not pushed out by the flood"
+    );
+    state.record_rejection(
+        "nobody",
+        MESSAGE_REJECTED,
+        "oversized",
+        "x",
+        at(start, 0).wall,
+    );
     assert!(
-        state.agent("b").is_none(),
-        "a refused message creates nothing"
+        state.agent("nobody").is_none(),
+        "a rejection creates no agent"
     );
 }
 
@@ -229,9 +415,6 @@ async fn sweep_reports_transitions_and_forgets_the_long_gone() {
         }]
     );
     assert!(state.agent("a").is_none());
-    // The name is free again.
-    let outcome = state.apply(metrics("b", 1, MetricKind::Counter), false, at(start, 3602));
-    assert_eq!(outcome, Outcome::Accepted);
 }
 
 fn with_roles(mut decoded: Decoded, roles: &[&str]) -> Decoded {

@@ -31,8 +31,13 @@ pub struct AgentView {
     /// The roles named by the agent's last birth that named any.
     pub roles: Vec<String>,
     pub messages_total: u64,
+    /// Sequence numbers the window moved past without their message.
     pub missed_messages_total: u64,
     pub duplicate_messages_total: u64,
+    /// Messages accepted below the newest sequence number (a replayed backlog).
+    pub late_messages_total: u64,
+    /// Sequence numbers inside the window not received yet: they may still come.
+    pub sequence_gaps: u64,
     /// Events received, by severity.
     #[serde(skip)]
     pub events_total: EventCounts,
@@ -51,13 +56,15 @@ impl AgentView {
             online,
             status: agent.status,
             last_seen: agent.last_seen.map(|seen| seen.wall),
-            last_sequence: agent.last_seq,
+            last_sequence: agent.window.newest(),
             interval_seconds: agent.interval.as_secs(),
             version: agent.version.clone(),
             roles: agent.roles.clone(),
             messages_total: agent.messages_total,
-            missed_messages_total: agent.missed_total,
+            missed_messages_total: agent.window.missed(),
             duplicate_messages_total: agent.duplicates_total,
+            late_messages_total: agent.late_total,
+            sequence_gaps: agent.window.open_gaps(),
             events_total: agent.events_total,
             families: online.then(|| agent.families.clone()),
         }

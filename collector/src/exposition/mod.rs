@@ -1,0 +1,195 @@
+//! What `/metrics` shows: the collector's own counters (kept in a prometheus `Registry`) and,
+//! produced at scrape time from `State`, every up agent's relayed series plus the per-agent
+//! `pantau_agent_*` series. An agent that goes down or is forgotten simply stops appearing.
+//!
+//! Rendering is blocking work proportional to the number of series: `render_chunks` runs on a
+//! blocking thread (see `api`) and hands the text over in chunks as it goes.
+
+mod snapshot;
+
+use std::sync::PoisonError;
+
+use pantau_protocol::{DropReason, RejectReason};
+use prometheus::proto::MetricFamily;
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use tokio::time::Instant;
+
+#[cfg(test)]
+pub use snapshot::render_snapshot;
+pub use snapshot::{ChunkWriter, Snapshot};
+
+use crate::state::SharedState;
+
+/// The collector's own metrics, and the registry that renders them with the agents' series.
+pub struct Telemetry {
+    registry: Registry,
+    state: SharedState,
+    /// `pantau_collector_received_messages_total`: publishes received, before validation.
+    pub received: IntCounter,
+    /// `pantau_collector_rejected_messages_total{reason}`, one reason per `RejectReason`.
+    pub rejected: IntCounterVec,
+    /// `pantau_collector_dropped_families_total{reason}`: families left out of accepted
+    /// messages, one reason per `DropReason`.
+    pub dropped_families: IntCounterVec,
+    /// `pantau_collector_dropped_messages_total`: the ingest queue was full.
+    pub dropped: IntCounter,
+    /// `pantau_collector_stale_status_messages_total`: late wills of older connections.
+    pub stale_status: IntCounter,
+    /// `pantau_collector_cleared_retained_messages_total`: rejected retained messages removed
+    /// from the broker.
+    pub cleared_retained: IntCounter,
+    /// `pantau_collector_mqtt_connected`: 1 while connected and subscribed.
+    pub mqtt_connected: IntGauge,
+    /// `pantau_collector_mqtt_connections_total`: successful connections.
+    pub mqtt_connections: IntCounter,
+    /// `pantau_collector_http_requests_total{handler,code}`.
+    pub http_requests: IntCounterVec,
+    /// `pantau_collector_broker_refused_logins_total{reason}`: the embedded broker's refusals.
+    pub broker_refused_logins: IntCounterVec,
+}
+
+impl Telemetry {
+    /// Registers the collector's own metrics and the per-agent series read from `state`.
+    pub fn new(state: SharedState) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let received = IntCounter::new(
+            "pantau_collector_received_messages_total",
+            "MQTT messages received on Pantau topics, before validation.",
+        )?;
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_rejected_messages_total",
+                "Messages refused, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let dropped_families = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_dropped_families_total",
+                "Families left out of otherwise accepted messages, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let dropped = IntCounter::new(
+            "pantau_collector_dropped_messages_total",
+            "Messages dropped because the ingest queue was full.",
+        )?;
+        let stale_status = IntCounter::new(
+            "pantau_collector_stale_status_messages_total",
+            "Offline statuses ignored because the agent had reconnected since (a late last will).",
+        )?;
+        let cleared_retained = IntCounter::new(
+            "pantau_collector_cleared_retained_messages_total",
+            "Rejected retained messages the collector removed from the broker, so that they are \
+             not replayed on every reconnect.",
+        )?;
+        let mqtt_connected = IntGauge::new(
+            "pantau_collector_mqtt_connected",
+            "Whether the collector is connected and subscribed to the broker.",
+        )?;
+        let mqtt_connections = IntCounter::new(
+            "pantau_collector_mqtt_connections_total",
+            "Successful connections to the broker.",
+        )?;
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_http_requests_total",
+                "HTTP requests served, by route and status code.",
+            ),
+            &["handler", "code"],
+        )?;
+        let broker_refused_logins = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_broker_refused_logins_total",
+                "Logins the embedded broker refused, by reason.",
+            ),
+            &["reason"],
+        )?;
+        for refusal in crate::users::Refusal::ALL {
+            broker_refused_logins.with_label_values(&[refusal.as_str()]);
+        }
+        let build_info = IntGauge::with_opts(
+            Opts::new(
+                "pantau_collector_build_info",
+                "Always 1; the labels say which build is running.",
+            )
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+        )?;
+        build_info.set(1);
+        // Every reason starts at 0, so `increase()` works from the first rejection on.
+        for reason in RejectReason::ALL {
+            rejected.with_label_values(&[reason.as_str()]);
+        }
+        for reason in DropReason::ALL {
+            dropped_families.with_label_values(&[reason.as_str()]);
+        }
+
+        registry.register(Box::new(received.clone()))?;
+        registry.register(Box::new(rejected.clone()))?;
+        registry.register(Box::new(dropped_families.clone()))?;
+        registry.register(Box::new(dropped.clone()))?;
+        registry.register(Box::new(stale_status.clone()))?;
+        registry.register(Box::new(cleared_retained.clone()))?;
+        registry.register(Box::new(mqtt_connected.clone()))?;
+        registry.register(Box::new(mqtt_connections.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(broker_refused_logins.clone()))?;
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Self {
+            registry,
+            state,
+            received,
+            rejected,
+            dropped_families,
+            dropped,
+            stale_status,
+            cleared_retained,
+            mqtt_connected,
+            mqtt_connections,
+            http_requests,
+            broker_refused_logins,
+        })
+    }
+
+    /// Writes the exposition of everything to `sink` in chunks of about `CHUNK_BYTES`; stops
+    /// early once `sink` returns false (the client went away). Blocking: the agents' part
+    /// takes time in proportion to their series.
+    pub fn render_chunks(
+        &self,
+        sink: impl FnMut(Vec<u8>) -> bool,
+    ) -> Result<(), prometheus::Error> {
+        let mut out = ChunkWriter::new(sink);
+        out.write(&encode(&self.registry.gather())?);
+        let snapshot = {
+            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            Snapshot::take(&state, Instant::now())
+        };
+        snapshot.write(&mut out);
+        out.flush();
+        Ok(())
+    }
+
+    /// The whole exposition as one string.
+    #[cfg(test)]
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut text = Vec::new();
+        self.render_chunks(|chunk| {
+            text.extend_from_slice(&chunk);
+            true
+        })?;
+        String::from_utf8(text).map_err(|error| prometheus::Error::Msg(error.to_string()))
+    }
+}
+
+/// Encodes families in the Prometheus text format (version 0.0.4).
+pub fn encode(families: &[MetricFamily]) -> Result<String, prometheus::Error> {
+    let mut buffer = Vec::new();
+    TextEncoder::new().encode(families, &mut buffer)?;
+    String::from_utf8(buffer).map_err(|error| prometheus::Error::Msg(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

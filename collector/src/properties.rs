@@ -1,0 +1,283 @@
+//! Property tests of the decoder and `State` together: random sequences of status, metrics and
+//! events payloads (well-formed, hostile and garbage) from several agents, with time passing
+//! and sweeps in between. Whatever arrives, nothing panics, and after every step:
+//! - a render holds no series twice and gives each name one `# TYPE`;
+//! - all agents' families of one name have one type, pinned names their pinned one;
+//! - no per-agent counter ever decreases while the agent is followed.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use pantau_protocol::{Limits, decode, pinned_kind};
+use proptest::prelude::*;
+use tokio::time::Instant;
+
+use crate::exposition::{Snapshot, render_snapshot};
+use crate::state::{AgentView, Liveness, Moment, State};
+
+const AGENTS: [&str; 3] = ["a", "b", "c"];
+const NAMES: [&str; 6] = [
+    "node_load1",
+    "jobs_total",
+    "temperature",
+    "probe_success",
+    "pantau_agent_up",
+    "node_network_receive_bytes_total",
+];
+
+/// One step of the sequence.
+#[derive(Debug, Clone)]
+enum Step {
+    Publish {
+        agent: usize,
+        payload: Payload,
+        retained: bool,
+    },
+    Garbage {
+        agent: usize,
+        bytes: Vec<u8>,
+    },
+    Wait {
+        seconds: u64,
+    },
+    Sweep,
+}
+
+/// A family: index into `NAMES`, counter (else gauge), samples as (label value, value).
+type FamilySpec = (usize, bool, Vec<(u8, f64)>);
+
+#[derive(Debug, Clone)]
+enum Payload {
+    Status {
+        online: bool,
+        interval: u64,
+        next_seq: Option<u64>,
+    },
+    Metrics {
+        seq: u64,
+        families: Vec<FamilySpec>,
+    },
+    Events {
+        seq: u64,
+        count: usize,
+    },
+}
+
+fn seq() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        6 => 0u64..40,
+        1 => 8000u64..8300,
+        1 => any::<u64>(),
+    ]
+}
+
+fn payload() -> impl Strategy<Value = Payload> {
+    prop_oneof![
+        (
+            any::<bool>(),
+            prop_oneof![1u64..5, Just(0), Just(u64::MAX)],
+            proptest::option::of(seq())
+        )
+            .prop_map(|(online, interval, next_seq)| Payload::Status {
+                online,
+                interval,
+                next_seq
+            }),
+        (
+            seq(),
+            proptest::collection::vec(
+                (
+                    0..NAMES.len(),
+                    any::<bool>(),
+                    proptest::collection::vec((0u8..4, -1e6f64..1e6), 0..4)
+                ),
+                0..4
+            )
+        )
+            .prop_map(|(seq, families)| Payload::Metrics { seq, families }),
+        (seq(), 0usize..3).prop_map(|(seq, count)| Payload::Events { seq, count }),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (0..AGENTS.len(), payload(), proptest::bool::weighted(0.1))
+            .prop_map(|(agent, payload, retained)| Step::Publish { agent, payload, retained }),
+        1 => (0..AGENTS.len(), proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(agent, bytes)| Step::Garbage { agent, bytes }),
+        2 => (0u64..30).prop_map(|seconds| Step::Wait { seconds }),
+        1 => Just(Step::Sweep),
+    ]
+}
+
+/// The JSON an agent (or someone pretending to be one) would publish.
+fn render_payload(agent: &str, payload: &Payload) -> (String, String) {
+    let head = format!(r#""schema":1,"agent":"{agent}","site":"dc","timestamp_ms":1"#);
+    match payload {
+        Payload::Status {
+            online,
+            interval,
+            next_seq,
+        } => {
+            let state = if *online { "online" } else { "offline" };
+            let next = next_seq.map_or(String::new(), |n| format!(r#","next_seq":{n}"#));
+            (
+                "status".to_owned(),
+                format!(r#"{{{head},"state":"{state}","interval_seconds":{interval}{next}}}"#),
+            )
+        }
+        Payload::Metrics { seq, families } => {
+            let mut used = HashSet::new();
+            let families: Vec<String> = families
+                .iter()
+                .filter(|(name, _, _)| used.insert(*name))
+                .map(|(name, counter, samples)| {
+                    let mut labels = HashSet::new();
+                    let samples: Vec<String> = samples
+                        .iter()
+                        .filter(|(label, _)| labels.insert(*label))
+                        .map(|(label, value)| {
+                            format!(r#"{{"labels":{{"l":"{label}"}},"value":{value}}}"#)
+                        })
+                        .collect();
+                    let kind = if *counter { "counter" } else { "gauge" };
+                    format!(
+                        r#"{{"name":"{}","type":"{kind}","samples":[{}]}}"#,
+                        NAMES[*name],
+                        samples.join(",")
+                    )
+                })
+                .collect();
+            (
+                "metrics".to_owned(),
+                format!(
+                    r#"{{{head},"seq":{seq},"families":[{}]}}"#,
+                    families.join(",")
+                ),
+            )
+        }
+        Payload::Events { seq, count } => {
+            let events = vec![r#"{"kind":"x","severity":"warning","message":"m"}"#; *count];
+            (
+                "events".to_owned(),
+                format!(r#"{{{head},"seq":{seq},"events":[{}]}}"#, events.join(",")),
+            )
+        }
+    }
+}
+
+/// Every counter of a view, in a fixed order.
+fn counters(view: &AgentView) -> Vec<u64> {
+    let mut counters = vec![
+        view.messages_total,
+        view.missed_messages_total,
+        view.duplicate_messages_total,
+        view.late_messages_total,
+    ];
+    counters.extend(view.events_total.iter().map(|(_, count)| count));
+    counters
+}
+
+fn check_invariants(state: &State, now: Instant) -> Result<(), TestCaseError> {
+    let text = render_snapshot(&Snapshot::take(state, now));
+    let mut series = HashSet::new();
+    let mut types = HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap_or_default().to_owned();
+            prop_assert!(types.insert(name), "a second # TYPE line: {}", line);
+        } else if !line.starts_with('#') {
+            let key = line
+                .rsplit_once(' ')
+                .map_or(line, |(key, _)| key)
+                .to_owned();
+            prop_assert!(series.insert(key), "a series twice: {}", line);
+        }
+    }
+    let mut kinds = HashMap::new();
+    for view in state.views(now) {
+        for family in view.families.iter().flat_map(|families| families.iter()) {
+            let first = *kinds.entry(family.name.clone()).or_insert(family.kind);
+            prop_assert_eq!(first, family.kind, "{} has two types", &family.name);
+            if let Some(pinned) = pinned_kind(&family.name) {
+                prop_assert_eq!(pinned, family.kind, "{} is pinned", &family.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_sequence_of_messages_keeps_the_invariants(
+        steps in proptest::collection::vec(step(), 1..60),
+        max_agents in 1usize..4,
+    ) {
+        let liveness = Liveness {
+            silent_intervals: 3,
+            default_interval: Duration::from_secs(5),
+            forget_after: Duration::from_secs(60),
+        };
+        let mut state = State::new(liveness).with_max_agents(max_agents).with_max_events(5);
+        let limits = Limits { max_series_per_message: 6, ..Limits::default() };
+        let start = Instant::now();
+        let mut elapsed = 0u64;
+        let mut last: HashMap<String, Vec<u64>> = HashMap::new();
+        for step in steps {
+            let now = Moment {
+                instant: start + Duration::from_secs(elapsed),
+                wall: SystemTime::UNIX_EPOCH + Duration::from_secs(elapsed),
+            };
+            match step {
+                Step::Publish { agent, payload, retained } => {
+                    let (channel, json) = render_payload(AGENTS[agent], &payload);
+                    let topic = format!("pantau/v1/dc/{}/{channel}", AGENTS[agent]);
+                    match decode("pantau", &topic, json.as_bytes(), &limits) {
+                        Ok(decoded) => {
+                            state.apply(decoded, retained, now);
+                        }
+                        Err(error) => state.record_rejection(
+                            AGENTS[agent],
+                            "message_rejected",
+                            error.reason().as_str(),
+                            &error.to_string(),
+                            now.wall,
+                        ),
+                    }
+                }
+                Step::Garbage { agent, bytes } => {
+                    let topic = format!("pantau/v1/dc/{}/metrics", AGENTS[agent]);
+                    prop_assert!(decode("pantau", &topic, &bytes, &limits).is_err());
+                }
+                Step::Wait { seconds } => elapsed += seconds,
+                Step::Sweep => {
+                    state.sweep(now.instant);
+                }
+            }
+            let now = start + Duration::from_secs(elapsed);
+            check_invariants(&state, now)?;
+            let views = state.views(now);
+            prop_assert!(views.len() <= max_agents);
+            let present: HashSet<&str> = views.iter().map(|v| v.id.as_str()).collect();
+            last.retain(|id, _| present.contains(id.as_str()));
+            for view in &views {
+                let now_counters = counters(view);
+                if let Some(before) = last.get(&view.id) {
+                    for (old, new) in before.iter().zip(&now_counters) {
+                        prop_assert!(new >= old, "{} went from {:?} to {:?}", view.id, before, now_counters);
+                    }
+                }
+                last.insert(view.id.clone(), now_counters);
+            }
+        }
+    }
+
+    /// The decoder alone, on arbitrary bytes and arbitrary topics: an answer, never a panic.
+    #[test]
+    fn decode_never_panics(topic in "[a-z/+#.]{0,40}", bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode("pantau", &topic, &bytes, &Limits::default());
+        let _ = decode("pantau", "pantau/v1/dc/a/metrics", &bytes, &Limits::default());
+    }
+}
