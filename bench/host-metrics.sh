@@ -30,7 +30,7 @@ wait_for() {  # wait_for <description> <seconds> <command...>
 }
 
 http="$(free_port)"; mqtt="$(free_port)"
-PANTAU_HTTP__LISTEN="127.0.0.1:$http" PANTAU_BROKER__LISTEN="127.0.0.1:$mqtt" \
+PANTAU_HTTP__LISTEN="127.0.0.1:$http" PANTAU_BROKER__LISTEN="127.0.0.1:$mqtt" PANTAU_BROKER__PASSWORD_FILE= \
     ./target/release/pantau-collector --config configs/collector.toml 2>"$tmp/collector.log" &
 collector=$!; pids+=("$collector")
 wait_for "the collector" 20 curl -sf "http://127.0.0.1:$http/readyz" -o /dev/null

@@ -345,6 +345,7 @@ fn healthz_answers_at_once_while_big_scrapes_run() {
         let extra = [
             ("PANTAU_LIMITS__MAX_SERIES_PER_AGENT", "25000"),
             ("PANTAU_INGEST__MAX_PAYLOAD_BYTES", "2000000"),
+            ("PANTAU_BROKER__MAX_PACKET_BYTES", "2200000"),
         ];
         let mut rig = Rig::start(broker, &extra);
         rig.start_agent("dc-real");
