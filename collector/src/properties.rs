@@ -197,10 +197,11 @@ fn check_invariants(state: &State, now: Instant) -> Result<(), TestCaseError> {
     let mut kinds = HashMap::new();
     for view in state.views(now) {
         for family in view.families.iter().flat_map(|families| families.iter()) {
-            let first = *kinds.entry(family.name.clone()).or_insert(family.kind);
-            prop_assert_eq!(first, family.kind, "{} has two types", &family.name);
-            if let Some(pinned) = pinned_kind(&family.name) {
-                prop_assert_eq!(pinned, family.kind, "{} is pinned", &family.name);
+            let name = family.name();
+            let first = *kinds.entry(name.to_owned()).or_insert(family.kind());
+            prop_assert_eq!(first, family.kind(), "{} has two types", name);
+            if let Some(pinned) = pinned_kind(name) {
+                prop_assert_eq!(pinned, family.kind(), "{} is pinned", name);
             }
         }
     }

@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use crate::SCHEMA_VERSION;
 use crate::histogram::{AnyFamily, HistogramError, HistogramFamily, MetricsPayload};
-use crate::message::{EventsMessage, Family, Message, MetricsMessage, StatusMessage};
+use crate::message::{EventsMessage, Family, Message, MetricKind, MetricsMessage, StatusMessage};
 use crate::names::{NameError, validate_label_name, validate_metric_name};
 use crate::reason::RejectReason;
 use crate::topic::{Channel, Topic, TopicError};
@@ -236,12 +236,7 @@ pub fn decode(
             }
             Message::Status(status)
         }
-        Channel::Metrics => {
-            let (metrics, _histograms) = decode_metrics_payload(&topic, payload, limits)?;
-            // Until the collector exposes histograms, `Message::Metrics` carries counters and
-            // gauges only; the histograms were validated and are left out here.
-            Message::Metrics(metrics)
-        }
+        Channel::Metrics => Message::Metrics(decode_metrics_payload(&topic, payload, limits)?),
         Channel::Events => {
             let events: EventsMessage = parse(payload)?;
             check_origin(&topic, &events.agent, &events.site)?;
@@ -292,7 +287,8 @@ pub fn decode_metrics(
         });
     }
     check_schema_version(payload)?;
-    let (metrics, histograms) = decode_metrics_payload(&topic, payload, limits)?;
+    let metrics = decode_metrics_payload(&topic, payload, limits)?;
+    let histograms = metrics.histograms.clone();
     Ok((topic, metrics, histograms))
 }
 
@@ -300,7 +296,7 @@ fn decode_metrics_payload(
     topic: &Topic,
     payload: &[u8],
     limits: &Limits,
-) -> Result<(MetricsMessage, Vec<HistogramFamily>), DecodeError> {
+) -> Result<MetricsMessage, DecodeError> {
     let metrics: MetricsPayload = parse(payload)?;
     check_origin(topic, &metrics.agent, &metrics.site)?;
     check_range("seq", metrics.seq, 0..=MAX_INTEGER)?;
@@ -372,17 +368,7 @@ pub(crate) fn check_origin(topic: &Topic, agent: &str, site: &str) -> Result<(),
 fn validate_families(families: &[AnyFamily], limits: &Limits) -> Result<(), DecodeError> {
     // Counted before anything else is looked at, so a huge message costs no more checking
     // than its parse did. A histogram sample is its buckets plus `_count` and `_sum`.
-    let series = families
-        .iter()
-        .map(|family| match family {
-            AnyFamily::Plain(family) => family.samples.len(),
-            AnyFamily::Histogram(family) => family
-                .samples
-                .iter()
-                .map(|sample| sample.buckets.len() + 2)
-                .sum(),
-        })
-        .sum();
+    let series = families.iter().map(AnyFamily::series).sum();
     check_count(Counted::Series, series, limits.max_series_per_message)?;
     let mut names = HashSet::with_capacity(families.len());
     for family in families {
@@ -413,6 +399,12 @@ fn validate_families(families: &[AnyFamily], limits: &Limits) -> Result<(), Deco
 }
 
 fn validate_plain(family: &Family, limits: &Limits) -> Result<(), DecodeError> {
+    if family.kind == MetricKind::Histogram {
+        return Err(DecodeError::InvalidSchema(format!(
+            "{:?}: a histogram needs `buckets`, `count` and `sum` in each sample",
+            family.name
+        )));
+    }
     let mut label_sets = HashSet::with_capacity(family.samples.len());
     for sample in &family.samples {
         validate_labels(&family.name, &sample.labels, limits)?;
@@ -601,6 +593,7 @@ mod tests {
                     ],
                 },
             ],
+            histograms: Vec::new(),
         }
     }
 

@@ -13,7 +13,7 @@ use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
-use crate::message::{Family, MetricsMessage, deserialize_value};
+use crate::message::{Family, MetricKind, MetricsMessage, deserialize_value};
 
 /// One element of a metrics message's `families`: a counter or gauge family, or a histogram.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +27,33 @@ impl AnyFamily {
         match self {
             AnyFamily::Plain(family) => &family.name,
             AnyFamily::Histogram(family) => &family.name,
+        }
+    }
+
+    pub fn kind(&self) -> MetricKind {
+        match self {
+            AnyFamily::Plain(family) => family.kind,
+            AnyFamily::Histogram(_) => MetricKind::Histogram,
+        }
+    }
+
+    pub fn help(&self) -> &str {
+        match self {
+            AnyFamily::Plain(family) => &family.help,
+            AnyFamily::Histogram(family) => &family.help,
+        }
+    }
+
+    /// Series in the exposition: one per sample, a histogram sample's buckets plus `_count`
+    /// and `_sum`.
+    pub fn series(&self) -> usize {
+        match self {
+            AnyFamily::Plain(family) => family.samples.len(),
+            AnyFamily::Histogram(family) => family
+                .samples
+                .iter()
+                .map(|sample| sample.buckets.len() + 2)
+                .sum(),
         }
     }
 }
@@ -234,8 +261,8 @@ pub struct MetricsPayload {
 }
 
 impl MetricsPayload {
-    /// The counter and gauge part as a [`MetricsMessage`], and the histogram families.
-    pub fn split(self) -> (MetricsMessage, Vec<HistogramFamily>) {
+    /// As a [`MetricsMessage`]: counters and gauges in `families`, histograms in `histograms`.
+    pub fn split(self) -> MetricsMessage {
         let mut plain = Vec::with_capacity(self.families.len());
         let mut histograms = Vec::new();
         for family in self.families {
@@ -251,8 +278,9 @@ impl MetricsPayload {
             seq: self.seq,
             timestamp_ms: self.timestamp_ms,
             families: plain,
+            histograms,
         };
-        (message, histograms)
+        message
     }
 }
 

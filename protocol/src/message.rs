@@ -70,6 +70,10 @@ pub struct MetricsMessage {
     /// When the samples were taken (Unix milliseconds).
     pub timestamp_ms: i64,
     pub families: Vec<Family>,
+    /// The message's histogram families, kept apart from `families` after decoding. On the
+    /// wire they travel in `families` (see [`crate::MetricsPayload`]).
+    #[serde(skip)]
+    pub histograms: Vec<crate::HistogramFamily>,
 }
 
 /// All samples of one metric name, as in the Prometheus exposition format.
@@ -89,6 +93,9 @@ pub struct Family {
 pub enum MetricKind {
     Counter,
     Gauge,
+    /// Only a [`crate::HistogramFamily`] has it; a counter or gauge [`Family`] declaring it is
+    /// refused at decode.
+    Histogram,
 }
 
 /// One series: its labels (without `instance` and `site`, which the collector adds) and value.
@@ -152,6 +159,7 @@ impl MetricKind {
         match self {
             MetricKind::Counter => "counter",
             MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
         }
     }
 }

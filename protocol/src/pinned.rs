@@ -16,7 +16,7 @@ enum Pattern {
     Prefix(&'static str),
 }
 
-use MetricKind::{Counter, Gauge};
+use MetricKind::{Counter, Gauge, Histogram};
 use Pattern::{Affix, Exact, Prefix};
 
 /// First match wins, so the specific rules come before the prefixes that would also match.
@@ -51,7 +51,8 @@ const RULES: &[(Pattern, MetricKind)] = &[
     // node_exporter's own
     (Exact("node_scrape_collector_success"), Gauge),
     (Exact("node_scrape_collector_duration_seconds"), Gauge),
-    // smokeping_prober (its response histogram is not carried by protocol v1)
+    // smokeping_prober
+    (Exact("smokeping_response_duration_seconds"), Histogram),
     (Exact("smokeping_requests_total"), Counter),
     (Exact("smokeping_receive_errors_total"), Counter),
     (Exact("smokeping_response_duplicates_total"), Counter),

@@ -356,6 +356,7 @@ mod tests {
             seq: 1,
             timestamp_ms: 1_800_000_000_000,
             families,
+            histograms: Vec::new(),
         };
         let payload = serde_json::to_vec(&message).unwrap();
         let topic = format!("{DEFAULT_PREFIX}/v1/dc/srv-01/metrics");

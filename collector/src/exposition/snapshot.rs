@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pantau_protocol::{Family, MetricKind, agent_series};
+use pantau_protocol::{AnyFamily, HistogramFamily, MetricKind, agent_series};
 use tokio::time::Instant;
 
 use crate::state::{AgentView, State};
@@ -65,7 +65,7 @@ pub struct Snapshot {
 /// What one name in the output is made of.
 enum Source<'a> {
     /// Agents' families of this name, in agent order.
-    Relayed(Vec<(&'a AgentView, &'a Family)>),
+    Relayed(Vec<(&'a AgentView, &'a AnyFamily)>),
     /// One of the per-agent series.
     PerAgent(PerAgent),
 }
@@ -193,7 +193,7 @@ impl Snapshot {
         for row in &self.rows {
             for family in row.families.iter().flat_map(|families| families.iter()) {
                 if let Source::Relayed(rows) = names
-                    .entry(family.name.as_str())
+                    .entry(family.name())
                     .or_insert_with(|| Source::Relayed(Vec::new()))
                 {
                     rows.push((row, family));
@@ -215,18 +215,20 @@ impl Snapshot {
                     let Some((_, first)) = rows.first() else {
                         continue;
                     };
-                    header(out, name, &first.help, first.kind);
+                    header(out, name, first.help(), first.kind());
                     for (row, family) in rows {
-                        for sample in &family.samples {
-                            let mut labels: Vec<(&str, &str)> = sample
-                                .labels
-                                .iter()
-                                .map(|(k, v)| (k.as_str(), v.as_str()))
-                                .chain([("instance", row.id.as_str()), ("site", row.site.as_str())])
-                                .collect();
-                            labels.sort_unstable_by_key(|(name, _)| *name);
-                            sample_line(&mut line, name, &labels, sample.value);
-                            out.write(&line);
+                        let base = [("instance", row.id.as_str()), ("site", row.site.as_str())];
+                        match family {
+                            AnyFamily::Plain(family) => {
+                                for sample in &family.samples {
+                                    let labels = with_base(&sample.labels, base, None);
+                                    sample_line(&mut line, name, &labels, sample.value);
+                                    out.write(&line);
+                                }
+                            }
+                            AnyFamily::Histogram(family) => {
+                                write_histogram(out, &mut line, name, family, base);
+                            }
                         }
                     }
                 }
@@ -248,6 +250,51 @@ impl Snapshot {
                 }
             }
         }
+    }
+}
+
+/// A sample's labels plus `instance` and `site` (and `le` for a bucket), sorted by name.
+fn with_base<'a>(
+    labels: &'a BTreeMap<String, String>,
+    base: [(&'a str, &'a str); 2],
+    le: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    let mut all: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(base)
+        .chain(le.map(|le| ("le", le)))
+        .collect();
+    all.sort_unstable_by_key(|(name, _)| *name);
+    all
+}
+
+/// A histogram's `_bucket{le}`, `_sum` and `_count` lines, as Prometheus writes them.
+fn write_histogram<F: FnMut(Vec<u8>) -> bool>(
+    out: &mut ChunkWriter<F>,
+    line: &mut String,
+    name: &str,
+    family: &HistogramFamily,
+    base: [(&str, &str); 2],
+) {
+    let bucket = format!("{name}_bucket");
+    let sum = format!("{name}_sum");
+    let count = format!("{name}_count");
+    for sample in &family.samples {
+        for step in &sample.buckets {
+            let le = match step.le {
+                f64::INFINITY => "+Inf".to_owned(),
+                le => le.to_string(),
+            };
+            let labels = with_base(&sample.labels, base, Some(&le));
+            sample_line(line, &bucket, &labels, step.count as f64);
+            out.write(line);
+        }
+        let labels = with_base(&sample.labels, base, None);
+        sample_line(line, &sum, &labels, sample.sum);
+        out.write(line);
+        sample_line(line, &count, &labels, sample.count as f64);
+        out.write(line);
     }
 }
 

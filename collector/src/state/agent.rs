@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pantau_protocol::{AgentState, Family};
+use pantau_protocol::{AgentState, AnyFamily};
 use tokio::time::Instant;
 
 use super::events::{EventCounts, RecentEvents};
@@ -44,7 +44,7 @@ pub struct Agent {
     /// The collector's most recent rejections of this agent's messages, bounded.
     pub rejections: RecentEvents,
     /// Latest samples; shared with scrapes in progress, replaced whole on each message.
-    pub families: Arc<Vec<Family>>,
+    pub families: Arc<Vec<AnyFamily>>,
     /// Whether the last sweep saw the agent up, to log transitions once.
     pub was_up: bool,
     /// `connected_ms` of the last `online` status: an `offline` from an older connection is

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use pantau_protocol::{Family, MetricKind, pinned_kind};
+use pantau_protocol::{AnyFamily, MetricKind, pinned_kind};
 
 /// A name's type and how many agents' current families use it.
 #[derive(Debug, Clone, Copy)]
@@ -32,23 +32,27 @@ pub struct Conflict {
 impl Claims {
     /// The type `name` must have for an agent whose current families are `own`: pinned, or
     /// the type other agents use it with. An agent alone with a name may change its type.
-    fn required(&self, name: &str, own: &[Family]) -> Option<MetricKind> {
+    fn required(&self, name: &str, own: &[AnyFamily]) -> Option<MetricKind> {
         if let Some(kind) = pinned_kind(name) {
             return Some(kind);
         }
         let claim = self.names.get(name)?;
-        let mine = usize::from(own.iter().any(|family| family.name == name));
+        let mine = usize::from(own.iter().any(|family| family.name() == name));
         (claim.users > mine).then_some(claim.kind)
     }
 
     /// Splits `incoming` into the families that may replace `own` and those in conflict.
-    pub fn admit(&self, own: &[Family], incoming: Vec<Family>) -> (Vec<Family>, Vec<Conflict>) {
+    pub fn admit(
+        &self,
+        own: &[AnyFamily],
+        incoming: Vec<AnyFamily>,
+    ) -> (Vec<AnyFamily>, Vec<Conflict>) {
         let mut kept = Vec::with_capacity(incoming.len());
         let mut conflicts = Vec::new();
         for family in incoming {
-            match self.required(&family.name, own) {
-                Some(known) if known != family.kind => conflicts.push(Conflict {
-                    name: family.name,
+            match self.required(family.name(), own) {
+                Some(known) if known != family.kind() => conflicts.push(Conflict {
+                    name: family.name().to_owned(),
                     known,
                 }),
                 _ => kept.push(family),
@@ -58,18 +62,18 @@ impl Claims {
     }
 
     /// An agent's families changed from `old` to `new` (either may be empty).
-    pub fn replace(&mut self, old: &[Family], new: &[Family]) {
+    pub fn replace(&mut self, old: &[AnyFamily], new: &[AnyFamily]) {
         for family in old {
-            self.release(&family.name);
+            self.release(family.name());
         }
-        for family in new.iter().filter(|f| pinned_kind(&f.name).is_none()) {
-            let claim = self.names.entry(family.name.clone()).or_insert(Claim {
-                kind: family.kind,
+        for family in new.iter().filter(|f| pinned_kind(f.name()).is_none()) {
+            let claim = self.names.entry(family.name().to_owned()).or_insert(Claim {
+                kind: family.kind(),
                 users: 0,
             });
             // `admit` let the family through, so either the types agree or nobody else
             // uses the name any more and this agent sets it.
-            claim.kind = family.kind;
+            claim.kind = family.kind();
             claim.users += 1;
         }
     }

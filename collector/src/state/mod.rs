@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use pantau_protocol::{
-    AgentState, Decoded, EventsMessage, Message, MetricsMessage, RejectReason, Severity,
+    AgentState, AnyFamily, Decoded, EventsMessage, Message, MetricsMessage, RejectReason, Severity,
     StatusMessage,
 };
 use tokio::time::Instant;
@@ -323,7 +323,13 @@ impl State {
                 return Outcome::Rejected(RejectReason::SequenceOutOfWindow);
             }
         }
-        let (kept, conflicts) = self.claims.admit(&agent.families, metrics.families);
+        let incoming: Vec<AnyFamily> = metrics
+            .families
+            .into_iter()
+            .map(AnyFamily::Plain)
+            .chain(metrics.histograms.into_iter().map(AnyFamily::Histogram))
+            .collect();
+        let (kept, conflicts) = self.claims.admit(&agent.families, incoming);
         self.claims.replace(&agent.families, &kept);
         agent.families = Arc::new(kept);
         match conflicts.is_empty() {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use pantau_protocol::{AgentState, Family};
+use pantau_protocol::{AgentState, AnyFamily};
 use serde::{Serialize, Serializer};
 use tokio::time::Instant;
 
@@ -44,7 +44,7 @@ pub struct AgentView {
     /// The latest samples, present only while the agent is up: a down agent's last values
     /// would be stale, so its relayed series disappear.
     #[serde(skip)]
-    pub families: Option<Arc<Vec<Family>>>,
+    pub families: Option<Arc<Vec<AnyFamily>>>,
 }
 
 impl AgentView {
