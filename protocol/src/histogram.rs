@@ -271,7 +271,7 @@ impl MetricsPayload {
                 AnyFamily::Histogram(family) => histograms.push(family),
             }
         }
-        let message = MetricsMessage {
+        MetricsMessage {
             schema: self.schema,
             agent: self.agent,
             site: self.site,
@@ -279,8 +279,7 @@ impl MetricsPayload {
             timestamp_ms: self.timestamp_ms,
             families: plain,
             histograms,
-        };
-        message
+        }
     }
 }
 
