@@ -6,11 +6,12 @@ mod command;
 mod decode;
 mod message;
 mod names;
+pub mod sound;
 mod topic;
 
 pub use command::{
     COMMAND_COMPLETED, COMMAND_REJECTED, Command, CommandMessage, CommandRejectReason,
-    CommandRejection, decode_command, validate_command_name,
+    CommandRejection, SignatureError, decode_command, validate_command_name,
 };
 pub use decode::{DecodeError, Decoded, INTERVAL_SECONDS, Limits, RejectReason, decode};
 pub use message::{
