@@ -11,6 +11,7 @@ mod metric;
 mod report;
 mod role;
 mod sequence;
+mod sound;
 mod telemetry;
 
 use std::process::ExitCode;

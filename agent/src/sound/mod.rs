@@ -1,0 +1,3 @@
+//! The sound role (in progress).
+#![allow(dead_code)]
+pub mod schedule;
