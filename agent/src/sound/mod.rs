@@ -1,3 +1,5 @@
 //! The sound role (in progress).
 #![allow(dead_code)]
+pub mod queue;
 pub mod schedule;
+pub mod source;
