@@ -1,5 +1,6 @@
 //! The sound role (in progress).
 #![allow(dead_code)]
+pub mod player;
 pub mod queue;
 pub mod schedule;
 pub mod source;
