@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::host::HostConfig;
 use crate::role;
+use crate::sound::SoundConfig;
 
 /// The smallest message limit: the agent's own series (which are never left out) must fit.
 const MIN_MESSAGE_BYTES: usize = 8192;
@@ -24,6 +25,8 @@ pub struct AgentConfig {
     pub mqtt: MqttSettings,
     /// Host metrics role (node_exporter-compatible).
     pub host: Option<HostConfig>,
+    /// Sound role: announcements and the reminder schedule.
+    pub sound: Option<SoundConfig>,
 }
 
 /// `[agent]`: who this agent is and how often it reports.
@@ -72,7 +75,12 @@ impl AgentConfig {
     /// Reads `path` plus environment overrides, validates, and resolves defaults.
     pub fn load(path: Option<&Path>) -> Result<Resolved, ConfigError> {
         let config: Self = config::load(path, &role::config_sections())?;
-        config.resolve()
+        let resolved = config.resolve()?;
+        // Files the roles read at start, so `--check-config` catches them too.
+        if let Some(sound) = &resolved.config.sound {
+            sound.check()?;
+        }
+        Ok(resolved)
     }
 
     fn resolve(self) -> Result<Resolved, ConfigError> {
@@ -119,6 +127,9 @@ impl AgentConfig {
         self.mqtt.validate()?;
         if let Some(host) = &self.host {
             host.validate()?;
+        }
+        if let Some(sound) = &self.sound {
+            sound.validate()?;
         }
         let url = self.mqtt.url.as_deref().unwrap_or(DEFAULT_MQTT_URL);
         let endpoint =

@@ -66,7 +66,7 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
         site: config.agent.site.clone(),
     };
 
-    let mut roles = Role::from_config(&config);
+    let mut roles = Role::from_config(&config)?;
     let role_names: Vec<String> = roles.iter().map(|r| r.kind().name().to_owned()).collect();
     let claims_commands = roles.iter().any(|role| !role.kind().commands().is_empty());
 
@@ -86,6 +86,7 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
             birth: BirthInfo {
                 interval_seconds: config.agent.interval_seconds,
                 roles: role_names.clone(),
+                clips: roles.iter().flat_map(Role::clips).collect(),
                 next_seq: sequence.next_handle(),
             },
             commands: claims_commands,

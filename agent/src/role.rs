@@ -11,26 +11,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pantau_protocol::{Command, CommandRejection, Event, Family};
+use pantau_runtime::config::ConfigError;
 use pantau_runtime::supervise::Supervisor;
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
 use crate::config::AgentConfig;
 use crate::host::HostRole;
+use crate::sound::SoundRole;
 
 /// A kind of role, named as in the birth message and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoleKind {
     /// Host metrics under node_exporter's names (`[host]`).
     Host,
+    /// Announcements and the reminder schedule on the office sound system (`[sound]`).
+    Sound,
 }
 
 impl RoleKind {
-    pub const ALL: [RoleKind; 1] = [RoleKind::Host];
+    pub const ALL: [RoleKind; 2] = [RoleKind::Host, RoleKind::Sound];
 
     pub fn name(self) -> &'static str {
         match self {
             RoleKind::Host => "host",
+            RoleKind::Sound => "sound",
         }
     }
 
@@ -38,6 +43,7 @@ impl RoleKind {
     pub fn config_keys(self) -> &'static [&'static str] {
         match self {
             RoleKind::Host => &["host"],
+            RoleKind::Sound => &["sound"],
         }
     }
 
@@ -45,6 +51,16 @@ impl RoleKind {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             RoleKind::Host => HostRole::COMMANDS,
+            RoleKind::Sound => SoundRole::COMMANDS,
+        }
+    }
+
+    /// Whether the role refuses repeated command ids itself (as `replayed`, remembered on
+    /// disk), instead of the dispatcher answering a repeat from memory.
+    pub fn checks_replays(self) -> bool {
+        match self {
+            RoleKind::Host => false,
+            RoleKind::Sound => true,
         }
     }
 }
@@ -52,21 +68,27 @@ impl RoleKind {
 /// One running role.
 pub enum Role {
     Host(HostRole),
+    Sound(Box<SoundRole>),
 }
 
 impl Role {
     /// Every role the config switches on.
-    pub fn from_config(config: &AgentConfig) -> Vec<Role> {
+    pub fn from_config(config: &AgentConfig) -> Result<Vec<Role>, ConfigError> {
         let mut roles = Vec::new();
         if let Some(host) = &config.host {
             roles.push(Role::Host(HostRole::new(host)));
         }
-        roles
+        if let Some(sound) = &config.sound {
+            let role = SoundRole::new(sound, &config.agent.state_dir)?;
+            roles.push(Role::Sound(Box::new(role)));
+        }
+        Ok(roles)
     }
 
     pub fn kind(&self) -> RoleKind {
         match self {
             Role::Host(_) => RoleKind::Host,
+            Role::Sound(_) => RoleKind::Sound,
         }
     }
 
@@ -74,6 +96,7 @@ impl Role {
     pub fn start(&mut self, context: &RoleContext, supervisor: &mut Supervisor) {
         match self {
             Role::Host(role) => role.start(context, supervisor),
+            Role::Sound(role) => role.start(context, supervisor),
         }
     }
 
@@ -81,6 +104,7 @@ impl Role {
     pub async fn collect(&mut self) -> Vec<Family> {
         match self {
             Role::Host(role) => role.collect().await,
+            Role::Sound(role) => role.families(),
         }
     }
 
@@ -89,6 +113,15 @@ impl Role {
     pub async fn handle(&mut self, command: &Command) -> Result<String, CommandRejection> {
         match self {
             Role::Host(role) => role.handle(command),
+            Role::Sound(role) => role.handle(command),
+        }
+    }
+
+    /// The audio clips the role offers, announced in the birth message.
+    pub fn clips(&self) -> Vec<String> {
+        match self {
+            Role::Host(_) => Vec::new(),
+            Role::Sound(role) => role.clips(),
         }
     }
 }

@@ -158,7 +158,7 @@ pub struct ScheduleEntry {
     /// lists, ranges and steps); or use `times` and `weekdays`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
-    /// Local times `HH:MM`.
+    /// Local times `HH:MM` (or `HH:MM:SS`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub times: Vec<String>,
     /// `mon` .. `sun`, with `times`; empty means every day.

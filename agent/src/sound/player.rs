@@ -32,8 +32,9 @@ use crate::role::EventSender;
 const DEVICE_RETRY: Duration = Duration::from_secs(3);
 /// How often the thread looks at the playing announcement while nothing else happens.
 const PLAYING_TICK: Duration = Duration::from_millis(10);
-/// Frames of the output buffer asked for: about 21 ms at 48 kHz, so a switch is heard at once.
-const BUFFER_FRAMES: u32 = 1024;
+/// Frames of an output period asked for (two periods buffered): about 21 ms at 48 kHz, so a
+/// switch is heard at once.
+const BUFFER_FRAMES: u32 = 512;
 
 /// A request to the audio thread.
 #[derive(Debug)]
@@ -170,13 +171,25 @@ impl AudioThread {
 
     fn admit(&mut self, announcement: Announcement) {
         let now_ms = unix_millis(SystemTime::now());
-        if announcement.expires_ms.is_some_and(|expires| now_ms > expires) {
-            self.report(&announcement, Outcome::Expired, "expired before it could start");
+        if announcement
+            .expires_ms
+            .is_some_and(|expires| now_ms > expires)
+        {
+            self.report(
+                &announcement,
+                Outcome::Expired,
+                "expired before it could start",
+            );
             return;
         }
         if let Some(quiet) = &self.settings.quiet_hours
             && announcement.priority() == Priority::Scheduled
-            && quiet.contains(self.settings.time_zone.to_datetime(jiff::Timestamp::now()).time())
+            && quiet.contains(
+                self.settings
+                    .time_zone
+                    .to_datetime(jiff::Timestamp::now())
+                    .time(),
+            )
         {
             self.report(&announcement, Outcome::Refused, "quiet hours");
             return;
@@ -187,10 +200,26 @@ impl AudioThread {
             .is_some_and(|playing| announcement.priority() > playing.announcement.priority());
         let playing = self.playing.as_ref().map(|playing| &playing.announcement);
         match self.queue.push(announcement.clone(), playing) {
-            Admission::Queued => self.event(&announcement, "announcement_queued", Severity::Info, "queued", &[]),
+            Admission::Queued => self.event(
+                &announcement,
+                "announcement_queued",
+                Severity::Info,
+                "queued",
+                &[],
+            ),
             Admission::QueuedDisplacing(displaced) => {
-                self.event(&announcement, "announcement_queued", Severity::Info, "queued", &[]);
-                self.report(&displaced, Outcome::Refused, "pushed out of a full queue by a more urgent one");
+                self.event(
+                    &announcement,
+                    "announcement_queued",
+                    Severity::Info,
+                    "queued",
+                    &[],
+                );
+                self.report(
+                    &displaced,
+                    Outcome::Refused,
+                    "pushed out of a full queue by a more urgent one",
+                );
             }
             Admission::Collapsed { into } => {
                 let why = format!("identical to {into}, received within the collapse window");
@@ -237,7 +266,11 @@ impl AudioThread {
         {
             playing.player.stop();
             playing.speech.iter_mut().for_each(Speech::stop);
-            self.report(&playing.announcement, Outcome::Stopped, "stopped while playing");
+            self.report(
+                &playing.announcement,
+                Outcome::Stopped,
+                "stopped while playing",
+            );
         }
         for announcement in self.queue.remove_where(matches) {
             self.report(&announcement, Outcome::Stopped, "stopped before it started");
@@ -254,7 +287,13 @@ impl AudioThread {
         }
         match open_device(self.settings.device.as_deref(), self.device_failed.clone()) {
             Ok(device) => {
-                info!("audio device open");
+                let config = device.config();
+                info!(
+                    rate = config.sample_rate().get(),
+                    channels = config.channel_count().get(),
+                    buffer = ?config.buffer_size(),
+                    "audio device open"
+                );
                 self.device = Some(device);
                 self.device_error = None;
             }
@@ -298,7 +337,10 @@ impl AudioThread {
                 return;
             };
             let now_ms = unix_millis(SystemTime::now());
-            if announcement.expires_ms.is_some_and(|expires| now_ms > expires) {
+            if announcement
+                .expires_ms
+                .is_some_and(|expires| now_ms > expires)
+            {
                 self.report(&announcement, Outcome::Expired, "expired while waiting");
                 continue;
             }
@@ -312,7 +354,13 @@ impl AudioThread {
             };
             match build(&self.settings, device, &announcement) {
                 Ok((player, speech)) => {
-                    self.event(&announcement, "announcement_started", Severity::Info, "started", &[]);
+                    self.event(
+                        &announcement,
+                        "announcement_started",
+                        Severity::Info,
+                        "started",
+                        &[],
+                    );
                     self.playing = Some(Playing {
                         announcement,
                         player,
@@ -443,7 +491,8 @@ fn open_device(name: Option<&str>, failed: Arc<AtomicBool>) -> Result<MixerDevic
                 }
                 seen.push(id);
             }
-            found.ok_or_else(|| format!("no output device {name:?} (found: {})", seen.join(", ")))?
+            found
+                .ok_or_else(|| format!("no output device {name:?} (found: {})", seen.join(", ")))?
         }
     };
     let on_error = move |error: rodio::cpal::Error| {
@@ -461,10 +510,13 @@ fn open_device(name: Option<&str>, failed: Arc<AtomicBool>) -> Result<MixerDevic
     let mut sink = match small {
         Ok(sink) => sink,
         // Not every device takes that buffer size; its default one is still usable.
-        Err(_) => builder(device)?
-            .with_error_callback(on_error)
-            .open_stream()
-            .map_err(|error| format!("cannot open the output device: {error}"))?,
+        Err(error) => {
+            warn!(%error, frames = BUFFER_FRAMES, "the output device refused a small buffer; using its default");
+            builder(device)?
+                .with_error_callback(on_error)
+                .open_stream()
+                .map_err(|error| format!("cannot open the output device: {error}"))?
+        }
     };
     sink.log_on_drop(false);
     Ok(sink)
@@ -473,4 +525,3 @@ fn open_device(name: Option<&str>, failed: Arc<AtomicBool>) -> Result<MixerDevic
 fn lock(status: &SharedStatus) -> std::sync::MutexGuard<'_, Status> {
     status.lock().unwrap_or_else(PoisonError::into_inner)
 }
-

@@ -42,7 +42,9 @@ impl Announcement {
 pub enum Admission {
     Queued,
     /// Identical to `into`, waiting or playing, received within the window.
-    Collapsed { into: String },
+    Collapsed {
+        into: String,
+    },
     /// The queue is full of announcements at least as urgent.
     Full,
     /// Queued, and the lowest, newest waiting announcement was pushed out to make room.
@@ -71,7 +73,11 @@ impl Queue {
     }
 
     /// Admits `announcement`; `playing` is what plays now, for collapsing.
-    pub fn push(&mut self, announcement: Announcement, playing: Option<&Announcement>) -> Admission {
+    pub fn push(
+        &mut self,
+        announcement: Announcement,
+        playing: Option<&Announcement>,
+    ) -> Admission {
         let recent = |other: &Announcement| {
             announcement
                 .received
@@ -126,6 +132,7 @@ impl Queue {
     }
 
     /// The most urgent waiting priority.
+    #[cfg(test)]
     pub fn top_priority(&self) -> Option<Priority> {
         self.waiting.front().map(Announcement::priority)
     }
@@ -193,17 +200,28 @@ mod tests {
         let playing = announcement("p", "masker", Priority::Alert, now);
         let later = now + Duration::from_secs(30);
         assert_eq!(
-            queue.push(announcement("x", "masker", Priority::Alert, later), Some(&playing)),
-            Admission::Collapsed { into: "p".to_owned() }
+            queue.push(
+                announcement("x", "masker", Priority::Alert, later),
+                Some(&playing)
+            ),
+            Admission::Collapsed {
+                into: "p".to_owned()
+            }
         );
         // Another priority, or outside the window, is not identical.
         assert_eq!(
-            queue.push(announcement("y", "masker", Priority::Emergency, later), Some(&playing)),
+            queue.push(
+                announcement("y", "masker", Priority::Emergency, later),
+                Some(&playing)
+            ),
             Admission::Queued
         );
         let much_later = now + Duration::from_secs(61);
         assert_eq!(
-            queue.push(announcement("z", "masker", Priority::Alert, much_later), Some(&playing)),
+            queue.push(
+                announcement("z", "masker", Priority::Alert, much_later),
+                Some(&playing)
+            ),
             Admission::Queued
         );
     }

@@ -9,7 +9,7 @@
 //! entry plays only between its validity dates.
 
 use jiff::Timestamp;
-use jiff::civil::{Date, DateTime, Time, Weekday};
+use jiff::civil::{Date, Time, Weekday};
 use jiff::tz::TimeZone;
 use pantau_protocol::sound::{AnnounceArgs, ScheduleArgs};
 
@@ -37,7 +37,10 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 enum When {
     /// Sorted times; `days` bit n (0 = Sunday) set for the weekdays it plays on.
-    Times { times: Vec<Time>, days: u8 },
+    Times {
+        times: Vec<Time>,
+        days: u8,
+    },
     Cron(Cron),
 }
 
@@ -148,11 +151,6 @@ impl Schedule {
             .iter()
             .filter_map(|entry| Some((entry.next_due(&self.time_zone, after)?, entry)))
             .min_by_key(|(at, _)| *at)
-    }
-
-    /// The local time of `at` in the schedule's zone.
-    pub fn local(&self, at: Timestamp) -> DateTime {
-        self.time_zone.to_datetime(at)
     }
 }
 
@@ -304,19 +302,29 @@ fn parse_field(text: &str, min: u32, max: u32) -> Result<u64, String> {
     Ok(bits)
 }
 
+/// `HH:MM`, or `HH:MM:SS` for an entry that must start on a given second.
 fn parse_time(text: &str) -> Result<Time, String> {
-    let bad = || format!("{text:?} is not a time HH:MM");
-    let (hour, minute) = text.split_once(':').ok_or_else(bad)?;
-    let hour: i8 = hour.parse().ok().filter(|h| (0..24).contains(h)).ok_or_else(bad)?;
-    let minute: i8 = minute
-        .parse()
-        .ok()
-        .filter(|m| (0..60).contains(m))
-        .ok_or_else(bad)?;
-    if text.len() != 5 {
+    let bad = || format!("{text:?} is not a time HH:MM or HH:MM:SS");
+    let parts: Vec<&str> = text.split(':').collect();
+    if !(2..=3).contains(&parts.len()) || parts.iter().any(|part| part.len() != 2) {
         return Err(bad());
     }
-    Ok(Time::constant(hour, minute, 0, 0))
+    let number = |text: &str, max: i8| -> Result<i8, String> {
+        text.parse::<i8>()
+            .ok()
+            .filter(|n| (0..max).contains(n))
+            .ok_or_else(bad)
+    };
+    let second = match parts.get(2) {
+        Some(second) => number(second, 60)?,
+        None => 0,
+    };
+    Ok(Time::constant(
+        number(parts[0], 24)?,
+        number(parts[1], 60)?,
+        second,
+        0,
+    ))
 }
 
 fn parse_weekdays(names: &[String]) -> Result<u8, String> {
@@ -363,7 +371,8 @@ mod tests {
     }
 
     fn entry(name: &str, extra: serde_json::Value) -> serde_json::Value {
-        let mut entry = serde_json::json!({"name": name, "announce": {"text": "Mohon memakai masker"}});
+        let mut entry =
+            serde_json::json!({"name": name, "announce": {"text": "Mohon memakai masker"}});
         for (key, value) in extra.as_object().unwrap() {
             entry[key] = value.clone();
         }
@@ -400,8 +409,10 @@ mod tests {
 
     #[test]
     fn weekdays_and_other_time_zones() {
-        let s = schedule(serde_json::json!({"version": 1, "time_zone": "Asia/Makassar",
-            "entries": [entry("jumat", serde_json::json!({"times": ["11:00"], "weekdays": ["fri"]}))]}));
+        let s = schedule(
+            serde_json::json!({"version": 1, "time_zone": "Asia/Makassar",
+            "entries": [entry("jumat", serde_json::json!({"times": ["11:00"], "weekdays": ["fri"]}))]}),
+        );
         // Saturday 28 Nov 2026 -> Friday 4 Dec, 11:00 WITA (UTC+8) = 03:00 UTC.
         assert_eq!(
             next(&s, "2026-11-28T00:00:00Z").unwrap().0,
@@ -422,7 +433,11 @@ mod tests {
             next(&s, "2026-12-01T02:00:00Z").unwrap().0,
             "2026-12-02T02:00:00Z"
         );
-        assert_eq!(next(&s, "2026-12-02T02:00:00Z"), None, "the campaign is over");
+        assert_eq!(
+            next(&s, "2026-12-02T02:00:00Z"),
+            None,
+            "the campaign is over"
+        );
     }
 
     #[test]
@@ -491,11 +506,14 @@ mod tests {
         let error = parse(serde_json::json!({"version": 1, "entries": [
             entry("y", serde_json::json!({"times": ["8:00"]}))]}));
         assert!(error.contains("is not a time HH:MM"), "{error}");
+        assert!(parse_time("08:00:30").is_ok() && parse_time("08:00:60").is_err());
         let error = parse(serde_json::json!({"version": 1, "entries": [
             entry("z", serde_json::json!({"times": ["08:00"], "weekdays": ["senin"]}))]}));
         assert!(error.contains("weekday \"senin\""), "{error}");
-        let error = parse(serde_json::json!({"version": 1, "time_zone": "Mars/Olympus",
-            "entries": []}));
+        let error = parse(
+            serde_json::json!({"version": 1, "time_zone": "Mars/Olympus",
+            "entries": []}),
+        );
         assert!(error.contains("Mars/Olympus"), "{error}");
     }
 }
