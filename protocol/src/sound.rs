@@ -256,7 +256,7 @@ impl ScheduleArgs {
             if !names.insert(entry.name.as_str()) {
                 return Err(at("`name` is used twice".to_owned()));
             }
-            if entry.cron.is_some() == !entry.times.is_empty() {
+            if entry.cron.is_some() != entry.times.is_empty() {
                 return Err(at("give either `cron` or `times`".to_owned()));
             }
             entry.announce.validate().map_err(at)?;

@@ -42,7 +42,7 @@ impl Sound {
         let collector = Collector::with_broker(&dir, &broker);
         let capture = capture(&dir);
         dir.write("sound.key", KEY);
-        std::fs::create_dir_all(dir.join("clips")).unwrap();
+        std::fs::create_dir_all(dir.join("clips")).expect("create the clips dir");
         Sound {
             dir,
             broker,
@@ -54,6 +54,14 @@ impl Sound {
     }
 
     fn start_agent(&mut self) {
+        self.start_agent_offline();
+        if let Some(agent) = self.agent.as_mut() {
+            agent.guard().wait_for_log("subscribed to commands", WAIT);
+        }
+    }
+
+    /// Starts the agent without waiting for the broker.
+    fn start_agent_offline(&mut self) {
         let key = self.dir.join("sound.key").display().to_string();
         let clips = self.dir.join("clips").display().to_string();
         let mut env: Vec<(String, String)> = self.capture.env();
@@ -61,7 +69,7 @@ impl Sound {
         env.push(("PANTAU_SOUND__CLIPS_DIR".to_owned(), clips));
         env.push(("PANTAU_SOUND__QUIET_HOURS".to_owned(), String::new()));
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let mut agent = Agent::start_config(
+        self.agent = Some(Agent::start_config(
             &self.dir,
             "agent-sound.toml",
             &self.id,
@@ -69,9 +77,7 @@ impl Sound {
             &self.broker.url(),
             1,
             &env,
-        );
-        agent.guard().wait_for_log("subscribed to commands", WAIT);
-        self.agent = Some(agent);
+        ));
     }
 
     fn command(
@@ -160,7 +166,7 @@ fn speech_seconds(dir: &TestDir, text: &str) -> f64 {
         Duration::from_secs(20),
     );
     assert!(output.status.success());
-    let bytes = std::fs::read(&wav).unwrap();
+    let bytes = std::fs::read(&wav).expect("espeak-ng wrote its WAV");
     let rate = u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]);
     (bytes.len() - 44) as f64 / 2.0 / f64::from(rate)
 }
@@ -187,7 +193,7 @@ fn write_tone_clip(path: &std::path::Path, hz: f64, seconds: f64) {
         let value = (0.5 * (std::f64::consts::TAU * hz * t).sin() * 32767.0) as i16;
         bytes.extend_from_slice(&value.to_le_bytes());
     }
-    std::fs::write(path, bytes).unwrap();
+    std::fs::write(path, bytes).expect("write the clip");
 }
 
 #[test]
@@ -495,4 +501,65 @@ fn without_a_device_announcements_fail_and_the_device_comes_back_without_a_resta
     sound.announce("dev-1", json!({"tone": {"seconds": 0.5}, "chime": false}));
     sound.wait_for_event("dev-1", "announcement_finished");
     assert!(!sound.capture.loud_spans(LOUD, 10).is_empty());
+}
+
+#[test]
+fn the_stored_schedule_plays_with_no_broker_after_a_restart() {
+    let mut sound = Sound::start("office-sound-7");
+    // An entry a few seconds from now, in WIB (UTC+7, no daylight saving).
+    let due = (now() + 12.0).floor();
+    let local = (due as i64 + 7 * 3600).rem_euclid(86_400);
+    let time = format!(
+        "{:02}:{:02}:{:02}",
+        local / 3600,
+        local / 60 % 60,
+        local % 60
+    );
+    let schedule = json!({"version": 7, "entries": [{
+        "name": "masker", "times": [time],
+        "announce": {"tone": {"frequency_hz": 700, "seconds": 1}, "chime": false}
+    }]});
+    let payload = signed_command(&sound.id, "office", "schedule-7", schedule, None, Some(KEY));
+    let topic = format!("pantau/v1/office/{}/cmd/schedule", sound.id);
+    sound.broker.mosquitto_pub(&topic, &payload, true);
+    wait_until("schedule_applied", WAIT, || {
+        sound
+            .events()
+            .into_iter()
+            .find(|e| e["kind"] == "schedule_applied" && e["labels"]["version"] == "7")
+    });
+
+    // The broker goes away, and the agent restarts without it.
+    sound.broker.kill();
+    sound.agent = None;
+    sound.start_agent_offline();
+    let played = wait_until("the scheduled tone", Duration::from_secs(30), || {
+        sound
+            .capture
+            .loud_spans(LOUD, 10)
+            .into_iter()
+            .find(|(first, _)| first.time > due - 1.0)
+    });
+    let late = played.0.time - due;
+    eprintln!(
+        "the scheduled entry played {:.0} ms after its time",
+        late * 1000.0
+    );
+    assert!(
+        (0.0..1.5).contains(&late),
+        "played {late:.2} s after its time"
+    );
+
+    // Back online, its events arrive.
+    sound.broker.restart();
+    let id = format!("masker@{}", due as i64);
+    sound.wait_for_event(&id, "announcement_finished");
+    assert_eq!(
+        sound.life_of(&id),
+        [
+            "announcement_queued",
+            "announcement_started",
+            "announcement_finished"
+        ]
+    );
 }

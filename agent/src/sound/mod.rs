@@ -403,3 +403,100 @@ fn list_clips(dir: &Path) -> Vec<String> {
     clips.truncate(500);
     clips
 }
+
+#[cfg(test)]
+mod tests {
+    use pantau_protocol::{CommandMessage, Limits, decode_command};
+
+    use super::*;
+
+    const KEY: &[u8] = b"office-key-0123456789";
+
+    fn role(dir: &Path) -> SoundRole {
+        std::fs::write(dir.join("key"), KEY).unwrap();
+        let config: SoundConfig = serde_json::from_value(serde_json::json!({
+            "key_file": dir.join("key"),
+            "clips_dir": dir.join("clips"),
+        }))
+        .unwrap();
+        SoundRole::new(&config, dir).unwrap()
+    }
+
+    fn command(name: &str, id: &str, args: serde_json::Value, key: &[u8]) -> Command {
+        let now = unix_millis(SystemTime::now());
+        let mut message: CommandMessage = serde_json::from_value(serde_json::json!({
+            "schema": 1, "agent": "snd", "site": "office", "id": id, "timestamp_ms": now,
+            "expires_ms": now + 60_000, "args": args
+        }))
+        .unwrap();
+        message.sign(key);
+        let payload = serde_json::to_vec(&message).unwrap();
+        let topic = format!("pantau/v1/office/snd/cmd/{name}");
+        decode_command("pantau", &topic, &payload, &Limits::default(), now).unwrap()
+    }
+
+    fn schedule(version: u64) -> serde_json::Value {
+        serde_json::json!({"version": version, "entries": [
+            {"name": "pagi", "times": ["08:00"], "announce": {"text": "Selamat pagi"}}]})
+    }
+
+    #[test]
+    fn schedule_versions_only_go_up_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sound = role(dir.path());
+        let reason = |result: Result<String, CommandRejection>| result.unwrap_err().reason;
+        assert!(
+            sound
+                .handle(&command("schedule", "s2", schedule(2), KEY))
+                .is_ok()
+        );
+        // The retained schedule comes again on every reconnect: taken again, quietly.
+        let again = sound
+            .handle(&command("schedule", "s2b", schedule(2), KEY))
+            .unwrap();
+        assert!(again.contains("already applied"), "{again}");
+        assert_eq!(
+            reason(sound.handle(&command("schedule", "s1", schedule(1), KEY))),
+            CommandRejectReason::Outdated
+        );
+        assert_eq!(
+            reason(sound.handle(&command(
+                "schedule",
+                "s3",
+                schedule(3),
+                b"a stranger's key!!"
+            ))),
+            CommandRejectReason::BadSignature
+        );
+        let restarted = role(dir.path());
+        let stored = restarted.schedule.borrow().as_ref().map(|s| s.version);
+        assert_eq!(stored, Some(2), "the schedule is kept on disk");
+    }
+
+    #[test]
+    fn announcements_need_a_known_clip_and_are_carried_out_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sound = role(dir.path());
+        let unknown = sound
+            .handle(&command(
+                "announce",
+                "a1",
+                serde_json::json!({"clip": "nope.ogg"}),
+                KEY,
+            ))
+            .unwrap_err();
+        assert_eq!(unknown.reason, CommandRejectReason::InvalidArguments);
+        assert!(unknown.detail.contains("nope.ogg"), "{}", unknown.detail);
+        let tone = serde_json::json!({"tone": {}});
+        let signed = command("announce", "a2", tone, KEY);
+        // Not started here, so the audio thread is missing; the id is remembered all the same.
+        assert_eq!(
+            sound.handle(&signed).unwrap_err().reason,
+            CommandRejectReason::Failed
+        );
+        assert_eq!(
+            sound.handle(&signed).unwrap_err().reason,
+            CommandRejectReason::Replayed
+        );
+    }
+}
