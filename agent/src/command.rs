@@ -74,13 +74,16 @@ impl Dispatcher {
             Ok(command) => command,
             Err(rejection) => return self.reject(rejection),
         };
-        if let Some(answer) = self.answered.get(&command.message.id) {
-            debug!(id = %command.message.id, "repeated command, answering again");
-            return Some(answer.clone());
-        }
         let role = roles
             .iter_mut()
             .find(|role| role.kind().commands().contains(&command.name.as_str()));
+        let checks_replays = role
+            .as_ref()
+            .is_some_and(|role| role.kind().checks_replays());
+        if !checks_replays && let Some(answer) = self.answered.get(&command.message.id) {
+            debug!(id = %command.message.id, "repeated command, answering again");
+            return Some(answer.clone());
+        }
         let Some(role) = role else {
             return self.reject(CommandRejection::of(
                 &command,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::host::HostConfig;
 use crate::probe::{LinkConfig, ProbeConfig};
 use crate::role;
+use crate::sound::SoundConfig;
 
 /// The smallest message limit: the agent's own series (which are never left out) must fit.
 const MIN_MESSAGE_BYTES: usize = 8192;
@@ -31,6 +32,8 @@ pub struct AgentConfig {
     /// Links whose interface state is watched, each its own `[[links]]` table.
     #[serde(default)]
     pub links: Vec<LinkConfig>,
+    /// Sound role: announcements and the reminder schedule.
+    pub sound: Option<SoundConfig>,
 }
 
 /// `[agent]`: who this agent is and how often it reports.
@@ -79,7 +82,12 @@ impl AgentConfig {
     /// Reads `path` plus environment overrides, validates, and resolves defaults.
     pub fn load(path: Option<&Path>) -> Result<Resolved, ConfigError> {
         let config: Self = config::load(path, &role::config_sections())?;
-        config.resolve()
+        let resolved = config.resolve()?;
+        // Files the roles read at start, so `--check-config` catches them too.
+        if let Some(sound) = &resolved.config.sound {
+            sound.check()?;
+        }
+        Ok(resolved)
     }
 
     fn resolve(self) -> Result<Resolved, ConfigError> {
@@ -128,6 +136,9 @@ impl AgentConfig {
             host.validate()?;
         }
         crate::probe::validate(&self.probes, &self.links, self.agent.interval_seconds)?;
+        if let Some(sound) = &self.sound {
+            sound.validate()?;
+        }
         let url = self.mqtt.url.as_deref().unwrap_or(DEFAULT_MQTT_URL);
         let endpoint =
             Endpoint::parse(url).map_err(|why| ConfigError::invalid("mqtt.url", url, why))?;

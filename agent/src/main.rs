@@ -12,6 +12,7 @@ mod probe;
 mod report;
 mod role;
 mod sequence;
+mod sound;
 mod telemetry;
 
 use std::process::ExitCode;
@@ -86,6 +87,7 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
             birth: BirthInfo {
                 interval_seconds: config.agent.interval_seconds,
                 roles: role_names.clone(),
+                clips: roles.iter().flat_map(Role::clips).collect(),
                 next_seq: sequence.next_handle(),
             },
             commands: claims_commands,

@@ -23,6 +23,7 @@ pub struct Birth {
     pub interval_seconds: u64,
     pub next_seq: u64,
     pub roles: Vec<String>,
+    pub clips: Vec<String>,
 }
 
 impl Header {
@@ -69,13 +70,14 @@ impl Header {
             Some(_) => AgentState::Online,
             None => AgentState::Offline,
         };
-        let (interval_seconds, next_seq, roles) = match birth {
+        let (interval_seconds, next_seq, roles, clips) = match birth {
             Some(birth) => (
                 Some(birth.interval_seconds),
                 Some(birth.next_seq),
                 birth.roles,
+                birth.clips,
             ),
-            None => (None, None, Vec::new()),
+            None => (None, None, Vec::new(), Vec::new()),
         };
         StatusMessage {
             schema: SCHEMA_VERSION,
@@ -88,6 +90,7 @@ impl Header {
             next_seq,
             connected_ms: Some(connected_ms),
             roles,
+            clips,
         }
     }
 }
@@ -129,6 +132,7 @@ mod tests {
                 interval_seconds: 15,
                 next_seq: 42,
                 roles: vec!["host".to_owned()],
+                clips: Vec::new(),
             }),
             7,
         );

@@ -11,13 +11,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use pantau_protocol::{AnyFamily, Command, CommandRejection, Event};
+use pantau_runtime::config::ConfigError;
 use pantau_runtime::supervise::Supervisor;
+use thiserror::Error;
 use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
 use crate::config::AgentConfig;
 use crate::host::HostRole;
 use crate::probe::{ProbeRole, StartError};
+use crate::sound::SoundRole;
+
+/// Why the roles cannot start.
+#[derive(Debug, Error)]
+pub enum RoleError {
+    #[error(transparent)]
+    Probe(#[from] StartError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
 
 /// A kind of role, named as in the birth message and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,15 +38,18 @@ pub enum RoleKind {
     Host,
     /// Link probes and link state (`[[probes]]`, `[[links]]`).
     Probe,
+    /// Announcements and the reminder schedule on the office sound system (`[sound]`).
+    Sound,
 }
 
 impl RoleKind {
-    pub const ALL: [RoleKind; 2] = [RoleKind::Host, RoleKind::Probe];
+    pub const ALL: [RoleKind; 3] = [RoleKind::Host, RoleKind::Probe, RoleKind::Sound];
 
     pub fn name(self) -> &'static str {
         match self {
             RoleKind::Host => "host",
             RoleKind::Probe => "probe",
+            RoleKind::Sound => "sound",
         }
     }
 
@@ -43,6 +58,7 @@ impl RoleKind {
         match self {
             RoleKind::Host => &["host"],
             RoleKind::Probe => &["probes", "links"],
+            RoleKind::Sound => &["sound"],
         }
     }
 
@@ -51,6 +67,16 @@ impl RoleKind {
         match self {
             RoleKind::Host => HostRole::COMMANDS,
             RoleKind::Probe => &[],
+            RoleKind::Sound => SoundRole::COMMANDS,
+        }
+    }
+
+    /// Whether the role refuses repeated command ids itself (as `replayed`, remembered on
+    /// disk), instead of the dispatcher answering a repeat from memory.
+    pub fn checks_replays(self) -> bool {
+        match self {
+            RoleKind::Host | RoleKind::Probe => false,
+            RoleKind::Sound => true,
         }
     }
 }
@@ -59,12 +85,13 @@ impl RoleKind {
 pub enum Role {
     Host(HostRole),
     Probe(ProbeRole),
+    Sound(Box<SoundRole>),
 }
 
 impl Role {
     /// Every role the config switches on. Fails when a role cannot work on this machine
     /// at all (no ICMP socket for the probes); call it inside the runtime.
-    pub fn from_config(config: &AgentConfig) -> Result<Vec<Role>, StartError> {
+    pub fn from_config(config: &AgentConfig) -> Result<Vec<Role>, RoleError> {
         let mut roles = Vec::new();
         if let Some(host) = &config.host {
             roles.push(Role::Host(HostRole::new(host)));
@@ -76,6 +103,10 @@ impl Role {
                 config.agent.interval_seconds,
             )?));
         }
+        if let Some(sound) = &config.sound {
+            let role = SoundRole::new(sound, &config.agent.state_dir)?;
+            roles.push(Role::Sound(Box::new(role)));
+        }
         Ok(roles)
     }
 
@@ -83,6 +114,7 @@ impl Role {
         match self {
             Role::Host(_) => RoleKind::Host,
             Role::Probe(_) => RoleKind::Probe,
+            Role::Sound(_) => RoleKind::Sound,
         }
     }
 
@@ -91,6 +123,7 @@ impl Role {
         match self {
             Role::Host(role) => role.start(context, supervisor),
             Role::Probe(role) => role.start(context, supervisor),
+            Role::Sound(role) => role.start(context, supervisor),
         }
     }
 
@@ -104,6 +137,7 @@ impl Role {
                 .map(AnyFamily::from)
                 .collect(),
             Role::Probe(role) => role.collect(),
+            Role::Sound(role) => role.families().into_iter().map(AnyFamily::from).collect(),
         }
     }
 
@@ -117,6 +151,15 @@ impl Role {
                 pantau_protocol::CommandRejectReason::UnknownCommand,
                 "the probe role claims no commands",
             )),
+            Role::Sound(role) => role.handle(command),
+        }
+    }
+
+    /// The audio clips the role offers, announced in the birth message.
+    pub fn clips(&self) -> Vec<String> {
+        match self {
+            Role::Sound(role) => role.clips(),
+            Role::Host(_) | Role::Probe(_) => Vec::new(),
         }
     }
 }

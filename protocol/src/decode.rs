@@ -19,6 +19,9 @@ use crate::topic::{Channel, Topic, TopicError};
 /// would only be a stranger's attempt to overflow the collector's silence arithmetic.
 pub const INTERVAL_SECONDS: std::ops::RangeInclusive<u64> = 1..=3600;
 
+/// Most clips a status message may list.
+const MAX_CLIPS: usize = 500;
+
 /// Most roles a status message may list.
 const MAX_ROLES: usize = 16;
 
@@ -221,6 +224,7 @@ pub fn decode(
             let status: StatusMessage = parse(payload)?;
             check_origin(&topic, &status.agent, &status.site)?;
             validate_roles(&status.roles)?;
+            validate_clips(&status.clips)?;
             if let Some(interval) = status.interval_seconds {
                 check_range("interval_seconds", interval, INTERVAL_SECONDS)?;
             }
@@ -532,6 +536,20 @@ fn validate_roles(roles: &[String]) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Clip names become API values and file names on the agent: plain names, a bounded list.
+fn validate_clips(clips: &[String]) -> Result<(), DecodeError> {
+    if clips.len() > MAX_CLIPS {
+        return Err(DecodeError::InvalidSchema(format!(
+            "`clips` lists {} clips, at most {MAX_CLIPS} are allowed",
+            clips.len()
+        )));
+    }
+    for clip in clips {
+        crate::sound::validate_clip_name(clip).map_err(DecodeError::InvalidSchema)?;
+    }
+    Ok(())
+}
+
 fn validate_label_names<'a>(
     metric: &str,
     names: impl Iterator<Item = &'a String>,
@@ -629,6 +647,7 @@ mod tests {
             next_seq: Some(3),
             connected_ms: Some(4),
             roles: vec!["host".to_owned()],
+            clips: vec!["masker.ogg".to_owned()],
         };
         let decoded = decode_default(
             "pantau/v1/dc/srv-01/status",

@@ -9,11 +9,12 @@ mod message;
 mod names;
 mod pinned;
 mod reason;
+pub mod sound;
 mod topic;
 
 pub use command::{
     COMMAND_COMPLETED, COMMAND_REJECTED, Command, CommandMessage, CommandRejectReason,
-    CommandRejection, decode_command, validate_command_name,
+    CommandRejection, SignatureError, decode_command, validate_command_name,
 };
 pub use decode::{
     Counted, DecodeError, Decoded, INTERVAL_SECONDS, Limited, Limits, MAX_INTEGER, decode,

@@ -48,6 +48,10 @@ pub struct StatusMessage {
     /// Added within v1: older agents send none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The audio clips a sound agent can play (file names), in the birth message, so the
+    /// collector can refuse an unknown clip. Added within v1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clips: Vec<String>,
 }
 
 /// Whether the agent is connected.

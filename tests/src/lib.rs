@@ -35,6 +35,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod alertmanager;
+mod audio;
 mod binary;
 mod dir;
 mod http;
@@ -45,10 +46,12 @@ mod port;
 mod process;
 mod prometheus;
 mod promtool;
+mod signing;
 mod wait;
 mod webhook;
 
 pub use alertmanager::Alertmanager;
+pub use audio::{AudioCapture, BYTES_PER_SECOND, Chunk, rms, tone_hz};
 pub use binary::pantau_binary;
 pub use dir::TestDir;
 pub use http::{http_get, http_post, http_post_json};
@@ -61,6 +64,7 @@ pub use prometheus::{Prometheus, PrometheusBuilder};
 pub use promtool::{
     promtool_check_metrics, promtool_check_rules, promtool_metric_lints, promtool_test_rules,
 };
+pub use signing::signed_command;
 pub use wait::{poll_until, wait_until};
 pub use webhook::WebhookReceiver;
 

@@ -236,11 +236,32 @@ impl Agent {
         interval_seconds: u64,
         extra: &[(&str, &str)],
     ) -> Agent {
+        Agent::start_config(
+            dir,
+            "agent-server.toml",
+            id,
+            site,
+            broker_url,
+            interval_seconds,
+            extra,
+        )
+    }
+
+    /// As `start_with`, from another example config in `configs/`.
+    pub fn start_config(
+        dir: &TestDir,
+        config: &str,
+        id: &str,
+        site: &str,
+        broker_url: &str,
+        interval_seconds: u64,
+        extra: &[(&str, &str)],
+    ) -> Agent {
         let state_dir = dir.join(id);
         let mut command = Command::new(pantau_binary("pantau-agent"));
         command
             .arg("--config")
-            .arg(example_config("agent-server.toml"))
+            .arg(example_config(config))
             .env("PANTAU_AGENT__ID", id)
             .env("PANTAU_AGENT__SITE", site)
             .env(

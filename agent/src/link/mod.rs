@@ -59,6 +59,8 @@ pub struct Incoming {
 pub struct BirthInfo {
     pub interval_seconds: u64,
     pub roles: Vec<String>,
+    /// Audio clips a sound agent can play.
+    pub clips: Vec<String>,
     /// The next sequence number the agent will use.
     pub next_seq: Arc<AtomicU64>,
 }
@@ -231,6 +233,7 @@ impl Delivery {
             interval_seconds: self.birth.interval_seconds,
             next_seq: self.birth.next_seq.load(Ordering::SeqCst),
             roles: self.birth.roles.clone(),
+            clips: self.birth.clips.clone(),
         });
         let message = self.header.status(birth, self.connected_ms);
         // A struct of strings and integers always serializes.
@@ -450,6 +453,7 @@ mod tests {
                 birth: BirthInfo {
                     interval_seconds: 15,
                     roles: vec!["host".to_owned()],
+                    clips: Vec::new(),
                     next_seq: Arc::new(AtomicU64::new(42)),
                 },
                 commands: true,

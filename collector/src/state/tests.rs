@@ -24,6 +24,7 @@ fn status(agent: &str, state: AgentState, interval: Option<u64>) -> Decoded {
             next_seq: None,
             connected_ms: None,
             roles: Vec::new(),
+            clips: Vec::new(),
         }),
     }
 }
