@@ -26,11 +26,22 @@ fn run(binary: &str, config: &str, env: &[(&str, &str)], check: bool) -> (i32, S
 
 #[test]
 fn check_config_accepts_every_example() {
+    // The sound config names /etc/pantau/sound.key; give it a real key, which is read too.
+    let keys = TestDir::new();
+    let key = keys.write("sound.key", "a-shared-key-of-32-bytes-or-so-1");
+    let key = key.display().to_string();
     for config in ["agent-server.toml", "agent-link.toml", "agent-sound.toml"] {
-        let (code, stdout, stderr) = run("pantau-agent", config, &[], true);
+        let env = [("PANTAU_SOUND__KEY_FILE", key.as_str())];
+        let (code, stdout, stderr) = run("pantau-agent", config, &env, true);
         assert_eq!(code, 0, "{config}: {stderr}");
         assert!(stdout.starts_with("config OK"), "{stdout}");
     }
+    // A key too short to be one is named.
+    std::fs::write(keys.join("sound.key"), "short").unwrap();
+    let env = [("PANTAU_SOUND__KEY_FILE", key.as_str())];
+    let (code, _, stderr) = run("pantau-agent", "agent-sound.toml", &env, true);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("sound.key_file"), "{stderr}");
     // The shipped collector config names /etc/pantau/broker-users; point it at a real file
     // written by mosquitto_passwd, which is read and checked too.
     let dir = TestDir::new();
