@@ -32,6 +32,9 @@ use crate::mqtt::Connection;
 use crate::readiness::Readiness;
 use crate::state::{Liveness, SharedState, State};
 
+/// The largest packet read from an external broker (see `run`).
+const EXTERNAL_READ_LIMIT_BYTES: usize = 32 * 1024 * 1024;
+
 fn main() -> ExitCode {
     pantau_runtime::cli::main(
         "pantau-collector",
@@ -80,9 +83,20 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         };
         info!(listen = %config.broker.listen, logins, "embedded MQTT broker started");
     }
-    // One packet limit for the broker and this client (checked against the payload limit at
-    // start), so a packet the broker lets through never breaks the collector's connection.
-    options.set_max_packet_size(config.broker.max_packet_bytes, 64 * 1024);
+    // With the embedded broker, one packet limit for the broker and this client (checked
+    // against the payload limit at start), so a packet the broker lets through never breaks
+    // the collector's connection. An external broker has its own limit (README: set it to the
+    // same value); until it does, read generously, so that an oversized message, retained
+    // ones included, is rejected, counted and cleared instead of breaking the connection on
+    // every reconnect.
+    let read_limit = match config.broker.embedded {
+        true => config.broker.max_packet_bytes,
+        false => config
+            .broker
+            .max_packet_bytes
+            .max(EXTERNAL_READ_LIMIT_BYTES),
+    };
+    options.set_max_packet_size(read_limit, 64 * 1024);
     info!(broker = %endpoint, client_id, "collector starting");
 
     let (queue_tx, queue_rx) = ingest::queue(config.ingest.queue_capacity);

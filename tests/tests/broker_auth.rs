@@ -178,3 +178,32 @@ fn listening_beyond_loopback_without_logins_is_refused_at_start() {
     assert!(stderr.contains("broker.allow_anonymous"), "{stderr}");
     assert!(stderr.contains(&format!("'0.0.0.0:{port}'")), "{stderr}");
 }
+
+/// A retained message larger than the collector's limits, left on an external broker, is read,
+/// refused as oversized, counted and cleared once: no reconnect loop, and a real agent's data
+/// still flows.
+#[test]
+fn an_oversized_retained_message_is_cleared_not_a_reconnect_loop() {
+    let dir = TestDir::new();
+    let broker = pantau_tests::Mosquitto::start();
+    let poison = vec![b'x'; 3 * 1024 * 1024];
+    broker.mosquitto_pub("pantau/v1/dc/x/status", &poison, true);
+    let collector = Collector::with_broker(&dir, &broker);
+    collector.wait_for_sample(
+        r#"pantau_collector_rejected_messages_total{reason="oversized"}"#,
+        WAIT,
+        |v| v >= 1.0,
+    );
+    collector.wait_for_sample(
+        "pantau_collector_cleared_retained_messages_total",
+        WAIT,
+        |v| v >= 1.0,
+    );
+    let _agent = Agent::start(&dir, "dc-srv-09", "dc", &broker.url(), 1);
+    collector.wait_for_sample(&up("dc-srv-09"), WAIT, |v| v == 1.0);
+    assert_eq!(
+        collector.sample("pantau_collector_mqtt_connections_total"),
+        Some(1.0),
+        "the collector stayed connected"
+    );
+}
