@@ -35,6 +35,22 @@ use crate::state::{Liveness, SharedState, State};
 /// The largest packet read from an external broker (see `run`).
 const EXTERNAL_READ_LIMIT_BYTES: usize = 32 * 1024 * 1024;
 
+/// `pantau-collector-<host name>`: fixed across restarts, so an external broker keeps the
+/// collector's session (and what arrives while it restarts); one per host.
+fn default_client_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    match host.is_empty() {
+        true => "pantau-collector".to_owned(),
+        false => format!("pantau-collector-{host}"),
+    }
+}
+
 fn main() -> ExitCode {
     pantau_runtime::cli::main(
         "pantau-collector",
@@ -66,7 +82,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         .mqtt
         .client_id
         .clone()
-        .unwrap_or_else(|| format!("pantau-collector-{}", std::process::id()));
+        .unwrap_or_else(default_client_id);
     let mut options = config.mqtt.options(&endpoint, &client_id);
     if config.broker.embedded {
         let internal = broker::InternalLogin::generate(&client_id)?;
@@ -102,6 +118,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     let (queue_tx, queue_rx) = ingest::queue(config.ingest.queue_capacity);
     let (connection, mqtt) = Connection::new(
         options,
+        !config.broker.embedded,
         &config.mqtt.prefix,
         queue_tx,
         telemetry.clone(),

@@ -2,7 +2,7 @@
 //! other part of the collector publishes.
 //!
 //! rumqttc reconnects only while its event loop is polled, so this task never stops polling:
-//! it subscribes on every ConnAck (the session is clean, so a reconnect forgets the
+//! it subscribes on every ConnAck (a clean session forgets the
 //! subscription), forwards publishes to the ingest queue without ever waiting on it, and backs
 //! off while the broker is unreachable. Publishes from elsewhere (`handle.rs`) arrive as requests
 //! on a bounded channel; only this task touches the client, and it answers each request when
@@ -113,14 +113,16 @@ impl Connection {
     /// forward it to `queue`, and the handle to publish through it.
     pub fn new(
         mut options: MqttOptions,
+        persistent_session: bool,
         prefix: &str,
         queue: mpsc::Sender<Received>,
         telemetry: Arc<Telemetry>,
         readiness: Readiness,
     ) -> (Self, MqttHandle) {
-        // `Acks::fail_all` on a connection loss relies on it: a resumed session would make
-        // rumqttc resend old publishes and report packet ids for them.
-        options.set_clean_session(true);
+        // A persistent session keeps the subscription and queues what arrives while the
+        // collector is away (a restart, a broker restart with persistence): nothing published
+        // meanwhile is lost. The embedded broker's sessions end with the collector anyway.
+        options.set_clean_session(!persistent_session);
         let (client, eventloop) = AsyncClient::new(options, CLIENT_CAPACITY);
         let (handle, requests) = MqttHandle::channel(REQUEST_QUEUE);
         let session = Session {
@@ -174,14 +176,16 @@ impl Session {
             }
             // A poll() in flight is only dropped when stopping: rumqttc abandons a connection
             // whose CONNACK it is awaiting when its future is dropped.
-            let poll = eventloop.poll();
-            tokio::pin!(poll);
-            let event = loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    event = &mut poll => break event,
-                    request = self.requests.recv(), if self.requests_open && self.acks.window_open() => {
-                        self.on_request(request);
+            let event = {
+                let poll = eventloop.poll();
+                tokio::pin!(poll);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        event = &mut poll => break event,
+                        request = self.requests.recv(), if self.requests_open && self.acks.window_open() => {
+                            self.on_request(request);
+                        }
                     }
                 }
             };
@@ -193,6 +197,10 @@ impl Session {
                     self.readiness.set_subscribed(false);
                     self.telemetry.mqtt_connected.set(0);
                     self.acks.fail_all(&PublishError::ConnectionLost);
+                    // Those publishes were answered as lost (their senders resend); rumqttc
+                    // must not also resend them in a resumed session, or packet ids would no
+                    // longer match the requests waiting for them.
+                    eventloop.pending.clear();
                     if was_connected {
                         warn!(%error, retry_in = ?delay, "lost the broker connection, reconnecting");
                     } else {

@@ -38,7 +38,9 @@ impl Sound {
     /// Everything but the agent, which `start_agent` starts.
     fn prepare(id: &str, capture: impl FnOnce(&TestDir) -> AudioCapture) -> Sound {
         let dir = TestDir::new();
-        let broker = Mosquitto::start();
+        // Persistence keeps the collector's session across a broker restart, so what the agent
+        // sends before the collector is back is queued for it, not lost.
+        let broker = Mosquitto::builder().persistence(true).start();
         let collector = Collector::with_broker(&dir, &broker);
         let capture = capture(&dir);
         dir.write("sound.key", KEY);
