@@ -25,9 +25,16 @@ use crate::exposition::Telemetry;
 use crate::readiness::Readiness;
 use crate::state::SharedState;
 
-/// Scrapes rendered at once; more wait for a turn. Each holds a few chunks of text and an
-/// index of the families, so this bounds the memory scrapes take.
+/// Scrapes rendered at once at most; more wait for a turn. Each holds a few chunks of text and
+/// an index of the families, so this bounds the memory scrapes take.
 pub const MAX_CONCURRENT_RENDERS: usize = 2;
+
+/// Renders at once on this machine: one core is always left to the async workers, so
+/// `/healthz` and the API answer at once while big scrapes run.
+fn concurrent_renders() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    cores.saturating_sub(1).clamp(1, MAX_CONCURRENT_RENDERS)
+}
 
 /// Chunks of a scrape waiting to be sent, per scrape: the renderer waits while they are.
 const CHUNKS_IN_FLIGHT: usize = 4;
@@ -49,7 +56,7 @@ impl AppState {
             telemetry,
             readiness,
             client_error_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
-            renders: Arc::new(Semaphore::new(MAX_CONCURRENT_RENDERS)),
+            renders: Arc::new(Semaphore::new(concurrent_renders())),
         }
     }
 }
