@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use failure::Failure;
-pub use outbox::{Envelope, MemoryOutbox, Outbox};
+pub use outbox::{DiskOutbox, Envelope, Outbox, OutboxStats};
 
 use crate::message::{Birth, Header, unix_millis};
 use crate::telemetry::Telemetry;
@@ -209,10 +209,7 @@ impl Link {
                 if delivery.connected {
                     delivery.pump();
                 }
-                delivery
-                    .telemetry
-                    .outbox_messages
-                    .store(delivery.outbox.len() as u64, Ordering::Relaxed);
+                delivery.telemetry.outbox(&delivery.outbox.stats());
                 if inputs.finished(&delivery) {
                     break 'run;
                 }
@@ -252,16 +249,17 @@ impl Delivery {
     }
 
     fn enqueue(&mut self, envelope: Envelope) {
-        if let Some(dropped) = self.outbox.push(envelope) {
+        let dropped = self.outbox.push(envelope);
+        if let Some(oldest) = dropped.first() {
             self.telemetry
                 .dropped_messages
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(dropped.len() as u64, Ordering::Relaxed);
             if let Verdict::Log { suppressed } = self.failure_log.check("outbox_full") {
                 warn!(
-                    seq = dropped.seq,
-                    capacity = self.outbox.capacity(),
+                    oldest_seq = oldest,
+                    dropped = dropped.len(),
                     suppressed,
-                    "outbox full, dropped the oldest message"
+                    "outbox full or messages too old: dropped the oldest"
                 );
             }
         }
@@ -435,6 +433,11 @@ impl Delivery {
 mod tests {
     use super::*;
 
+    /// A fresh outbox directory for one test (leaked: the test process ends soon after).
+    fn outbox_dir() -> std::path::PathBuf {
+        tempfile::tempdir().unwrap().keep()
+    }
+
     /// A link's delivery state; the event loop is returned too, as rumqttc's requests go
     /// nowhere once it is dropped.
     fn delivery() -> (Delivery, (EventLoop, mpsc::Receiver<Incoming>)) {
@@ -458,7 +461,7 @@ mod tests {
                 },
                 commands: true,
             },
-            Box::new(MemoryOutbox::new(10)),
+            Box::new(DiskOutbox::open(&outbox_dir(), 1 << 20, 86_400_000).0),
             commands,
             Arc::new(Telemetry::default()),
         );
