@@ -53,6 +53,14 @@ pub struct OutboxConfig {
     /// Messages older than this are dropped (counted). Default: a day.
     #[serde(default = "default_outbox_max_age_seconds")]
     pub max_age_seconds: u64,
+    /// After a reconnect, live messages go first and the backlog drains behind them at most
+    /// this many messages a second, so a site coming back does not flood the broker.
+    #[serde(default = "default_outbox_drain_messages_per_second")]
+    pub drain_messages_per_second: u32,
+}
+
+fn default_outbox_drain_messages_per_second() -> u32 {
+    50
 }
 
 impl Default for OutboxConfig {
@@ -61,6 +69,7 @@ impl Default for OutboxConfig {
             dir: None,
             max_bytes: default_outbox_max_bytes(),
             max_age_seconds: default_outbox_max_age_seconds(),
+            drain_messages_per_second: default_outbox_drain_messages_per_second(),
         }
     }
 }
@@ -92,6 +101,13 @@ impl OutboxConfig {
                 "outbox.max_bytes",
                 self.max_bytes,
                 "must be between 1 MiB (1048576) and 1 TiB",
+            ));
+        }
+        if !(1..=100_000).contains(&self.drain_messages_per_second) {
+            return Err(ConfigError::invalid(
+                "outbox.drain_messages_per_second",
+                self.drain_messages_per_second,
+                "must be between 1 and 100000",
             ));
         }
         if !(60..=30 * 24 * 3600).contains(&self.max_age_seconds) {

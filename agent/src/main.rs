@@ -109,6 +109,7 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
                 next_seq: sequence.next_handle(),
             },
             commands: claims_commands,
+            drain_per_second: config.outbox.drain_messages_per_second,
         },
         Box::new(outbox),
         commands_tx,

@@ -18,6 +18,7 @@ pub struct Telemetry {
     outbox_on_disk: AtomicU64,
     outbox_corrupt_records: AtomicU64,
     outbox_expired: AtomicU64,
+    pub drained_messages: AtomicU64,
     pub dropped_messages: AtomicU64,
     pub oversized_messages: AtomicU64,
     pub dropped_families: AtomicU64,
@@ -123,6 +124,12 @@ impl Telemetry {
                  in memory because it cannot be written.",
             )
             .single(get(&self.outbox_on_disk)),
+            FamilyBuilder::counter(
+                "pantau_agent_outbox_drained_messages_total",
+                "Backlog messages (composed before the current connection) sent behind the \
+                 live ones, at outbox.drain_messages_per_second.",
+            )
+            .single(get(&self.drained_messages)),
             FamilyBuilder::counter(
                 "pantau_agent_outbox_corrupt_records_total",
                 "Torn or unreadable outbox records found (after a power cut) and dropped.",

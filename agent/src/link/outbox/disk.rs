@@ -6,9 +6,10 @@
 //! [topic length u16][topic][payload]`. A segment file is deleted once every record in it is
 //! acknowledged (or dropped). At start every segment is read back: a record whose length runs
 //! past the end or whose checksum does not match is a torn write, the file is cut there and
-//! the record counted, never parsed as data. Acknowledgements are not written down, so after a
-//! crash a few delivered messages may be sent again; the collector drops repeats by sequence
-//! number. A log of our own (with crc32fast for the checksum) rather than an embedded database:
+//! the record counted, never parsed as data. Acknowledgements are kept as a watermark in the
+//! file `done` (every number below it is acknowledged or dropped), written as it moves but not
+//! synced: after a power cut a few delivered messages may be sent again, and the collector drops
+//! repeats by sequence number. A log of our own (with crc32fast for the checksum) rather than an embedded database:
 //! the access pattern is append, read in order, drop whole files, and a database would add
 //! compaction and a second durability story for no gain.
 //!
@@ -16,10 +17,9 @@
 //! bounded by the same byte limit; the outbox says so (`on_disk` false) and moves them back to
 //! disk as soon as a write succeeds again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::ops::Bound;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -49,6 +49,9 @@ struct Entry {
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
+    /// Kept open: records are read back through it even if the directory is renamed or
+    /// removed meanwhile (an operator's mistake must not lose what is already stored).
+    file: File,
     size: u64,
     /// Records in it not yet acknowledged or dropped.
     live: usize,
@@ -61,15 +64,20 @@ pub struct DiskOutbox {
     max_bytes: u64,
     max_age_ms: i64,
     segments: BTreeMap<u64, Segment>,
-    /// The segment appended to, open.
-    active: Option<(u64, File)>,
+    /// The segment appended to.
+    active: Option<u64>,
     entries: BTreeMap<u64, Entry>,
-    handed_up_to: Option<u64>,
+    /// Handed out since the last rewind and not yet acknowledged.
+    handed: BTreeSet<u64>,
     bytes: u64,
     /// Whether the last write reached the disk.
     on_disk: bool,
     corrupt_records: u64,
     expired: u64,
+    /// Every number below this is acknowledged or dropped (persisted in `done`).
+    done_below: u64,
+    /// One past the highest number stored so far.
+    next_seq: u64,
     /// What the clock says, for ages; a function so tests can move it.
     now_ms: fn() -> i64,
 }
@@ -97,11 +105,13 @@ impl DiskOutbox {
             segments: BTreeMap::new(),
             active: None,
             entries: BTreeMap::new(),
-            handed_up_to: None,
+            handed: BTreeSet::new(),
             bytes: 0,
             on_disk: true,
             corrupt_records: 0,
             expired: 0,
+            done_below: 0,
+            next_seq: 0,
             now_ms,
         }
     }
@@ -128,6 +138,10 @@ impl DiskOutbox {
             })
             .collect();
         names.sort();
+        outbox.done_below = fs::read_to_string(dir.join("done"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+            .unwrap_or(0);
         for (number, path) in names {
             outbox.recover(number, &path)?;
         }
@@ -145,6 +159,12 @@ impl DiskOutbox {
             match parse_record(&data[offset..]) {
                 Some((len, seq, written_ms)) => {
                     let bytes = HEADER_BYTES + u64::from(len);
+                    self.next_seq = self.next_seq.max(seq + 1);
+                    if seq < self.done_below {
+                        // Acknowledged before the restart.
+                        offset += bytes as usize;
+                        continue;
+                    }
                     if let Some(old) = self.entries.insert(
                         seq,
                         Entry {
@@ -181,6 +201,7 @@ impl DiskOutbox {
             number,
             Segment {
                 path: path.to_owned(),
+                file,
                 size,
                 live,
             },
@@ -200,10 +221,7 @@ impl DiskOutbox {
             && let Some(state) = self.segments.get_mut(&segment)
         {
             state.live = state.live.saturating_sub(1);
-            let active = self
-                .active
-                .as_ref()
-                .is_some_and(|(number, _)| *number == segment);
+            let active = self.active == Some(segment);
             if state.live == 0 && !active {
                 let path = state.path.clone();
                 self.segments.remove(&segment);
@@ -213,23 +231,39 @@ impl DiskOutbox {
     }
 
     fn remove(&mut self, seq: u64) -> Option<Entry> {
+        self.handed.remove(&seq);
         let entry = self.entries.remove(&seq)?;
         self.forget(&entry);
+        self.advance_done();
         Some(entry)
+    }
+
+    /// Moves the watermark up to the oldest number still waiting, and writes it down.
+    fn advance_done(&mut self) {
+        let done = self.entries.keys().next().copied().unwrap_or(self.next_seq);
+        if done <= self.done_below {
+            return;
+        }
+        self.done_below = done;
+        let temp = self.dir.join("done.tmp");
+        let written = fs::write(&temp, format!("{done}\n"))
+            .and_then(|()| fs::rename(&temp, self.dir.join("done")));
+        // Not fatal: at worst a restart sends some delivered messages again.
+        let _ = written;
     }
 
     /// Appends a record to the active segment (starting one if needed) and syncs it.
     fn write(&mut self, seq: u64, written_ms: i64, envelope: &Envelope) -> io::Result<Place> {
         let record = encode_record(seq, written_ms, envelope);
-        let rotate = match &self.active {
-            Some((number, _)) => self
+        let rotate = match self.active {
+            Some(number) => self
                 .segments
-                .get(number)
+                .get(&number)
                 .is_none_or(|segment| segment.size >= SEGMENT_BYTES),
             None => true,
         };
         if rotate {
-            if let Some((number, _)) = self.active.take()
+            if let Some(number) = self.active.take()
                 && self.segments.get(&number).is_some_and(|s| s.live == 0)
                 && let Some(segment) = self.segments.remove(&number)
             {
@@ -237,21 +271,30 @@ impl DiskOutbox {
             }
             fs::create_dir_all(&self.dir)?;
             let path = self.dir.join(format!("{seq:020}.seg"));
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)?;
             self.segments.insert(
                 seq,
                 Segment {
                     path,
+                    file,
                     size: 0,
                     live: 0,
                 },
             );
-            self.active = Some((seq, file));
+            self.active = Some(seq);
         }
-        let Some((number, file)) = self.active.as_mut() else {
-            return Err(io::Error::other("no active segment"));
-        };
-        let number = *number;
+        let number = self
+            .active
+            .ok_or_else(|| io::Error::other("no active segment"))?;
+        let file = &mut self
+            .segments
+            .get_mut(&number)
+            .ok_or_else(|| io::Error::other("no active segment"))?
+            .file;
         let offset = file.seek(SeekFrom::End(0))?;
         let written = file.write_all(&record).and_then(|()| file.sync_data());
         if let Err(error) = written {
@@ -323,8 +366,7 @@ impl DiskOutbox {
                 offset,
                 len,
             } => {
-                let path = &self.segments.get(segment)?.path;
-                let file = File::open(path).ok()?;
+                let file = &self.segments.get(segment)?.file;
                 let mut data = vec![0u8; (HEADER_BYTES + u64::from(*len)) as usize];
                 file.read_exact_at(&mut data, *offset).ok()?;
                 decode_record(&data).filter(|envelope| envelope.seq == seq)
@@ -350,6 +392,7 @@ impl Outbox for DiskOutbox {
             self.flush_memory();
         }
         let seq = envelope.seq;
+        self.next_seq = self.next_seq.max(seq + 1);
         let place = match self.on_disk {
             true => match self.write(seq, written_ms, &envelope) {
                 Ok(place) => place,
@@ -372,18 +415,16 @@ impl Outbox for DiskOutbox {
         dropped
     }
 
-    fn next_unsent(&mut self) -> Option<Envelope> {
+    fn next_unsent(&mut self, from: u64, until: u64) -> Option<Envelope> {
         loop {
-            let from = match self.handed_up_to {
-                Some(seq) => Bound::Excluded(seq),
-                None => Bound::Unbounded,
-            };
+            // At most the in-flight window is handed out and not yet acknowledged, so this
+            // skips a few entries at most.
             let (seq, entry) = self
                 .entries
-                .range((from, Bound::Unbounded))
-                .next()
+                .range(from..until)
+                .find(|(seq, _)| !self.handed.contains(seq))
                 .map(|(seq, entry)| (*seq, entry.clone()))?;
-            self.handed_up_to = Some(seq);
+            self.handed.insert(seq);
             match self.read(seq, &entry) {
                 Some(envelope) => return Some(envelope),
                 None => {
@@ -400,7 +441,7 @@ impl Outbox for DiskOutbox {
     }
 
     fn rewind(&mut self) {
-        self.handed_up_to = None;
+        self.handed.clear();
     }
 
     fn len(&self) -> usize {
@@ -500,7 +541,7 @@ mod tests {
     }
 
     fn drain(outbox: &mut DiskOutbox) -> Vec<u64> {
-        std::iter::from_fn(|| outbox.next_unsent().map(|e| e.seq)).collect()
+        std::iter::from_fn(|| outbox.next_unsent(0, u64::MAX).map(|e| e.seq)).collect()
     }
 
     #[test]
@@ -514,10 +555,8 @@ mod tests {
         outbox.acknowledge(2);
         drop(outbox);
         let mut again = open(dir.path(), 1 << 30);
-        // 1 and 2 were acknowledged but their segment holds 3 to 5 too: they may come again
-        // (the collector drops repeats); nothing is lost.
-        let seqs = drain(&mut again);
-        assert!(seqs.ends_with(&[3, 4, 5]), "{seqs:?}");
+        // 1 and 2 were acknowledged: the watermark keeps them from coming back.
+        assert_eq!(drain(&mut again), [3, 4, 5]);
         let message = again.entries.get(&4).cloned().unwrap();
         assert_eq!(again.read(4, &message).unwrap(), envelope(4, 100));
     }
@@ -556,7 +595,13 @@ mod tests {
         outbox.acknowledge(1);
         outbox.acknowledge(2);
         assert_eq!(outbox.segments.len(), 1);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        let segment_files = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|entry| entry.path().extension().is_some_and(|e| e == "seg"))
+            .count();
+        assert_eq!(segment_files, 1);
+        assert_eq!(fs::read_to_string(dir.path().join("done")).unwrap(), "3\n");
     }
 
     #[test]

@@ -38,8 +38,9 @@ pub trait Outbox: Send {
     /// Stores `envelope` (sequence numbers arrive in increasing order). When the outbox is
     /// full the oldest messages make room; their sequence numbers are returned.
     fn push(&mut self, envelope: Envelope) -> Vec<u64>;
-    /// The oldest message not handed out since the last rewind, now marked as handed out.
-    fn next_unsent(&mut self) -> Option<Envelope>;
+    /// The oldest message numbered `from` or above (below `until`) not handed out since the
+    /// last rewind, now marked as handed out.
+    fn next_unsent(&mut self, from: u64, until: u64) -> Option<Envelope>;
     /// The broker acknowledged `seq`: it leaves the outbox. Unknown numbers are ignored (the
     /// message may have been dropped to make room while in flight).
     fn acknowledge(&mut self, seq: u64);
