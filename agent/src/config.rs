@@ -34,6 +34,91 @@ pub struct AgentConfig {
     pub links: Vec<LinkConfig>,
     /// Sound role: announcements and the reminder schedule.
     pub sound: Option<SoundConfig>,
+    /// Where messages wait until the broker acknowledges them.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
+}
+
+/// `[outbox]`: messages are written here before they are published and removed when the
+/// broker acknowledges them, so an outage, a crash or a power cut loses nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// Directory of the outbox's segment files. Default: `<agent.state_dir>/outbox`.
+    pub dir: Option<PathBuf>,
+    /// Most bytes kept; past it the oldest messages go first (counted). Default 128 MiB: a
+    /// day of a server's host metrics every 15 s.
+    #[serde(default = "default_outbox_max_bytes")]
+    pub max_bytes: u64,
+    /// Messages older than this are dropped (counted). Default: a day.
+    #[serde(default = "default_outbox_max_age_seconds")]
+    pub max_age_seconds: u64,
+    /// After a reconnect, live messages go first and the backlog drains behind them at most
+    /// this many messages a second, so a site coming back does not flood the broker.
+    #[serde(default = "default_outbox_drain_messages_per_second")]
+    pub drain_messages_per_second: u32,
+}
+
+fn default_outbox_drain_messages_per_second() -> u32 {
+    50
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_bytes: default_outbox_max_bytes(),
+            max_age_seconds: default_outbox_max_age_seconds(),
+            drain_messages_per_second: default_outbox_drain_messages_per_second(),
+        }
+    }
+}
+
+fn default_outbox_max_bytes() -> u64 {
+    128 * 1024 * 1024
+}
+
+fn default_outbox_max_age_seconds() -> u64 {
+    24 * 3600
+}
+
+impl OutboxConfig {
+    /// The directory, defaulting to one under `state_dir`.
+    pub fn dir(&self, state_dir: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| state_dir.join("outbox"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(dir) = self.dir.as_ref().filter(|dir| !dir.is_absolute()) {
+            return Err(ConfigError::invalid(
+                "outbox.dir",
+                dir.display(),
+                "must be an absolute path",
+            ));
+        }
+        if !(1024 * 1024..=1024 * 1024 * 1024 * 1024).contains(&self.max_bytes) {
+            return Err(ConfigError::invalid(
+                "outbox.max_bytes",
+                self.max_bytes,
+                "must be between 1 MiB (1048576) and 1 TiB",
+            ));
+        }
+        if !(1..=100_000).contains(&self.drain_messages_per_second) {
+            return Err(ConfigError::invalid(
+                "outbox.drain_messages_per_second",
+                self.drain_messages_per_second,
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(60..=30 * 24 * 3600).contains(&self.max_age_seconds) {
+            return Err(ConfigError::invalid(
+                "outbox.max_age_seconds",
+                self.max_age_seconds,
+                "must be between 60 and 2592000 (30 days)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[agent]`: who this agent is and how often it reports.
@@ -139,6 +224,7 @@ impl AgentConfig {
         if let Some(sound) = &self.sound {
             sound.validate()?;
         }
+        self.outbox.validate()?;
         let url = self.mqtt.url.as_deref().unwrap_or(DEFAULT_MQTT_URL);
         let endpoint =
             Endpoint::parse(url).map_err(|why| ConfigError::invalid("mqtt.url", url, why))?;

@@ -22,20 +22,17 @@ use std::time::Duration;
 use pantau_runtime::supervise::Supervisor;
 use rumqttc::AsyncClient;
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::command::Dispatcher;
 use crate::config::Resolved;
-use crate::link::{BirthInfo, Link, LinkSettings, MemoryOutbox};
+use crate::link::{BirthInfo, DiskOutbox, Link, LinkSettings, Outbox};
 use crate::message::Header;
 use crate::report::{Reporter, ReporterInputs};
 use crate::role::{EventSender, ReportTrigger, Role, RoleContext};
 use crate::sequence::Sequence;
 use crate::telemetry::Telemetry;
 
-/// Messages kept in memory while the broker is unreachable: 8 hours of 15 s reports, about
-/// 36 MB at the 18 KB a server's host metrics take.
-const OUTBOX_CAPACITY: usize = 2000;
 /// Commands waiting for the reporter; more at once are dropped and counted.
 const COMMAND_QUEUE: usize = 64;
 /// Role events waiting to be published.
@@ -78,6 +75,27 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
     let max_packet = config.agent.max_message_bytes + 4096;
     options.set_max_packet_size(max_packet, max_packet);
     let (client, eventloop) = AsyncClient::new(options, 64);
+    let outbox_dir = config.outbox.dir(&config.agent.state_dir);
+    let (outbox, outbox_error) = DiskOutbox::open(
+        &outbox_dir,
+        config.outbox.max_bytes,
+        i64::try_from(config.outbox.max_age_seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
+    );
+    match outbox_error {
+        Some(error) => error!(
+            %error,
+            dir = %outbox_dir.display(),
+            "cannot use the outbox directory; messages wait in memory until it can be written \
+             (a restart now would lose them)"
+        ),
+        None if outbox.len() > 0 => info!(
+            waiting = outbox.len(),
+            dir = %outbox_dir.display(),
+            "messages from before the restart are waiting in the outbox"
+        ),
+        None => {}
+    }
+    telemetry.outbox(&outbox.stats());
     let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let link = Link::new(
         client,
@@ -91,8 +109,9 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
                 next_seq: sequence.next_handle(),
             },
             commands: claims_commands,
+            drain_per_second: config.outbox.drain_messages_per_second,
         },
-        Box::new(MemoryOutbox::new(OUTBOX_CAPACITY)),
+        Box::new(outbox),
         commands_tx,
         telemetry.clone(),
     );

@@ -164,9 +164,9 @@ impl Role {
     }
 }
 
-/// The top-level config keys: the agent's own plus every role's.
+/// The top-level config keys: the agent's own (`agent`, `mqtt`, `outbox`) plus every role's.
 pub fn config_sections() -> Vec<&'static str> {
-    let mut sections = vec!["agent", "mqtt"];
+    let mut sections = vec!["agent", "mqtt", "outbox"];
     for kind in RoleKind::ALL {
         sections.extend_from_slice(kind.config_keys());
     }

@@ -6,13 +6,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use pantau_protocol::{CommandRejectReason, Family};
 
-use crate::link::Failure;
+use crate::link::{Failure, OutboxStats};
 use crate::metric::FamilyBuilder;
 
 /// Counters and gauges about the agent itself.
 #[derive(Debug, Default)]
 pub struct Telemetry {
     pub outbox_messages: AtomicU64,
+    outbox_bytes: AtomicU64,
+    outbox_oldest_ms: AtomicU64,
+    outbox_on_disk: AtomicU64,
+    outbox_corrupt_records: AtomicU64,
+    outbox_expired: AtomicU64,
+    pub drained_messages: AtomicU64,
     pub dropped_messages: AtomicU64,
     pub oversized_messages: AtomicU64,
     pub dropped_families: AtomicU64,
@@ -27,6 +33,22 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
+    /// The outbox's latest sizes and health.
+    pub fn outbox(&self, stats: &OutboxStats) {
+        self.outbox_messages
+            .store(stats.messages, Ordering::Relaxed);
+        self.outbox_bytes.store(stats.bytes, Ordering::Relaxed);
+        let oldest = stats
+            .oldest_ms
+            .map_or(0, |ms| u64::try_from(ms).unwrap_or(0));
+        self.outbox_oldest_ms.store(oldest, Ordering::Relaxed);
+        self.outbox_on_disk
+            .store(u64::from(stats.on_disk), Ordering::Relaxed);
+        self.outbox_corrupt_records
+            .store(stats.corrupt_records, Ordering::Relaxed);
+        self.outbox_expired.store(stats.expired, Ordering::Relaxed);
+    }
+
     pub fn connection_error(&self, failure: Failure) {
         let index = Failure::ALL.iter().position(|f| *f == failure);
         if let Some(counter) = index.and_then(|i| self.connection_errors.get(i)) {
@@ -77,9 +99,42 @@ impl Telemetry {
             .single(get(&self.outbox_messages)),
             FamilyBuilder::counter(
                 "pantau_agent_outbox_dropped_messages_total",
-                "Messages dropped because the outbox was full.",
+                "Messages dropped because the outbox was full or they were older than its age \
+                 limit (these are also in pantau_agent_outbox_expired_messages_total).",
             )
-            .single(get(&self.dropped_messages)),
+            .single(get(&self.dropped_messages) + get(&self.outbox_expired)),
+            FamilyBuilder::counter(
+                "pantau_agent_outbox_expired_messages_total",
+                "Messages dropped for being older than outbox.max_age_seconds.",
+            )
+            .single(get(&self.outbox_expired)),
+            FamilyBuilder::gauge(
+                "pantau_agent_outbox_bytes",
+                "Bytes of messages waiting for the broker's acknowledgement.",
+            )
+            .single(get(&self.outbox_bytes)),
+            FamilyBuilder::gauge(
+                "pantau_agent_outbox_oldest_message_timestamp_seconds",
+                "When the oldest waiting message was stored (0: none waiting).",
+            )
+            .single(get(&self.outbox_oldest_ms) / 1000.0),
+            FamilyBuilder::gauge(
+                "pantau_agent_outbox_on_disk",
+                "1 while new messages are written to the outbox directory; 0 while they wait \
+                 in memory because it cannot be written.",
+            )
+            .single(get(&self.outbox_on_disk)),
+            FamilyBuilder::counter(
+                "pantau_agent_outbox_drained_messages_total",
+                "Backlog messages (composed before the current connection) sent behind the \
+                 live ones, at outbox.drain_messages_per_second.",
+            )
+            .single(get(&self.drained_messages)),
+            FamilyBuilder::counter(
+                "pantau_agent_outbox_corrupt_records_total",
+                "Torn or unreadable outbox records found (after a power cut) and dropped.",
+            )
+            .single(get(&self.outbox_corrupt_records)),
             FamilyBuilder::counter(
                 "pantau_agent_oversized_messages_total",
                 "Messages above agent.max_message_bytes: metrics messages were trimmed (see \

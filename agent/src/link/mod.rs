@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use failure::Failure;
-pub use outbox::{Envelope, MemoryOutbox, Outbox};
+pub use outbox::{DiskOutbox, Envelope, Outbox, OutboxStats};
 
 use crate::message::{Birth, Header, unix_millis};
 use crate::telemetry::Telemetry;
@@ -71,6 +71,39 @@ pub struct LinkSettings {
     pub birth: BirthInfo,
     /// Subscribe to the agent's command topics (some role claims a command).
     pub commands: bool,
+    /// After a reconnect, messages from before it (the backlog) go out at most this fast,
+    /// behind the live ones.
+    pub drain_per_second: u32,
+}
+
+/// The backlog's pace: a token bucket refilled at `per_second`, holding one second's worth.
+#[derive(Debug)]
+struct Drain {
+    per_second: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Drain {
+    fn new(per_second: u32) -> Self {
+        Self {
+            per_second: f64::from(per_second.max(1)),
+            tokens: f64::from(per_second.max(1)),
+            refilled: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        self.refilled = now;
+    }
+
+    /// When the next token is there.
+    fn next_at(&self) -> Instant {
+        let missing = (1.0 - self.tokens).max(0.0);
+        self.refilled + Duration::from_secs_f64(missing / self.per_second)
+    }
 }
 
 /// The link task: the event loop it alone polls, and the delivery state.
@@ -94,6 +127,12 @@ struct Delivery {
     in_flight: HashMap<u16, Option<u64>>,
     /// Taken from the outbox but refused by rumqttc's full request channel; sent first.
     stalled: Option<Envelope>,
+    /// The first message composed during the current connection: it and everything after it
+    /// is live and goes first; what is older is backlog, paced by `drain`.
+    live_from: Option<u64>,
+    drain: Drain,
+    /// Backlog waits for the drain's next token.
+    drain_waiting: bool,
     telemetry: Arc<Telemetry>,
     connected: bool,
     connected_at: Option<Instant>,
@@ -160,6 +199,9 @@ impl Link {
                 handed: VecDeque::new(),
                 in_flight: HashMap::new(),
                 stalled: None,
+                live_from: None,
+                drain: Drain::new(settings.drain_per_second),
+                drain_waiting: false,
                 telemetry,
                 connected: false,
                 connected_at: None,
@@ -209,16 +251,15 @@ impl Link {
                 if delivery.connected {
                     delivery.pump();
                 }
-                delivery
-                    .telemetry
-                    .outbox_messages
-                    .store(delivery.outbox.len() as u64, Ordering::Relaxed);
+                delivery.telemetry.outbox(&delivery.outbox.stats());
                 if inputs.finished(&delivery) {
                     break 'run;
                 }
+                let drain_at = delivery.drain_at();
                 tokio::select! {
                     event = &mut poll => break event,
                     () = inputs.next(&mut delivery) => {}
+                    _ = sleep_until_or_never(drain_at), if drain_at.is_some() => {}
                 }
             };
             delivery.handle(event);
@@ -252,26 +293,51 @@ impl Delivery {
     }
 
     fn enqueue(&mut self, envelope: Envelope) {
-        if let Some(dropped) = self.outbox.push(envelope) {
+        if self.connected && self.live_from.is_none() {
+            self.live_from = Some(envelope.seq);
+        }
+        let dropped = self.outbox.push(envelope);
+        if let Some(oldest) = dropped.first() {
             self.telemetry
                 .dropped_messages
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(dropped.len() as u64, Ordering::Relaxed);
             if let Verdict::Log { suppressed } = self.failure_log.check("outbox_full") {
                 warn!(
-                    seq = dropped.seq,
-                    capacity = self.outbox.capacity(),
+                    oldest_seq = oldest,
+                    dropped = dropped.len(),
                     suppressed,
-                    "outbox full, dropped the oldest message"
+                    "outbox full or messages too old: dropped the oldest"
                 );
             }
         }
     }
 
-    /// Hands queued messages to rumqttc while the in-flight window has room.
+    /// Hands queued messages to rumqttc while the in-flight window has room: live ones first,
+    /// then the backlog at the drain's pace.
     fn pump(&mut self) {
+        let live_from = self.live_from.unwrap_or(u64::MAX);
+        self.drain_waiting = false;
         while self.handed.len() + self.in_flight.len() < WINDOW {
-            let Some(envelope) = self.stalled.take().or_else(|| self.outbox.next_unsent()) else {
-                return;
+            let envelope = match self.stalled.take() {
+                Some(envelope) => envelope,
+                None => match self.outbox.next_unsent(live_from, u64::MAX) {
+                    Some(envelope) => envelope,
+                    None => {
+                        self.drain.refill(Instant::now());
+                        if self.drain.tokens < 1.0 {
+                            self.drain_waiting = self.outbox.len() > 0;
+                            return;
+                        }
+                        let Some(envelope) = self.outbox.next_unsent(0, live_from) else {
+                            return;
+                        };
+                        self.drain.tokens -= 1.0;
+                        self.telemetry
+                            .drained_messages
+                            .fetch_add(1, Ordering::Relaxed);
+                        envelope
+                    }
+                },
             };
             let seq = envelope.seq;
             let sent = self.client.try_publish(
@@ -287,6 +353,11 @@ impl Delivery {
             }
             self.handed.push_back(Some(seq));
         }
+    }
+
+    /// When the backlog may go on, if it waits for the drain.
+    fn drain_at(&self) -> Option<Instant> {
+        (self.connected && self.drain_waiting).then(|| self.drain.next_at())
     }
 
     fn publish_status(&mut self, birth: bool) {
@@ -305,6 +376,8 @@ impl Delivery {
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 self.connected = true;
+                // Everything already waiting is backlog from here on.
+                self.live_from = None;
                 self.connected_at = Some(Instant::now());
                 self.telemetry.connections.fetch_add(1, Ordering::Relaxed);
                 info!(
@@ -435,6 +508,11 @@ impl Delivery {
 mod tests {
     use super::*;
 
+    /// A fresh outbox directory for one test (leaked: the test process ends soon after).
+    fn outbox_dir() -> std::path::PathBuf {
+        tempfile::tempdir().unwrap().keep()
+    }
+
     /// A link's delivery state; the event loop is returned too, as rumqttc's requests go
     /// nowhere once it is dropped.
     fn delivery() -> (Delivery, (EventLoop, mpsc::Receiver<Incoming>)) {
@@ -457,8 +535,9 @@ mod tests {
                     next_seq: Arc::new(AtomicU64::new(42)),
                 },
                 commands: true,
+                drain_per_second: 1000,
             },
-            Box::new(MemoryOutbox::new(10)),
+            Box::new(DiskOutbox::open(&outbox_dir(), 1 << 20, 86_400_000).0),
             commands,
             Arc::new(Telemetry::default()),
         );
@@ -491,8 +570,43 @@ mod tests {
         delivery.handle(Err(ConnectionError::NetworkTimeout));
         assert_eq!(delivery.telemetry.connection_errors(Failure::Lost), 1);
         let resent: Vec<u64> =
-            std::iter::from_fn(|| delivery.outbox.next_unsent().map(|e| e.seq)).collect();
+            std::iter::from_fn(|| delivery.outbox.next_unsent(0, u64::MAX).map(|e| e.seq))
+                .collect();
         assert_eq!(resent, [2, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn live_messages_go_first_and_the_backlog_drains_behind_at_its_pace() {
+        let (mut delivery, (_eventloop, _commands)) = delivery();
+        delivery.drain = Drain::new(2);
+        for seq in 1..=5 {
+            delivery.enqueue(envelope(seq)); // while disconnected: backlog
+        }
+        delivery.handle(Ok(Event::Incoming(Packet::ConnAck(rumqttc::ConnAck::new(
+            rumqttc::ConnectReturnCode::Success,
+            false,
+        )))));
+        delivery.enqueue(envelope(6)); // live
+        let handed = |delivery: &Delivery| -> Vec<u64> {
+            delivery.handed.iter().flatten().copied().collect()
+        };
+        delivery.pump();
+        assert_eq!(
+            handed(&delivery),
+            [6, 1, 2],
+            "live first, then two a second"
+        );
+        assert!(
+            delivery.drain_at().is_some(),
+            "the rest waits for the drain"
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
+        delivery.pump();
+        assert_eq!(handed(&delivery), [6, 1, 2, 3]);
+        assert_eq!(
+            delivery.telemetry.drained_messages.load(Ordering::Relaxed),
+            3
+        );
     }
 
     #[tokio::test]
