@@ -7,11 +7,12 @@
 //! billions of missed ones. A number that never arrived is an open gap while it is inside the
 //! window (it may still come) and counts as missed once the window has moved past it.
 //!
-//! `WINDOW` is 8192: the agent's outbox holds at most 2000 messages (8 hours at 15 s), and a
-//! day of 15 s reports is 5760, so a day-old backlog replayed after live data still fits.
+//! `WINDOW` is 32768: the agent's outbox keeps a day by default (`outbox.max_age_seconds`), and
+//! a day of reports at an interval of 3 s or more, with their events, fits; so a day-old backlog
+//! replayed after live data is still counted. 4 KiB per agent.
 
 /// Width of the window, in sequence numbers; a multiple of 64.
-pub const WINDOW: u64 = 8192;
+pub const WINDOW: u64 = 32768;
 const WORDS: usize = (WINDOW / 64) as usize;
 
 /// Where a sequence number falls.
@@ -27,7 +28,7 @@ pub enum SeqCheck {
     OutOfWindow,
 }
 
-/// One agent's window. About 1 KiB.
+/// One agent's window. About 4 KiB.
 #[derive(Debug, Clone)]
 pub struct SeqWindow {
     /// The newest number accepted or announced; none before the first.
