@@ -10,8 +10,21 @@ use pantau_runtime::config::{self, ConfigError};
 use pantau_runtime::mqtt::{Endpoint, MqttSettings};
 use serde::Deserialize;
 
+pub use crate::announce::{AnnouncementsConfig, StorageConfig};
+pub use crate::api::ApiConfig;
+
 /// Sections that `PANTAU_<SECTION>__<KEY>` may override.
-const SECTIONS: &[&str] = &["http", "broker", "mqtt", "ingest", "agents", "limits"];
+const SECTIONS: &[&str] = &[
+    "http",
+    "broker",
+    "mqtt",
+    "ingest",
+    "agents",
+    "limits",
+    "api",
+    "announcements",
+    "storage",
+];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +41,12 @@ pub struct CollectorConfig {
     pub agents: AgentsConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub announcements: AnnouncementsConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
 
 /// `[http]`: the Prometheus endpoint and the API.
@@ -73,7 +92,7 @@ pub struct BrokerConfig {
 }
 
 /// An empty string (e.g. `PANTAU_BROKER__PASSWORD_FILE=`) switches an optional path off.
-fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<PathBuf>, D::Error> {
     let path: Option<PathBuf> = Option::deserialize(deserializer)?;
@@ -365,6 +384,10 @@ impl CollectorConfig {
                 ConfigError::invalid("broker.password_file", path.display(), error.to_string())
             })?;
         }
+        if let Some(path) = &config.api.token_file {
+            crate::api::Tokens::load(path)
+                .map_err(|why| ConfigError::invalid("api.token_file", path.display(), why))?;
+        }
         Ok(config)
     }
 
@@ -462,6 +485,7 @@ impl CollectorConfig {
             ));
         }
         self.limits.validate()?;
+        self.announcements.validate()?;
         self.validate_broker()
     }
 

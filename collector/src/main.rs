@@ -6,6 +6,7 @@
 //! ends or panics before shutdown, `/readyz` turns 503 naming it at once, the others stop, and
 //! `run` returns the failure, so the process exits non-zero and systemd restarts it.
 
+mod announce;
 mod api;
 mod broker;
 mod config;
@@ -93,19 +94,44 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         telemetry.clone(),
         readiness.clone(),
     );
-    let decoder = Decoder::new(
+    let mut decoder = Decoder::new(
         config.mqtt.prefix.clone(),
         config.decode_limits(),
         state.clone(),
         telemetry.clone(),
-        mqtt,
+        mqtt.clone(),
     );
+    let tokens = match &config.api.token_file {
+        Some(path) => api::Tokens::load(path)
+            .map_err(|why| anyhow::anyhow!("api.token_file: '{}' {why}", path.display()))?,
+        None => api::Tokens::default(),
+    };
+    let mut app_state = api::AppState::new(state.clone(), telemetry, readiness).with_tokens(tokens);
+    if let Some(key_file) = &config.announcements.key_file {
+        let key = announce::read_key(key_file).map_err(|why| {
+            anyhow::anyhow!("announcements.key_file: '{}' {why}", key_file.display())
+        })?;
+        let store = announce::Store::open(&config.storage.dir)?;
+        info!(dir = %config.storage.dir.display(), "announcements on");
+        let settings = announce::Settings {
+            prefix: config.mqtt.prefix.clone(),
+            key,
+            zones: config.announcements.zones.clone(),
+            default_expires: Duration::from_secs(config.announcements.default_expires_in_seconds),
+            resend_interval: Duration::from_secs(config.announcements.resend_interval_seconds),
+        };
+        let announcer = Arc::new(announce::Announcer::new(store, settings, mqtt));
+        let (tap, observations) = announce::Tap::channel();
+        decoder = decoder.with_tap(tap);
+        app_state = app_state.with_announcer(announcer.clone());
+        supervisor.spawn("announcer", announcer.run(observations, shutdown.clone()));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
     info!(listen = %config.http.listen, "serving /metrics and /api/v1");
-    let app = api::app(api::AppState::new(state.clone(), telemetry, readiness));
+    let app = api::app(app_state);
 
     // At shutdown the connection stops on the token and closes the queue, which ends the
     // decoder after it has applied what was already received: an end after cancellation is

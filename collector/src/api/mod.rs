@@ -3,6 +3,8 @@
 //! errors get a JSON body saying what was wrong and an info line at a limited rate.
 
 mod agents;
+mod announcements;
+mod auth;
 mod error;
 
 use std::sync::Arc;
@@ -14,13 +16,15 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info};
 
+pub use auth::{ApiConfig, Tokens};
 pub use error::ApiError;
 
+use crate::announce::Announcer;
 use crate::exposition::Telemetry;
 use crate::readiness::Readiness;
 use crate::state::SharedState;
@@ -38,6 +42,10 @@ pub struct AppState {
     pub state: SharedState,
     pub telemetry: Arc<Telemetry>,
     pub readiness: Readiness,
+    /// Bearer tokens that may write.
+    pub tokens: Arc<Tokens>,
+    /// `None` while `announcements.key_file` is not set.
+    pub announcer: Option<Arc<Announcer>>,
     client_error_log: Arc<LogLimiter>,
     renders: Arc<Semaphore>,
 }
@@ -48,9 +56,21 @@ impl AppState {
             state,
             telemetry,
             readiness,
+            tokens: Arc::new(Tokens::default()),
+            announcer: None,
             client_error_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
             renders: Arc::new(Semaphore::new(MAX_CONCURRENT_RENDERS)),
         }
+    }
+
+    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = Arc::new(tokens);
+        self
+    }
+
+    pub fn with_announcer(mut self, announcer: Arc<Announcer>) -> Self {
+        self.announcer = Some(announcer);
+        self
     }
 }
 
@@ -63,6 +83,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/{id}", get(agents::one))
         .route("/api/v1/agents/{id}/events", get(agents::events))
+        .route(
+            "/api/v1/announcements",
+            get(announcements::history).post(announcements::create),
+        )
+        .route("/api/v1/announcements/{id}", get(announcements::one))
+        .route("/api/v1/announcements/{id}/stop", post(announcements::stop))
+        .route("/api/v1/audit", get(announcements::audit))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -147,5 +174,7 @@ async fn count_requests(State(app): State<AppState>, request: Request, next: Nex
     response
 }
 
+#[cfg(test)]
+mod announcement_tests;
 #[cfg(test)]
 mod tests;

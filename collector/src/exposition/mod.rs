@@ -46,6 +46,9 @@ pub struct Telemetry {
     pub http_requests: IntCounterVec,
     /// `pantau_collector_broker_refused_logins_total{reason}`: the embedded broker's refusals.
     pub broker_refused_logins: IntCounterVec,
+    /// `pantau_collector_api_auth_failures_total{reason}`: API writes refused, `missing` or
+    /// `wrong` credentials (401) and `forbidden` (403).
+    pub api_auth_failures: IntCounterVec,
 }
 
 impl Telemetry {
@@ -108,6 +111,17 @@ impl Telemetry {
         for refusal in crate::users::Refusal::ALL {
             broker_refused_logins.with_label_values(&[refusal.as_str()]);
         }
+        let api_auth_failures = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_api_auth_failures_total",
+                "API requests refused for missing or wrong credentials (401) or a role that may \
+                 not do it (403), by reason.",
+            ),
+            &["reason"],
+        )?;
+        for reason in ["missing", "wrong", "forbidden"] {
+            api_auth_failures.with_label_values(&[reason]);
+        }
         let build_info = IntGauge::with_opts(
             Opts::new(
                 "pantau_collector_build_info",
@@ -134,6 +148,7 @@ impl Telemetry {
         registry.register(Box::new(mqtt_connections.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(broker_refused_logins.clone()))?;
+        registry.register(Box::new(api_auth_failures.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -151,6 +166,7 @@ impl Telemetry {
             mqtt_connections,
             http_requests,
             broker_refused_logins,
+            api_auth_failures,
         })
     }
 

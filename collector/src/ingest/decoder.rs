@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::Received;
+use crate::announce::Tap;
 use crate::exposition::Telemetry;
 use crate::mqtt::MqttHandle;
 use crate::state::{FAMILY_DROPPED, MESSAGE_REJECTED, Moment, Outcome, SharedState};
@@ -34,6 +35,8 @@ pub struct Decoder {
     /// Clears waiting for the broker's acknowledgement; bounded by the handle's queue, which
     /// refuses more at once.
     clears: JoinSet<()>,
+    /// Where statuses and events go for the announcements, when they are on.
+    tap: Option<Tap>,
 }
 
 impl Decoder {
@@ -54,7 +57,14 @@ impl Decoder {
             reject_log: LogLimiter::new(Duration::from_secs(10)),
             clear_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
             clears: JoinSet::new(),
+            tap: None,
         }
+    }
+
+    /// Also offers every accepted-looking status and events message to `tap`.
+    pub fn with_tap(mut self, tap: Tap) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     /// Decodes and applies queued messages until the queue closes (the MQTT task has stopped),
@@ -111,6 +121,9 @@ impl Decoder {
             }
         };
         let agent = decoded.topic.agent.clone();
+        if let Some(tap) = &self.tap {
+            tap.offer(&decoded);
+        }
         let outcome = {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             state.apply(decoded, received.retained, now)

@@ -1,0 +1,390 @@
+//! Announcements: the collector's side of the sound role. An operator's request becomes one
+//! signed `cmd/announce` per target agent, resent until the agent answers (queued, collapsed,
+//! rejected) or the announcement expires; the agents' events drive each target's status; the
+//! history, the agents' sites and clips, and an audit log live in SQLite (`store`).
+//!
+//! The decoder hands statuses and events to the `Tap` (a bounded channel, never blocking the
+//! decoder); `Announcer::run` applies them and resends what is pending.
+
+pub mod config;
+mod request;
+pub mod store;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pantau_protocol::sound::{ANNOUNCE, STOP, StopArgs};
+use pantau_protocol::{COMMAND_REJECTED, CommandMessage, Decoded, Message, SCHEMA_VERSION};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use config::{AnnouncementsConfig, StorageConfig, Zone};
+pub use request::AnnouncementRequest;
+pub use store::{AnnouncementRow, Store, StoreError};
+
+use crate::mqtt::MqttHandle;
+
+/// Statuses after which nothing is sent for a target any more.
+const PENDING: &str = "pending";
+
+/// Messages waiting between the decoder and the announcer; beyond it they are dropped (and
+/// the resend picks up what a dropped answer would have stopped).
+const TAP_CAPACITY: usize = 1024;
+
+/// Why an announcement request or stop was refused; client errors name the field.
+#[derive(Debug, Error)]
+pub enum AnnounceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the decoder passes on: births (site, clips) and events (announcement outcomes).
+#[derive(Debug)]
+pub enum Observation {
+    Status {
+        agent: String,
+        site: String,
+        clips: Vec<String>,
+    },
+    Events {
+        agent: String,
+        events: Vec<pantau_protocol::Event>,
+    },
+}
+
+/// The decoder's end: offers what matters to announcements, never waiting.
+#[derive(Debug, Clone)]
+pub struct Tap(mpsc::Sender<Observation>);
+
+impl Tap {
+    pub fn channel() -> (Self, mpsc::Receiver<Observation>) {
+        let (sender, receiver) = mpsc::channel(TAP_CAPACITY);
+        (Self(sender), receiver)
+    }
+
+    /// Passes on a status or an events message that mentions announcements or commands.
+    pub fn offer(&self, decoded: &Decoded) {
+        let agent = decoded.topic.agent.clone();
+        let observation = match &decoded.message {
+            Message::Status(status) => Observation::Status {
+                agent,
+                site: status.site.clone(),
+                clips: status.clips.clone(),
+            },
+            Message::Events(events) => {
+                let events: Vec<_> = events
+                    .events
+                    .iter()
+                    .filter(|event| {
+                        event.kind.starts_with("announcement_") || event.kind == COMMAND_REJECTED
+                    })
+                    .cloned()
+                    .collect();
+                if events.is_empty() {
+                    return;
+                }
+                Observation::Events { agent, events }
+            }
+            _ => return,
+        };
+        if self.0.try_send(observation).is_err() {
+            debug!("announcement tap full: an observation was dropped");
+        }
+    }
+}
+
+/// Unix milliseconds of `time`.
+pub fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    })
+}
+
+/// Settings the announcer needs from `[announcements]` and `[mqtt]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub prefix: String,
+    pub key: Vec<u8>,
+    pub zones: Vec<Zone>,
+    pub default_expires: Duration,
+    pub resend_interval: Duration,
+}
+
+/// Composes, signs, sends and follows announcements.
+pub struct Announcer {
+    store: Mutex<Store>,
+    settings: Settings,
+    mqtt: MqttHandle,
+    sequence: Mutex<u32>,
+}
+
+impl Announcer {
+    pub fn new(store: Store, settings: Settings, mqtt: MqttHandle) -> Self {
+        Self {
+            store: Mutex::new(store),
+            settings,
+            mqtt,
+            sequence: Mutex::new(0),
+        }
+    }
+
+    /// The store, for a short query; never held across an await.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Validates `request`, stores it with its targets and sends it; returns the stored row.
+    pub async fn create(
+        &self,
+        who: &str,
+        request: AnnouncementRequest,
+        now: SystemTime,
+    ) -> Result<AnnouncementRow, AnnounceError> {
+        let now_ms = unix_ms(now);
+        let (args, agents) = {
+            let store = self.store();
+            request.resolve(&self.settings.zones, &store)?
+        };
+        let expires_ms = now_ms.saturating_add(
+            request
+                .expires_in_seconds
+                .map_or(self.settings.default_expires, Duration::from_secs)
+                .as_millis()
+                .try_into()
+                .unwrap_or(i64::MAX),
+        );
+        let id = self.next_id(now_ms);
+        let targets: Vec<(String, String)> = agents
+            .iter()
+            .enumerate()
+            .map(|(index, agent)| (agent.clone(), format!("{id}-{index}")))
+            .collect();
+        let mut row = AnnouncementRow {
+            id: id.clone(),
+            created_ms: now_ms,
+            created_by: who.to_owned(),
+            expires_ms,
+            args: serde_json::to_value(&args).map_err(|error| {
+                AnnounceError::Invalid(format!("announcement cannot be encoded: {error}"))
+            })?,
+            stopped_ms: None,
+            targets: Vec::new(),
+        };
+        {
+            let store = self.store();
+            store.insert_announcement(&row, &targets)?;
+            store.audit(now_ms, who, "announce", &id, &row.args.to_string())?;
+            row = store.announcement(&id)?.unwrap_or(row);
+        }
+        info!(announcement = %id, who, targets = targets.len(), "announcement created");
+        for (agent, command_id) in targets {
+            self.send(&agent, &command_id, ANNOUNCE, row.args.clone(), expires_ms)
+                .await;
+        }
+        Ok(row)
+    }
+
+    /// Stops announcement `id` on every target: pending targets are not sent any more, the
+    /// others get a signed `cmd/stop`.
+    pub async fn stop(
+        &self,
+        who: &str,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<AnnouncementRow, AnnounceError> {
+        let now_ms = unix_ms(now);
+        let row = {
+            let store = self.store();
+            let row = store
+                .announcement(id)?
+                .ok_or_else(|| AnnounceError::NotFound(format!("no announcement '{id}'")))?;
+            store.mark_stopped(id, now_ms)?;
+            store.audit(now_ms, who, "stop", id, "")?;
+            for target in row.targets.iter().filter(|t| t.status == PENDING) {
+                store.set_status(
+                    &target.command_id,
+                    "stopped",
+                    "stopped before delivery",
+                    now_ms,
+                )?;
+            }
+            row
+        };
+        for target in &row.targets {
+            let args = StopArgs {
+                announcement: Some(target.command_id.clone()),
+                up_to: None,
+            };
+            let args = serde_json::to_value(args).unwrap_or_default();
+            let stop_id = format!("{}-stop", target.command_id);
+            self.send(&target.agent, &stop_id, STOP, args, now_ms + 60_000)
+                .await;
+        }
+        let store = self.store();
+        Ok(store.announcement(id)?.unwrap_or(row))
+    }
+
+    fn next_id(&self, now_ms: i64) -> String {
+        let mut sequence = self.sequence.lock().unwrap_or_else(PoisonError::into_inner);
+        *sequence = sequence.wrapping_add(1) % 10_000;
+        format!("a{now_ms}{:04}", *sequence)
+    }
+
+    /// Signs and publishes one command; a failure is logged and left to the resend.
+    async fn send(
+        &self,
+        agent: &str,
+        command_id: &str,
+        name: &str,
+        args: serde_json::Value,
+        expires_ms: i64,
+    ) {
+        let site = match self.store().agent(agent) {
+            Ok(Some((site, _))) => site,
+            Ok(None) => return,
+            Err(error) => {
+                warn!(%error, agent, "cannot read the agent's site");
+                return;
+            }
+        };
+        let mut message = CommandMessage {
+            schema: SCHEMA_VERSION,
+            agent: agent.to_owned(),
+            site: site.clone(),
+            id: command_id.to_owned(),
+            timestamp_ms: unix_ms(SystemTime::now()),
+            expires_ms: Some(expires_ms),
+            args,
+            hmac: None,
+        };
+        message.sign(&self.settings.key);
+        let topic = format!("{}/v1/{site}/{agent}/cmd/{name}", self.settings.prefix);
+        let payload = serde_json::to_vec(&message).unwrap_or_default();
+        match self.mqtt.publish(topic, payload, false).await {
+            Ok(()) => {
+                debug!(agent, command_id, name, "command sent");
+                if let Err(error) = self.store().count_send(command_id) {
+                    warn!(%error, "cannot count a send");
+                }
+            }
+            Err(error) => debug!(%error, agent, command_id, "command not sent; will resend"),
+        }
+    }
+
+    /// Applies what the decoder passed on.
+    pub fn observe(&self, observation: Observation, now: SystemTime) {
+        let now_ms = unix_ms(now);
+        let store = self.store();
+        let result = match observation {
+            Observation::Status { agent, site, clips } => {
+                // A last will names no clips: keep those of the birth.
+                let clips = (!clips.is_empty()).then_some(clips.as_slice());
+                store.upsert_agent(&agent, &site, clips, now_ms)
+            }
+            Observation::Events { agent, events } => events
+                .iter()
+                .try_for_each(|event| apply_event(&store, &agent, event, now_ms)),
+        };
+        if let Err(error) = result {
+            warn!(%error, "cannot store an announcement update");
+        }
+    }
+
+    /// Applies observations and resends pending targets until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        mut observations: mpsc::Receiver<Observation>,
+        shutdown: CancellationToken,
+    ) {
+        let mut resend = tokio::time::interval(self.settings.resend_interval);
+        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                observation = observations.recv() => match observation {
+                    Some(observation) => self.observe(observation, SystemTime::now()),
+                    None => break,
+                },
+                _ = resend.tick() => self.resend(SystemTime::now()).await,
+            }
+        }
+    }
+
+    /// Sends every pending target again, or marks it expired.
+    pub async fn resend(&self, now: SystemTime) {
+        let now_ms = unix_ms(now);
+        let pending = match self.store().pending() {
+            Ok(pending) => pending,
+            Err(error) => {
+                warn!(%error, "cannot read pending announcements");
+                return;
+            }
+        };
+        for (command_id, agent, announcement) in pending {
+            let row = match self.store().announcement(&announcement) {
+                Ok(Some(row)) => row,
+                _ => continue,
+            };
+            if now_ms > row.expires_ms {
+                let store = self.store();
+                if let Err(error) =
+                    store.set_status(&command_id, "expired", "expired before delivery", now_ms)
+                {
+                    warn!(%error, "cannot mark an announcement expired");
+                }
+                continue;
+            }
+            self.send(&agent, &command_id, ANNOUNCE, row.args, row.expires_ms)
+                .await;
+        }
+    }
+}
+
+/// Updates a target's status from one of its agent's events.
+fn apply_event(
+    store: &Store,
+    agent: &str,
+    event: &pantau_protocol::Event,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    if let Some(outcome) = event.kind.strip_prefix("announcement_") {
+        if let Some(command_id) = event.labels.get("announcement") {
+            store.set_status_of(agent, command_id, outcome, &event.message, now_ms)?;
+        }
+        return Ok(());
+    }
+    let (Some(command_id), Some(reason)) =
+        (event.labels.get("command_id"), event.labels.get("reason"))
+    else {
+        return Ok(());
+    };
+    // A resend that crossed the agent's answer is refused as a replay: the first answer stands.
+    if reason == "replayed" {
+        return Ok(());
+    }
+    store.set_status_of(
+        agent,
+        command_id,
+        "rejected",
+        &format!("{reason}: {}", event.message),
+        now_ms,
+    )?;
+    Ok(())
+}
+
+/// Reads the shared command key, as the agent does: the file's bytes, trimmed.
+pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|error| format!("cannot be read: {error}"))?;
+    let key = bytes.trim_ascii().to_vec();
+    if key.len() < 16 {
+        return Err(format!("holds {} bytes; at least 16 are needed", key.len()));
+    }
+    Ok(key)
+}

@@ -1,0 +1,425 @@
+//! `/api/v1/announcements` and `/api/v1/audit` through `app(state).oneshot(request)`, with a
+//! SQLite store in a temp dir and a fake broker that acknowledges every publish.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use pantau_protocol::{CommandMessage, Event, Severity};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::announce::{Announcer, Observation, Settings, Store, Zone};
+use crate::mqtt::MqttHandle;
+use crate::state::{Liveness, State as AgentsState};
+
+const TOKEN: &str = "0123456789abcdef-ops";
+const KEY: &[u8] = b"sixteen-byte-key-for-tests";
+
+struct Fixture {
+    app: AppState,
+    announcer: Arc<Announcer>,
+    /// (topic, payload, retain) of every publish, in order.
+    sent: Arc<Mutex<Vec<(String, CommandMessage, bool)>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> Fixture {
+    let state = Arc::new(RwLock::new(AgentsState::new(Liveness {
+        silent_intervals: 3,
+        default_interval: Duration::from_secs(15),
+        forget_after: Duration::from_secs(3600),
+    })));
+    let telemetry = Arc::new(Telemetry::new(state.clone()).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let (mqtt, mut requests) = MqttHandle::channel(64);
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let log = sent.clone();
+    tokio::spawn(async move {
+        while let Some(request) = requests.recv().await {
+            let message: CommandMessage = serde_json::from_slice(&request.payload).unwrap();
+            log.lock()
+                .unwrap()
+                .push((request.topic, message, request.retain));
+            let _ = request.reply.send(Ok(()));
+        }
+    });
+    let settings = Settings {
+        prefix: "pantau".to_owned(),
+        key: KEY.to_vec(),
+        zones: vec![Zone {
+            name: "lobby".to_owned(),
+            agents: vec!["aula".to_owned(), "lobi".to_owned()],
+        }],
+        default_expires: Duration::from_secs(300),
+        resend_interval: Duration::from_secs(5),
+    };
+    let announcer = Arc::new(Announcer::new(
+        Store::open(dir.path()).unwrap(),
+        settings,
+        mqtt,
+    ));
+    for agent in ["aula", "lobi"] {
+        announcer.observe(
+            Observation::Status {
+                agent: agent.to_owned(),
+                site: "dc".to_owned(),
+                clips: vec!["bel.wav".to_owned()],
+            },
+            SystemTime::now(),
+        );
+    }
+    let app = AppState::new(state, telemetry, Readiness::default())
+        .with_tokens(Tokens::parse(TOKEN).unwrap())
+        .with_announcer(announcer.clone());
+    Fixture {
+        app,
+        announcer,
+        sent,
+        _dir: dir,
+    }
+}
+
+async fn call(
+    app: &AppState,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = super::app(app.clone())
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+fn error(value: &Value) -> &str {
+    value["error"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn writes_need_a_valid_token_and_failures_are_counted() {
+    let f = fixture();
+    let body = json!({"text": "halo", "targets": ["aula"]});
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements",
+        None,
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        error(&value),
+        "this needs a bearer token (Authorization: Bearer ...)"
+    );
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements",
+        Some("0123456789abcdef-xxx"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error(&value), "the bearer token is not valid");
+    let (status, _) = call(&f.app, "POST", "/api/v1/announcements/x/stop", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let failures = &f.app.telemetry.api_auth_failures;
+    assert_eq!(failures.with_label_values(&["missing"]).get(), 2);
+    assert_eq!(failures.with_label_values(&["wrong"]).get(), 1);
+    assert!(f.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_announcement_is_signed_per_target_and_followed_by_events() {
+    let f = fixture();
+    let body = json!({"text": "Mohon tetap memakai masker", "zones": ["lobby"], "repeat": 2, "expires_in_seconds": 60});
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements",
+        Some(TOKEN),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    let id = value["id"].as_str().unwrap().to_owned();
+    assert_eq!(value["targets"].as_array().unwrap().len(), 2);
+    assert_eq!(value["targets"][0]["status"], "pending");
+    assert!(value["created_by"].as_str().unwrap().starts_with("token:"));
+
+    let sent = f.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    let (topic, message, retain) = &sent[0];
+    assert_eq!(topic, "pantau/v1/dc/aula/cmd/announce");
+    assert!(!retain);
+    assert_eq!(message.id, format!("{id}-0"));
+    assert_eq!(message.args["text"], "Mohon tetap memakai masker");
+    assert_eq!(message.args["priority"], "operator");
+    message.verify(KEY).unwrap();
+    let expires = message.expires_ms.unwrap() - message.timestamp_ms;
+    assert!((59_000..=60_000).contains(&expires), "{expires}");
+
+    let event = |kind: &str, command_id: &str| Event {
+        kind: kind.to_owned(),
+        severity: Severity::Info,
+        message: kind.to_owned(),
+        labels: [("announcement".to_owned(), command_id.to_owned())].into(),
+    };
+    let rejected = Event {
+        kind: "command_rejected".to_owned(),
+        severity: Severity::Warning,
+        message: "replayed".to_owned(),
+        labels: [
+            ("command_id".to_owned(), format!("{id}-0")),
+            ("reason".to_owned(), "replayed".to_owned()),
+        ]
+        .into(),
+    };
+    // Another agent cannot change aula's target.
+    f.announcer.observe(
+        Observation::Events {
+            agent: "lobi".to_owned(),
+            events: vec![event("announcement_failed", &format!("{id}-0"))],
+        },
+        SystemTime::now(),
+    );
+    f.announcer.observe(
+        Observation::Events {
+            agent: "aula".to_owned(),
+            events: vec![
+                event("announcement_queued", &format!("{id}-0")),
+                rejected,
+                event("announcement_finished", &format!("{id}-0")),
+            ],
+        },
+        SystemTime::now(),
+    );
+    let (status, value) = call(
+        &f.app,
+        "GET",
+        &format!("/api/v1/announcements/{id}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(value["targets"][0]["agent"], "aula");
+    assert_eq!(value["targets"][0]["status"], "finished");
+    assert_eq!(value["targets"][1]["status"], "pending");
+
+    // Only the pending target is sent again; an expired one is marked, not sent.
+    f.announcer.resend(SystemTime::now()).await;
+    assert_eq!(f.sent.lock().unwrap().len(), 3);
+    assert_eq!(
+        f.sent.lock().unwrap()[2].0,
+        "pantau/v1/dc/lobi/cmd/announce"
+    );
+    f.announcer
+        .resend(SystemTime::now() + Duration::from_secs(61))
+        .await;
+    assert_eq!(f.sent.lock().unwrap().len(), 3);
+    let (_, value) = call(
+        &f.app,
+        "GET",
+        "/api/v1/announcements?outcome=expired",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(value["announcements"][0]["targets"][1]["status"], "expired");
+    let (_, value) = call(
+        &f.app,
+        "GET",
+        "/api/v1/announcements?target=nobody",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(value["announcements"], json!([]));
+    let (_, value) = call(
+        &f.app,
+        "GET",
+        "/api/v1/announcements?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(value["announcements"], json!([]));
+
+    let (_, value) = call(&f.app, "GET", "/api/v1/audit", None, None).await;
+    assert_eq!(value["entries"][0]["action"], "announce");
+    assert_eq!(value["entries"][0]["subject"], id.as_str());
+}
+
+#[tokio::test]
+async fn bad_requests_name_what_is_wrong() {
+    let f = fixture();
+    let cases = [
+        (json!({"targets": ["aula"]}), "give one of `text` or `clip`"),
+        (
+            json!({"text": "x"}),
+            "give at least one of `targets` or `zones`",
+        ),
+        (
+            json!({"text": "x", "targets": ["ghost"]}),
+            "`targets`: unknown agent 'ghost' (no birth message seen from it)",
+        ),
+        (
+            json!({"text": "x", "zones": ["kantin"]}),
+            "`zones`: unknown zone 'kantin'",
+        ),
+        (
+            json!({"clip": "sirene.wav", "targets": ["aula"]}),
+            "`clip`: agent 'aula' has no clip 'sirene.wav'",
+        ),
+        (
+            json!({"text": "x", "targets": ["aula"], "repeat": 11}),
+            "`repeat` must be 1 to 10",
+        ),
+        (
+            json!({"text": "x", "targets": ["aula"], "volume": 2.0}),
+            "`volume` must be 0.0 to 1.0",
+        ),
+        (
+            json!({"text": "x", "targets": ["aula"], "expires_in_seconds": 0}),
+            "`expires_in_seconds`: 0 must be 1 to 86400",
+        ),
+    ];
+    for (body, message) in cases {
+        let (status, value) = call(
+            &f.app,
+            "POST",
+            "/api/v1/announcements",
+            Some(TOKEN),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error(&value), message, "{body}");
+    }
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements",
+        Some(TOKEN),
+        Some(json!({"text": "x", "targets": ["aula"], "colour": 1})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&value).contains("unknown field `colour`"), "{value}");
+    let (status, value) = call(
+        &f.app,
+        "GET",
+        "/api/v1/announcements?from=yesterday",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error(&value).starts_with("`from`: 'yesterday' is not an RFC 3339 time"),
+        "{value}"
+    );
+    let (status, value) = call(&f.app, "GET", "/api/v1/announcements/nope", None, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&value), "no announcement 'nope'");
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements/nope/stop",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&value), "no announcement 'nope'");
+    assert!(f.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_clip_the_agent_has_is_sent() {
+    let f = fixture();
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements",
+        Some(TOKEN),
+        Some(json!({"clip": "bel.wav", "targets": ["lobi"], "priority": "emergency"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    let sent = f.sent.lock().unwrap().clone();
+    assert_eq!(
+        sent[0].1.args,
+        json!({"clip": "bel.wav", "priority": "emergency", "on_preempt": "resume"})
+    );
+}
+
+#[tokio::test]
+async fn stop_sends_a_signed_stop_and_ends_pending_targets() {
+    let f = fixture();
+    let (_, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements",
+        Some(TOKEN),
+        Some(json!({"text": "x", "targets": ["aula"]})),
+    )
+    .await;
+    let id = value["id"].as_str().unwrap().to_owned();
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        &format!("/api/v1/announcements/{id}/stop"),
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    assert_eq!(value["targets"][0]["status"], "stopped");
+    assert!(value["stopped_ms"].is_i64());
+    let sent = f.sent.lock().unwrap().clone();
+    let (topic, message, _) = &sent[1];
+    assert_eq!(topic, "pantau/v1/dc/aula/cmd/stop");
+    assert_eq!(message.args, json!({"announcement": format!("{id}-0")}));
+    message.verify(KEY).unwrap();
+    // Stopped targets are not sent again.
+    f.announcer.resend(SystemTime::now()).await;
+    assert_eq!(f.sent.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn without_a_key_announcements_are_off() {
+    let f = fixture();
+    let app = AppState {
+        announcer: None,
+        ..f.app.clone()
+    };
+    let (status, value) = call(&app, "GET", "/api/v1/announcements", None, None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        error(&value),
+        "announcements are off: set announcements.key_file (the sound agents' key)"
+    );
+}
