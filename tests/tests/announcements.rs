@@ -1,0 +1,235 @@
+//! Announcements through the collector's API end to end: real Mosquitto, a real collector
+//! signing with the sound agents' key and keeping its history in SQLite, and a real sound agent
+//! whose audio goes through ALSA into a capture file.
+
+use std::time::Duration;
+
+use pantau_tests::{Agent, AudioCapture, Collector, Mosquitto, TestDir, http_post, wait_until};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const KEY: &[u8] = b"kominfo-sound-key-for-tests-0001";
+const TOKEN: &str = "operator-token-0123456789";
+/// A chunk this loud is sound, not silence (full scale is 32767).
+const LOUD: i32 = 1000;
+const AGENT: &str = "aula-sound";
+
+struct Setup {
+    agent: Option<Agent>,
+    collector: Option<Collector>,
+    broker: Mosquitto,
+    capture: AudioCapture,
+    dir: TestDir,
+}
+
+impl Setup {
+    fn start() -> Setup {
+        let dir = TestDir::new();
+        let broker = Mosquitto::start();
+        dir.write("sound.key", KEY);
+        dir.write("api-tokens", format!("# operators\n{TOKEN}\n"));
+        std::fs::create_dir_all(dir.join("clips")).expect("create the clips dir");
+        let capture = AudioCapture::new(&dir);
+        let mut setup = Setup {
+            agent: None,
+            collector: None,
+            broker,
+            capture,
+            dir,
+        };
+        setup.start_collector();
+        setup.start_agent();
+        setup
+    }
+
+    fn start_collector(&mut self) {
+        let key = self.dir.join("sound.key").display().to_string();
+        let tokens = self.dir.join("api-tokens").display().to_string();
+        let storage = self.dir.join("storage").display().to_string();
+        self.collector = Some(Collector::with_env(
+            &self.dir,
+            &self.broker,
+            &[
+                ("PANTAU_ANNOUNCEMENTS__KEY_FILE", key.as_str()),
+                ("PANTAU_ANNOUNCEMENTS__RESEND_INTERVAL_SECONDS", "1"),
+                ("PANTAU_API__TOKEN_FILE", tokens.as_str()),
+                ("PANTAU_STORAGE__DIR", storage.as_str()),
+            ],
+        ));
+    }
+
+    fn start_agent(&mut self) {
+        let key = self.dir.join("sound.key").display().to_string();
+        let clips = self.dir.join("clips").display().to_string();
+        let mut env: Vec<(String, String)> = self.capture.env();
+        env.push(("PANTAU_SOUND__KEY_FILE".to_owned(), key));
+        env.push(("PANTAU_SOUND__CLIPS_DIR".to_owned(), clips));
+        env.push(("PANTAU_SOUND__QUIET_HOURS".to_owned(), String::new()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut agent = Agent::start_config(
+            &self.dir,
+            "agent-sound.toml",
+            AGENT,
+            "office",
+            &self.broker.url(),
+            1,
+            &env,
+        );
+        agent.guard().wait_for_log("subscribed to commands", WAIT);
+        self.agent = Some(agent);
+    }
+
+    fn collector(&self) -> &Collector {
+        self.collector.as_ref().expect("the collector runs")
+    }
+
+    fn announce(&self, body: Value) -> (u16, Value) {
+        let url = format!("{}/api/v1/announcements", self.collector().url());
+        let auth = format!("Bearer {TOKEN}");
+        let body = serde_json::to_vec(&body).expect("JSON");
+        let (status, text) = http_post(
+            &url,
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &auth),
+            ],
+            &body,
+        )
+        .expect("the collector answers");
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn status_of(&self, id: &str) -> String {
+        let (_, body) = self.collector().api(&format!("/api/v1/announcements/{id}"));
+        body["targets"][0]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn wait_for_status(&self, id: &str, status: &str) {
+        wait_until(&format!("announcement {id} to be {status}"), WAIT, || {
+            (self.status_of(id) == status).then_some(())
+        });
+    }
+
+    /// Waits until the collector has the agent's birth (its site) in its store.
+    fn wait_for_agent(&self) {
+        wait_until("the agent to be known", WAIT, || {
+            let (status, body) = self.announce(json!({"text": "uji", "targets": ["nobody"]}));
+            (status == 400
+                && body["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("'nobody'")))
+            .then_some(())
+        });
+        wait_until("the collector to know the agent", WAIT, || {
+            let (_, body) = self.collector().api(&format!("/api/v1/agents/{AGENT}"));
+            (body["online"] == true).then_some(())
+        });
+    }
+
+    fn loud_seconds(&self) -> f64 {
+        self.capture
+            .loud_spans(LOUD, 25)
+            .iter()
+            .map(|(first, last)| last.time - first.time)
+            .sum()
+    }
+}
+
+#[test]
+fn an_api_announcement_plays_and_its_history_survives_a_restart() {
+    let mut setup = Setup::start();
+    setup.wait_for_agent();
+
+    let (status, body) = setup.announce(
+        json!({"text": "Mohon tetap memakai masker", "targets": [AGENT], "chime": false}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().expect("an id").to_owned();
+    setup.wait_for_status(&id, "finished");
+    assert!(
+        setup.loud_seconds() > 1.0,
+        "too little sound: {:?}",
+        setup.capture.loud_spans(LOUD, 25)
+    );
+
+    // A wrong token changes nothing.
+    let url = format!("{}/api/v1/announcements", setup.collector().url());
+    let (status, _) = http_post(
+        &url,
+        &[("Authorization", "Bearer nope-nope-nope-nope")],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(status, 401);
+    assert_eq!(
+        setup
+            .collector()
+            .sample(r#"pantau_collector_api_auth_failures_total{reason="wrong"}"#),
+        Some(1.0)
+    );
+
+    setup.collector = None;
+    setup.start_collector();
+    let (_, body) = setup
+        .collector()
+        .api("/api/v1/announcements?outcome=finished");
+    assert_eq!(body["announcements"][0]["id"], id.as_str(), "{body}");
+    let (_, body) = setup.collector().api("/api/v1/audit");
+    assert_eq!(body["entries"][0]["action"], "announce", "{body}");
+    // The agent's site was kept: a new announcement goes out before any new birth.
+    let (status, body) =
+        setup.announce(json!({"text": "Sekali lagi", "targets": [AGENT], "chime": false}));
+    assert_eq!(status, 201, "{body}");
+    setup.wait_for_status(body["id"].as_str().unwrap(), "finished");
+}
+
+#[test]
+fn an_announcement_waits_for_a_disconnected_agent_unless_it_expires() {
+    let mut setup = Setup::start();
+    setup.wait_for_agent();
+    setup.agent = None;
+
+    let (status, body) = setup.announce(json!({"text": "Rapat dimulai", "targets": [AGENT], "chime": false, "expires_in_seconds": 2}));
+    assert_eq!(status, 201, "{body}");
+    let expired = body["id"].as_str().unwrap().to_owned();
+    let (status, body) = setup.announce(json!({"text": "Mohon tetap memakai masker", "targets": [AGENT], "chime": false, "expires_in_seconds": 120}));
+    assert_eq!(status, 201, "{body}");
+    let waiting = body["id"].as_str().unwrap().to_owned();
+    setup.wait_for_status(&expired, "expired");
+    assert_eq!(setup.status_of(&waiting), "pending");
+
+    setup.start_agent();
+    setup.wait_for_status(&waiting, "finished");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(setup.status_of(&expired), "expired");
+    let spans = setup.capture.loud_spans(LOUD, 25);
+    assert_eq!(
+        spans.len(),
+        1,
+        "played once, and only the live one: {spans:?}"
+    );
+}
+
+#[test]
+fn stop_ends_a_playing_announcement() {
+    let setup = Setup::start();
+    setup.wait_for_agent();
+    let text = "Perhatian. Gedung akan ditutup. ".repeat(6);
+    let (status, body) = setup.announce(json!({"text": text, "targets": [AGENT], "chime": false}));
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    setup.wait_for_status(&id, "started");
+    let url = format!("{}/api/v1/announcements/{id}/stop", setup.collector().url());
+    let auth = format!("Bearer {TOKEN}");
+    let (status, text) = http_post(&url, &[("Authorization", &auth)], b"").unwrap();
+    assert_eq!(status, 200, "{text}");
+    setup.wait_for_status(&id, "stopped");
+    assert!(
+        setup.loud_seconds() < 10.0,
+        "kept playing: {}",
+        setup.loud_seconds()
+    );
+}
