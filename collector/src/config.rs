@@ -388,6 +388,10 @@ impl CollectorConfig {
             crate::api::Tokens::load(path)
                 .map_err(|why| ConfigError::invalid("api.token_file", path.display(), why))?;
         }
+        if let Some(path) = &config.api.users_file {
+            crate::api::accounts::Accounts::load(path, false)
+                .map_err(|why| ConfigError::invalid("api.users_file", path.display(), why))?;
+        }
         Ok(config)
     }
 

@@ -17,6 +17,7 @@ mod mqtt;
 mod properties;
 mod readiness;
 mod state;
+mod user_command;
 mod users;
 
 use std::process::ExitCode;
@@ -34,12 +35,13 @@ use crate::readiness::Readiness;
 use crate::state::{Liveness, SharedState, State};
 
 fn main() -> ExitCode {
-    pantau_runtime::cli::main(
+    pantau_runtime::cli::main_with_commands(
         "pantau-collector",
         "Pantau collector: agent reports over MQTT in, Prometheus metrics and an HTTP API out",
         CollectorConfig::load,
         |_| "config OK".to_owned(),
         run,
+        user_command::run,
     )
 }
 
@@ -106,7 +108,14 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             .map_err(|why| anyhow::anyhow!("api.token_file: '{}' {why}", path.display()))?,
         None => api::Tokens::default(),
     };
-    let mut app_state = api::AppState::new(state.clone(), telemetry, readiness).with_tokens(tokens);
+    let accounts = match &config.api.users_file {
+        Some(path) => api::accounts::Accounts::load(path, false)
+            .map_err(|why| anyhow::anyhow!("api.users_file: '{}' {why}", path.display()))?,
+        None => api::accounts::Accounts::default(),
+    };
+    let mut app_state = api::AppState::new(state.clone(), telemetry, readiness)
+        .with_tokens(tokens)
+        .with_accounts(accounts);
     if let Some(key_file) = &config.announcements.key_file {
         let key = announce::read_key(key_file).map_err(|why| {
             anyhow::anyhow!("announcements.key_file: '{}' {why}", key_file.display())

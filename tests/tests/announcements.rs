@@ -4,7 +4,12 @@
 
 use std::time::Duration;
 
-use pantau_tests::{Agent, AudioCapture, Collector, Mosquitto, TestDir, http_post, wait_until};
+use std::process::{Command, Output};
+
+use pantau_tests::{
+    Agent, AudioCapture, Collector, Mosquitto, TestDir, example_config, http_post, pantau_binary,
+    run_with_timeout, wait_until,
+};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -29,6 +34,12 @@ impl Setup {
         dir.write("sound.key", KEY);
         dir.write("api-tokens", format!("# operators\n{TOKEN}\n"));
         std::fs::create_dir_all(dir.join("clips")).expect("create the clips dir");
+        let users = dir.join("api-users").display().to_string();
+        let added = user(
+            &["add", "rina", "--role", "operator", "--file", &users],
+            "rahasia-rina\n",
+        );
+        assert!(added.status.success(), "{added:?}");
         let capture = AudioCapture::new(&dir);
         let mut setup = Setup {
             agent: None,
@@ -46,6 +57,7 @@ impl Setup {
         let key = self.dir.join("sound.key").display().to_string();
         let tokens = self.dir.join("api-tokens").display().to_string();
         let storage = self.dir.join("storage").display().to_string();
+        let users = self.dir.join("api-users").display().to_string();
         self.collector = Some(Collector::with_env(
             &self.dir,
             &self.broker,
@@ -53,6 +65,7 @@ impl Setup {
                 ("PANTAU_ANNOUNCEMENTS__KEY_FILE", key.as_str()),
                 ("PANTAU_ANNOUNCEMENTS__RESEND_INTERVAL_SECONDS", "1"),
                 ("PANTAU_API__TOKEN_FILE", tokens.as_str()),
+                ("PANTAU_API__USERS_FILE", users.as_str()),
                 ("PANTAU_STORAGE__DIR", storage.as_str()),
             ],
         ));
@@ -136,6 +149,70 @@ impl Setup {
             .map(|(first, last)| last.time - first.time)
             .sum()
     }
+}
+
+/// `pantau-collector user ARGS` with `stdin`.
+fn user(args: &[&str], stdin: &str) -> Output {
+    run_with_timeout(
+        Command::new(pantau_binary("pantau-collector"))
+            .arg("user")
+            .args(args),
+        stdin.as_bytes(),
+        Duration::from_secs(30),
+    )
+}
+
+#[test]
+fn user_subcommands_edit_the_users_file_that_the_config_check_reads() {
+    let dir = TestDir::new();
+    let file = dir.join("api-users").display().to_string();
+    let check = |file: &str| {
+        run_with_timeout(
+            Command::new(pantau_binary("pantau-collector"))
+                .arg("--config")
+                .arg(example_config("collector.toml"))
+                .arg("--check-config")
+                .env("PANTAU_BROKER__PASSWORD_FILE", "")
+                .env("PANTAU_BROKER__LISTEN", "127.0.0.1:1883")
+                .env("PANTAU_API__USERS_FILE", file),
+            b"",
+            Duration::from_secs(30),
+        )
+    };
+    let out = user(
+        &["add", "rina", "--role", "admin", "--file", &file],
+        "rahasia-rina\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "added user 'rina'\n");
+    let out = user(&["add", "rina", "--file", &file], "rahasia-rina\n");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user 'rina' exists; use `user passwd`"));
+    let out = user(&["add", "budi", "--file", &file], "pendek\n");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least 10 characters"),
+        "{out:?}"
+    );
+    let out = user(
+        &["passwd", "rina", "--role", "viewer", "--file", &file],
+        "kata-sandi-baru\n",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\nrina:viewer:$argon2id$"), "{text}");
+    assert!(!text.contains("kata-sandi-baru"));
+    let out = check(&file);
+    assert!(out.status.success(), "{out:?}");
+    let out = user(&["remove", "rina", "--file", &file], "");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("rina"));
+    let out = check("/nonexistent/api-users");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("api.users_file: '/nonexistent/api-users' cannot be read"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -223,9 +300,13 @@ fn stop_ends_a_playing_announcement() {
     let id = body["id"].as_str().unwrap().to_owned();
     setup.wait_for_status(&id, "started");
     let url = format!("{}/api/v1/announcements/{id}/stop", setup.collector().url());
-    let auth = format!("Bearer {TOKEN}");
-    let (status, text) = http_post(&url, &[("Authorization", &auth)], b"").unwrap();
+    // An operator from the users file, with HTTP Basic (rina:rahasia-rina).
+    let auth = "Basic cmluYTpyYWhhc2lhLXJpbmE=";
+    let (status, text) = http_post(&url, &[("Authorization", auth)], b"").unwrap();
     assert_eq!(status, 200, "{text}");
+    let (_, body) = setup.collector().api("/api/v1/audit");
+    assert_eq!(body["entries"][0]["who"], "rina", "{body}");
+    assert_eq!(body["entries"][0]["action"], "stop", "{body}");
     setup.wait_for_status(&id, "stopped");
     assert!(
         setup.loud_seconds() < 10.0,

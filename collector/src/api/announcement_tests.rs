@@ -72,8 +72,21 @@ fn fixture() -> Fixture {
             SystemTime::now(),
         );
     }
+    let mut accounts = accounts::Accounts::default();
+    accounts
+        .set(
+            "rina",
+            Some(accounts::Role::Operator),
+            "rahasia-rina",
+            false,
+        )
+        .unwrap();
+    accounts
+        .set("tamu", Some(accounts::Role::Viewer), "rahasia-tamu", false)
+        .unwrap();
     let app = AppState::new(state, telemetry, Readiness::default())
         .with_tokens(Tokens::parse(TOKEN).unwrap())
+        .with_accounts(accounts)
         .with_announcer(announcer.clone());
     Fixture {
         app,
@@ -81,6 +94,57 @@ fn fixture() -> Fixture {
         sent,
         _dir: dir,
     }
+}
+
+/// `Authorization: Basic ...` of `user:password`.
+fn basic(credentials: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
+}
+
+#[tokio::test]
+async fn users_log_in_with_basic_and_their_role_decides() {
+    let f = fixture();
+    let body = json!({"text": "halo", "targets": ["aula"]});
+    let post = |authorization: String| {
+        let app = f.app.clone();
+        let body = body.clone();
+        async move {
+            let request = Request::post("/api/v1/announcements")
+                .header("authorization", authorization)
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            let response = super::app(app).oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let (status, value) = post(basic("tamu:rahasia-tamu")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        error(&value),
+        "user 'tamu' is a viewer; this needs an operator or admin"
+    );
+    let (status, value) = post(basic("rina:salah-salah")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error(&value), "wrong user name or password");
+    let (status, value) = post("Digest x".to_owned()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        error(&value),
+        "the Authorization header is neither Bearer nor Basic"
+    );
+    let (status, value) = post(basic("rina:rahasia-rina")).await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    assert_eq!(value["created_by"], "rina");
+    let failures = &f.app.telemetry.api_auth_failures;
+    assert_eq!(failures.with_label_values(&["forbidden"]).get(), 1);
+    assert_eq!(failures.with_label_values(&["wrong"]).get(), 2);
 }
 
 async fn call(
@@ -130,7 +194,7 @@ async fn writes_need_a_valid_token_and_failures_are_counted() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         error(&value),
-        "this needs a bearer token (Authorization: Bearer ...)"
+        "this needs a bearer token (Authorization: Bearer ...) or a user (HTTP Basic)"
     );
     let (status, value) = call(
         &f.app,

@@ -1,7 +1,8 @@
-//! Who may write through the API: `[api] token_file` holds bearer tokens, one per line
-//! (`#` comments and blank lines skipped). Every write needs one; a request without a token
-//! or with a wrong one is refused with 401 and counted in
-//! `pantau_collector_api_auth_failures_total{reason}`. Reads stay open, as before.
+//! Who may write through the API: bearer tokens from `[api] token_file` (one per line, `#`
+//! comments and blank lines skipped; a token may do what an operator may), and people from
+//! `[api] users_file` with HTTP Basic and their role (`accounts`). Every write needs one; a
+//! request without credentials or with wrong ones is refused with 401, a role too low with
+//! 403, each counted in `pantau_collector_api_auth_failures_total{reason}`. Reads stay open.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::accounts::Role;
 use super::{ApiError, AppState};
 
 /// `[api]`: who may change things through the API.
@@ -22,6 +24,10 @@ pub struct ApiConfig {
     /// is refused with 401.
     #[serde(default, deserialize_with = "crate::config::empty_path_is_none")]
     pub token_file: Option<PathBuf>,
+    /// People who may log in with HTTP Basic, with their role; written by
+    /// `pantau-collector user add|passwd|remove`.
+    #[serde(default, deserialize_with = "crate::config::empty_path_is_none")]
+    pub users_file: Option<PathBuf>,
 }
 
 /// The tokens of `api.token_file`.
@@ -76,7 +82,7 @@ impl Tokens {
     }
 }
 
-/// A caller allowed to write; the name is what the audit log records.
+/// A caller allowed to write (operator or admin); the name is what the audit log records.
 #[derive(Debug, Clone)]
 pub struct Writer(pub String);
 
@@ -84,30 +90,69 @@ impl FromRequestParts<AppState> for Writer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let refuse = |reason: &str, message: &str| {
+        let (who, role) = authenticate(parts, app).await?;
+        if role < Role::Operator {
             app.telemetry
                 .api_auth_failures
-                .with_label_values(&[reason])
+                .with_label_values(&["forbidden"])
                 .inc();
-            ApiError::Unauthorized(message.to_owned())
-        };
-        let Some(header) = parts.headers.get(AUTHORIZATION) else {
-            return Err(refuse(
-                "missing",
-                "this needs a bearer token (Authorization: Bearer ...)",
-            ));
-        };
-        let presented = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or_default();
-        match app.tokens.check(presented) {
-            Some(name) => Ok(Writer(name)),
-            None => Err(refuse("wrong", "the bearer token is not valid")),
+            return Err(ApiError::Forbidden(format!(
+                "user '{who}' is a {role}; this needs an operator or admin"
+            )));
         }
+        Ok(Writer(who))
     }
+}
+
+/// Who is calling and in which role: a bearer token (operator) or a user (HTTP Basic).
+async fn authenticate(parts: &Parts, app: &AppState) -> Result<(String, Role), ApiError> {
+    let refuse = |reason: &str, message: &str| {
+        app.telemetry
+            .api_auth_failures
+            .with_label_values(&[reason])
+            .inc();
+        ApiError::Unauthorized(message.to_owned())
+    };
+    let Some(header) = parts.headers.get(AUTHORIZATION) else {
+        return Err(refuse(
+            "missing",
+            "this needs a bearer token (Authorization: Bearer ...) or a user (HTTP Basic)",
+        ));
+    };
+    let value = header.to_str().unwrap_or_default();
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return match app.tokens.check(token.trim()) {
+            Some(name) => Ok((name, Role::Operator)),
+            None => Err(refuse("wrong", "the bearer token is not valid")),
+        };
+    }
+    let Some((name, password)) = value.strip_prefix("Basic ").and_then(basic) else {
+        return Err(refuse(
+            "wrong",
+            "the Authorization header is neither Bearer nor Basic",
+        ));
+    };
+    let accounts = app.accounts.clone();
+    let checked_name = name.clone();
+    // Argon2 takes tens of milliseconds on purpose: not on the async workers.
+    let role = tokio::task::spawn_blocking(move || accounts.verify(&checked_name, &password))
+        .await
+        .map_err(ApiError::internal)?;
+    match role {
+        Some(role) => Ok((name, role)),
+        None => Err(refuse("wrong", "wrong user name or password")),
+    }
+}
+
+/// `user:password` from a Basic credential.
+fn basic(encoded: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (name, password) = text.split_once(':')?;
+    Some((name.to_owned(), password.to_owned()))
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@ pub enum ApiError {
     /// 401: no credentials, or wrong ones.
     #[error("{0}")]
     Unauthorized(String),
+    /// 403: known, but the role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 503: the feature is switched off by the config.
     #[error("{0}")]
     Unavailable(String),
@@ -35,6 +38,7 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message),
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
             ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             ApiError::Unauthorized(message) => {
                 return (

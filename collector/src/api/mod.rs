@@ -2,6 +2,7 @@
 //! JSON API under `/api/v1/`. Every response is counted by route and status code; client
 //! errors get a JSON body saying what was wrong and an info line at a limited rate.
 
+pub mod accounts;
 mod agents;
 mod announcements;
 mod auth;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Bearer tokens that may write.
     pub tokens: Arc<Tokens>,
+    /// Users who may log in with HTTP Basic.
+    pub accounts: Arc<accounts::Accounts>,
     /// `None` while `announcements.key_file` is not set.
     pub announcer: Option<Arc<Announcer>>,
     client_error_log: Arc<LogLimiter>,
@@ -57,6 +60,7 @@ impl AppState {
             telemetry,
             readiness,
             tokens: Arc::new(Tokens::default()),
+            accounts: Arc::new(accounts::Accounts::default()),
             announcer: None,
             client_error_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
             renders: Arc::new(Semaphore::new(MAX_CONCURRENT_RENDERS)),
@@ -65,6 +69,11 @@ impl AppState {
 
     pub fn with_tokens(mut self, tokens: Tokens) -> Self {
         self.tokens = Arc::new(tokens);
+        self
+    }
+
+    pub fn with_accounts(mut self, accounts: accounts::Accounts) -> Self {
+        self.accounts = Arc::new(accounts);
         self
     }
 
