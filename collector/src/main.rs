@@ -113,7 +113,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             .map_err(|why| anyhow::anyhow!("api.users_file: '{}' {why}", path.display()))?,
         None => api::accounts::Accounts::default(),
     };
-    let mut app_state = api::AppState::new(state.clone(), telemetry, readiness)
+    let mut app_state = api::AppState::new(state.clone(), telemetry.clone(), readiness)
         .with_tokens(tokens)
         .with_accounts(accounts);
     if let Some(key_file) = &config.announcements.key_file {
@@ -128,8 +128,12 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             zones: config.announcements.zones.clone(),
             default_expires: Duration::from_secs(config.announcements.default_expires_in_seconds),
             resend_interval: Duration::from_secs(config.announcements.resend_interval_seconds),
+            schedules: config.announcements.schedules.clone(),
         };
-        let announcer = Arc::new(announce::Announcer::new(store, settings, mqtt));
+        let announcer = Arc::new(
+            announce::Announcer::new(store, settings, mqtt)
+                .with_schedule_gauge(telemetry.schedule_version.clone()),
+        );
         let (tap, observations) = announce::Tap::channel();
         decoder = decoder.with_tap(tap);
         app_state = app_state.with_announcer(announcer.clone());

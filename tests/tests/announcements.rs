@@ -40,6 +40,11 @@ impl Setup {
             "rahasia-rina\n",
         );
         assert!(added.status.success(), "{added:?}");
+        let added = user(
+            &["add", "adi", "--role", "admin", "--file", &users],
+            "rahasia-adi\n",
+        );
+        assert!(added.status.success(), "{added:?}");
         let capture = AudioCapture::new(&dir);
         let mut setup = Setup {
             agent: None,
@@ -313,4 +318,42 @@ fn stop_ends_a_playing_announcement() {
         "kept playing: {}",
         setup.loud_seconds()
     );
+}
+
+#[test]
+fn a_schedule_made_through_the_api_is_applied_by_the_agent() {
+    let setup = Setup::start();
+    setup.wait_for_agent();
+    let url = format!("{}/api/v1/schedules", setup.collector().url());
+    // adi:rahasia-adi, an admin.
+    let admin = "Basic YWRpOnJhaGFzaWEtYWRp";
+    let body = json!({"name": "masker-pagi", "targets": [AGENT], "cron": "0 3 * * *",
+                      "announce": {"text": "Mohon tetap memakai masker"}});
+    let body = serde_json::to_vec(&body).unwrap();
+    let (status, text) = http_post(
+        &url,
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", admin),
+        ],
+        &body,
+    )
+    .unwrap();
+    assert_eq!(status, 201, "{text}");
+    let version = wait_until("the agent to apply the schedule", WAIT, || {
+        let (_, body) = setup.collector().api("/api/v1/schedules");
+        let agent = &body["agents"][0];
+        (agent["agent"] == AGENT
+            && agent["published"] == true
+            && agent["applied_version"] == agent["version"])
+            .then(|| agent["version"].as_u64().unwrap())
+    });
+    let series =
+        format!(r#"pantau_collector_sound_schedule_version{{instance="{AGENT}",state="applied"}}"#);
+    assert_eq!(setup.collector().sample(&series), Some(version as f64));
+    let agent_series =
+        format!(r#"pantau_sound_schedule_version{{instance="{AGENT}",site="office"}}"#);
+    setup
+        .collector()
+        .wait_for_sample(&agent_series, WAIT, |value| value == version as f64);
 }

@@ -21,9 +21,13 @@ pub struct AnnouncementsConfig {
     /// Expiry of an announcement that gives no `expires_in_seconds`.
     #[serde(default = "default_expires_in_seconds")]
     pub default_expires_in_seconds: u64,
-    /// How often an announcement not yet acknowledged by its agent is sent again.
+    /// How often an announcement not yet acknowledged by its agent is sent again (and a
+    /// schedule not yet acknowledged by the broker published again).
     #[serde(default = "default_resend_interval_seconds")]
     pub resend_interval_seconds: u64,
+    /// `[[announcements.schedules]]`: reminders from the config, read-only through the API.
+    #[serde(default)]
+    pub schedules: Vec<super::schedules::ScheduleSpec>,
 }
 
 /// `[[announcements.zones]]`: a name for a group of sound agents.
@@ -64,6 +68,7 @@ impl Default for AnnouncementsConfig {
             zones: Vec::new(),
             default_expires_in_seconds: default_expires_in_seconds(),
             resend_interval_seconds: default_resend_interval_seconds(),
+            schedules: Vec::new(),
         }
     }
 }
@@ -114,6 +119,25 @@ impl AnnouncementsConfig {
                 validate_id(agent)
                     .map_err(|why| ConfigError::invalid(format!("{field}.agents"), agent, why))?;
             }
+        }
+        for (index, spec) in self.schedules.iter().enumerate() {
+            let field = format!("announcements.schedules[{index}]");
+            if self
+                .schedules
+                .iter()
+                .filter(|s| s.name == spec.name)
+                .count()
+                > 1
+            {
+                return Err(ConfigError::invalid(
+                    format!("{field}.name"),
+                    &spec.name,
+                    "is used twice",
+                ));
+            }
+            spec.entry()
+                .and_then(|_| spec.agents(&self.zones))
+                .map_err(|why| ConfigError::invalid(&field, &spec.name, why))?;
         }
         if let Some(path) = &self.key_file {
             super::read_key(path).map_err(|why| {

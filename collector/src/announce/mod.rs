@@ -8,13 +8,15 @@
 
 pub mod config;
 mod request;
+mod scheduler;
+pub mod schedules;
 pub mod store;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pantau_protocol::sound::{ANNOUNCE, STOP, StopArgs};
+use pantau_protocol::sound::{ANNOUNCE, SCHEDULE, STOP, StopArgs};
 use pantau_protocol::{COMMAND_REJECTED, CommandMessage, Decoded, Message, SCHEMA_VERSION};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -41,6 +43,9 @@ pub enum AnnounceError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// The thing exists already, or belongs to the config.
+    #[error("{0}")]
+    Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -83,7 +88,9 @@ impl Tap {
                     .events
                     .iter()
                     .filter(|event| {
-                        event.kind.starts_with("announcement_") || event.kind == COMMAND_REJECTED
+                        event.kind.starts_with("announcement_")
+                            || event.kind == COMMAND_REJECTED
+                            || event.kind == schedules::SCHEDULE_APPLIED
                     })
                     .cloned()
                     .collect();
@@ -115,6 +122,8 @@ pub struct Settings {
     pub zones: Vec<Zone>,
     pub default_expires: Duration,
     pub resend_interval: Duration,
+    /// `[[announcements.schedules]]`: read-only, beside those made through the API.
+    pub schedules: Vec<schedules::ScheduleSpec>,
 }
 
 /// Composes, signs, sends and follows announcements.
@@ -123,6 +132,8 @@ pub struct Announcer {
     settings: Settings,
     mqtt: MqttHandle,
     sequence: Mutex<u32>,
+    /// `pantau_collector_sound_schedule_version{instance,state}`, when registered.
+    schedule_gauge: Option<prometheus::IntGaugeVec>,
 }
 
 impl Announcer {
@@ -132,7 +143,14 @@ impl Announcer {
             settings,
             mqtt,
             sequence: Mutex::new(0),
+            schedule_gauge: None,
         }
+    }
+
+    /// Shows each agent's published and applied schedule version in `gauge`.
+    pub fn with_schedule_gauge(mut self, gauge: prometheus::IntGaugeVec) -> Self {
+        self.schedule_gauge = Some(gauge);
+        self
     }
 
     /// The store, for a short query; never held across an await.
@@ -185,8 +203,14 @@ impl Announcer {
         }
         info!(announcement = %id, who, targets = targets.len(), "announcement created");
         for (agent, command_id) in targets {
-            self.send(&agent, &command_id, ANNOUNCE, row.args.clone(), expires_ms)
-                .await;
+            self.send(
+                &agent,
+                &command_id,
+                ANNOUNCE,
+                row.args.clone(),
+                Some(expires_ms),
+            )
+            .await;
         }
         Ok(row)
     }
@@ -224,7 +248,7 @@ impl Announcer {
             };
             let args = serde_json::to_value(args).unwrap_or_default();
             let stop_id = format!("{}-stop", target.command_id);
-            self.send(&target.agent, &stop_id, STOP, args, now_ms + 60_000)
+            self.send(&target.agent, &stop_id, STOP, args, Some(now_ms + 60_000))
                 .await;
         }
         let store = self.store();
@@ -237,21 +261,22 @@ impl Announcer {
         format!("a{now_ms}{:04}", *sequence)
     }
 
-    /// Signs and publishes one command; a failure is logged and left to the resend.
+    /// Signs and publishes one command (a schedule retained); true once the broker has it. A
+    /// failure is logged and left to the resend.
     async fn send(
         &self,
         agent: &str,
         command_id: &str,
         name: &str,
         args: serde_json::Value,
-        expires_ms: i64,
-    ) {
+        expires_ms: Option<i64>,
+    ) -> bool {
         let site = match self.store().agent(agent) {
             Ok(Some((site, _))) => site,
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(error) => {
                 warn!(%error, agent, "cannot read the agent's site");
-                return;
+                return false;
             }
         };
         let mut message = CommandMessage {
@@ -260,21 +285,26 @@ impl Announcer {
             site: site.clone(),
             id: command_id.to_owned(),
             timestamp_ms: unix_ms(SystemTime::now()),
-            expires_ms: Some(expires_ms),
+            expires_ms,
             args,
             hmac: None,
         };
         message.sign(&self.settings.key);
         let topic = format!("{}/v1/{site}/{agent}/cmd/{name}", self.settings.prefix);
         let payload = serde_json::to_vec(&message).unwrap_or_default();
-        match self.mqtt.publish(topic, payload, false).await {
+        let retain = name == SCHEDULE;
+        match self.mqtt.publish(topic, payload, retain).await {
             Ok(()) => {
                 debug!(agent, command_id, name, "command sent");
                 if let Err(error) = self.store().count_send(command_id) {
                     warn!(%error, "cannot count a send");
                 }
+                true
             }
-            Err(error) => debug!(%error, agent, command_id, "command not sent; will resend"),
+            Err(error) => {
+                debug!(%error, agent, command_id, "command not sent; will resend");
+                false
+            }
         }
     }
 
@@ -288,10 +318,13 @@ impl Announcer {
                 let clips = (!clips.is_empty()).then_some(clips.as_slice());
                 store.upsert_agent(&agent, &site, clips, now_ms)
             }
-            Observation::Events { agent, events } => events
-                .iter()
-                .try_for_each(|event| apply_event(&store, &agent, event, now_ms)),
+            Observation::Events { agent, events } => events.iter().try_for_each(|event| {
+                schedules::apply_event(&store, &agent, event)?;
+                apply_event(&store, &agent, event, now_ms)
+            }),
         };
+        drop(store);
+        self.refresh_schedule_gauge();
         if let Err(error) = result {
             warn!(%error, "cannot store an announcement update");
         }
@@ -303,6 +336,7 @@ impl Announcer {
         mut observations: mpsc::Receiver<Observation>,
         shutdown: CancellationToken,
     ) {
+        self.sync_schedules(SystemTime::now()).await;
         let mut resend = tokio::time::interval(self.settings.resend_interval);
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -312,7 +346,10 @@ impl Announcer {
                     Some(observation) => self.observe(observation, SystemTime::now()),
                     None => break,
                 },
-                _ = resend.tick() => self.resend(SystemTime::now()).await,
+                _ = resend.tick() => {
+                    self.resend(SystemTime::now()).await;
+                    self.publish_schedules().await;
+                }
             }
         }
     }
@@ -341,8 +378,14 @@ impl Announcer {
                 }
                 continue;
             }
-            self.send(&agent, &command_id, ANNOUNCE, row.args, row.expires_ms)
-                .await;
+            self.send(
+                &agent,
+                &command_id,
+                ANNOUNCE,
+                row.args,
+                Some(row.expires_ms),
+            )
+            .await;
         }
     }
 }

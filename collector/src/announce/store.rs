@@ -13,7 +13,8 @@ use thiserror::Error;
 /// The database file inside `storage.dir`.
 pub const FILE_NAME: &str = "pantau.sqlite";
 
-const MIGRATIONS: &[&str] = &[r"
+const MIGRATIONS: &[&str] = &[
+    r"
     CREATE TABLE agents (
         id TEXT PRIMARY KEY,
         site TEXT NOT NULL,
@@ -46,7 +47,24 @@ const MIGRATIONS: &[&str] = &[r"
         subject TEXT NOT NULL,
         detail TEXT NOT NULL
     );
-"];
+",
+    r"
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        updated_by TEXT NOT NULL
+    );
+    CREATE TABLE agent_schedules (
+        agent TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        args TEXT NOT NULL,
+        published INTEGER NOT NULL DEFAULT 0,
+        applied_version INTEGER,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+",
+];
 
 /// Why the store cannot be used.
 #[derive(Debug, Error)]
@@ -156,6 +174,11 @@ impl Store {
         self.conn
             .execute_batch("CREATE TABLE IF NOT EXISTS probe_write (x); DROP TABLE probe_write;")?;
         Ok(())
+    }
+
+    /// The connection, for the other tables' own queries (schedules).
+    pub(super) fn conn(&self) -> &Connection {
+        &self.conn
     }
 
     /// Remembers where agent `id` is and which clips it has.

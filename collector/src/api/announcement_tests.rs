@@ -16,18 +16,18 @@ use crate::announce::{Announcer, Observation, Settings, Store, Zone};
 use crate::mqtt::MqttHandle;
 use crate::state::{Liveness, State as AgentsState};
 
-const TOKEN: &str = "0123456789abcdef-ops";
-const KEY: &[u8] = b"sixteen-byte-key-for-tests";
+pub(super) const TOKEN: &str = "0123456789abcdef-ops";
+pub(super) const KEY: &[u8] = b"sixteen-byte-key-for-tests";
 
-struct Fixture {
-    app: AppState,
-    announcer: Arc<Announcer>,
+pub(super) struct Fixture {
+    pub(super) app: AppState,
+    pub(super) announcer: Arc<Announcer>,
     /// (topic, payload, retain) of every publish, in order.
-    sent: Arc<Mutex<Vec<(String, CommandMessage, bool)>>>,
+    pub(super) sent: Arc<Mutex<Vec<(String, CommandMessage, bool)>>>,
     _dir: tempfile::TempDir,
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     let state = Arc::new(RwLock::new(AgentsState::new(Liveness {
         silent_intervals: 3,
         default_interval: Duration::from_secs(15),
@@ -56,12 +56,18 @@ fn fixture() -> Fixture {
         }],
         default_expires: Duration::from_secs(300),
         resend_interval: Duration::from_secs(5),
+        schedules: vec![
+            serde_json::from_value(json!({
+                "name": "config-pagi", "targets": ["aula"], "times": ["08:00"],
+                "announce": {"text": "Selamat pagi"}
+            }))
+            .unwrap(),
+        ],
     };
-    let announcer = Arc::new(Announcer::new(
-        Store::open(dir.path()).unwrap(),
-        settings,
-        mqtt,
-    ));
+    let announcer = Arc::new(
+        Announcer::new(Store::open(dir.path()).unwrap(), settings, mqtt)
+            .with_schedule_gauge(telemetry.schedule_version.clone()),
+    );
     for agent in ["aula", "lobi"] {
         announcer.observe(
             Observation::Status {
@@ -84,6 +90,9 @@ fn fixture() -> Fixture {
     accounts
         .set("tamu", Some(accounts::Role::Viewer), "rahasia-tamu", false)
         .unwrap();
+    accounts
+        .set("adi", Some(accounts::Role::Admin), "rahasia-adi", false)
+        .unwrap();
     let app = AppState::new(state, telemetry, Readiness::default())
         .with_tokens(Tokens::parse(TOKEN).unwrap())
         .with_accounts(accounts)
@@ -97,7 +106,7 @@ fn fixture() -> Fixture {
 }
 
 /// `Authorization: Basic ...` of `user:password`.
-fn basic(credentials: &str) -> String {
+pub(super) fn basic(credentials: &str) -> String {
     use base64::Engine;
     format!(
         "Basic {}",
@@ -147,7 +156,7 @@ async fn users_log_in_with_basic_and_their_role_decides() {
     assert_eq!(failures.with_label_values(&["wrong"]).get(), 2);
 }
 
-async fn call(
+pub(super) async fn call(
     app: &AppState,
     method: &str,
     uri: &str,
@@ -156,7 +165,12 @@ async fn call(
 ) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
+        let value = if token.starts_with("Basic ") {
+            token.to_owned()
+        } else {
+            format!("Bearer {token}")
+        };
+        request = request.header("authorization", value);
     }
     let body = match body {
         Some(body) => {
@@ -175,7 +189,7 @@ async fn call(
     (status, value)
 }
 
-fn error(value: &Value) -> &str {
+pub(super) fn error(value: &Value) -> &str {
     value["error"].as_str().unwrap()
 }
 

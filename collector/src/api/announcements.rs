@@ -24,12 +24,13 @@ impl From<AnnounceError> for ApiError {
         match error {
             AnnounceError::Invalid(message) => ApiError::BadRequest(message),
             AnnounceError::NotFound(message) => ApiError::NotFound(message),
+            AnnounceError::Conflict(message) => ApiError::Conflict(message),
             AnnounceError::Store(error) => ApiError::internal(error),
         }
     }
 }
 
-fn announcer(app: &AppState) -> Result<Arc<Announcer>, ApiError> {
+pub(super) fn announcer(app: &AppState) -> Result<Arc<Announcer>, ApiError> {
     app.announcer.clone().ok_or_else(|| {
         ApiError::Unavailable(
             "announcements are off: set announcements.key_file (the sound agents' key)".to_owned(),

@@ -104,6 +104,28 @@ impl FromRequestParts<AppState> for Writer {
     }
 }
 
+/// A caller with the admin role (schedules); the name is what the audit log records.
+#[derive(Debug, Clone)]
+pub struct Admin(pub String);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let (who, role) = authenticate(parts, app).await?;
+        if role < Role::Admin {
+            app.telemetry
+                .api_auth_failures
+                .with_label_values(&["forbidden"])
+                .inc();
+            return Err(ApiError::Forbidden(format!(
+                "'{who}' has the role {role}; this needs an admin"
+            )));
+        }
+        Ok(Admin(who))
+    }
+}
+
 /// Who is calling and in which role: a bearer token (operator) or a user (HTTP Basic).
 async fn authenticate(parts: &Parts, app: &AppState) -> Result<(String, Role), ApiError> {
     let refuse = |reason: &str, message: &str| {

@@ -20,6 +20,9 @@ pub enum ApiError {
     /// 403: known, but the role may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// 409: exists already, or belongs to the config.
+    #[error("{0}")]
+    Conflict(String),
     /// 503: the feature is switched off by the config.
     #[error("{0}")]
     Unavailable(String),
@@ -39,6 +42,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message),
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
+            ApiError::Conflict(message) => (StatusCode::CONFLICT, message),
             ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             ApiError::Unauthorized(message) => {
                 return (

@@ -7,6 +7,7 @@ mod agents;
 mod announcements;
 mod auth;
 mod error;
+mod schedules;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info};
@@ -99,6 +100,16 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/announcements/{id}", get(announcements::one))
         .route("/api/v1/announcements/{id}/stop", post(announcements::stop))
         .route("/api/v1/audit", get(announcements::audit))
+        .route(
+            "/api/v1/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/api/v1/schedules/{name}",
+            put(schedules::edit).delete(schedules::delete),
+        )
+        .route("/api/v1/schedules/{name}/pause", post(schedules::pause))
+        .route("/api/v1/schedules/{name}/resume", post(schedules::resume))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -185,5 +196,7 @@ async fn count_requests(State(app): State<AppState>, request: Request, next: Nex
 
 #[cfg(test)]
 mod announcement_tests;
+#[cfg(test)]
+mod schedule_tests;
 #[cfg(test)]
 mod tests;
