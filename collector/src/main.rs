@@ -129,6 +129,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             default_expires: Duration::from_secs(config.announcements.default_expires_in_seconds),
             resend_interval: Duration::from_secs(config.announcements.resend_interval_seconds),
             schedules: config.announcements.schedules.clone(),
+            alert_rules: config.announcements.alert_rules.clone(),
         };
         let announcer = Arc::new(
             announce::Announcer::new(store, settings, mqtt)

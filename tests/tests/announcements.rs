@@ -7,8 +7,8 @@ use std::time::Duration;
 use std::process::{Command, Output};
 
 use pantau_tests::{
-    Agent, AudioCapture, Collector, Mosquitto, TestDir, example_config, http_post, pantau_binary,
-    run_with_timeout, wait_until,
+    Agent, Alertmanager, AudioCapture, Collector, Mosquitto, TestDir, example_config, http_post,
+    pantau_binary, run_with_timeout, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -20,6 +20,7 @@ const LOUD: i32 = 1000;
 const AGENT: &str = "aula-sound";
 
 struct Setup {
+    config: std::path::PathBuf,
     agent: Option<Agent>,
     collector: Option<Collector>,
     broker: Mosquitto,
@@ -29,7 +30,16 @@ struct Setup {
 
 impl Setup {
     fn start() -> Setup {
+        Setup::start_with(None)
+    }
+
+    /// With `config` (TOML) as the collector's config file instead of the example.
+    fn start_with(config: Option<&str>) -> Setup {
         let dir = TestDir::new();
+        let config = match config {
+            Some(text) => dir.write("collector.toml", text),
+            None => example_config("collector.toml"),
+        };
         let broker = Mosquitto::start();
         dir.write("sound.key", KEY);
         dir.write("api-tokens", format!("# operators\n{TOKEN}\n"));
@@ -47,6 +57,7 @@ impl Setup {
         assert!(added.status.success(), "{added:?}");
         let capture = AudioCapture::new(&dir);
         let mut setup = Setup {
+            config,
             agent: None,
             collector: None,
             broker,
@@ -63,9 +74,10 @@ impl Setup {
         let tokens = self.dir.join("api-tokens").display().to_string();
         let storage = self.dir.join("storage").display().to_string();
         let users = self.dir.join("api-users").display().to_string();
-        self.collector = Some(Collector::with_env(
+        self.collector = Some(Collector::with_config(
             &self.dir,
             &self.broker,
+            &self.config,
             &[
                 ("PANTAU_ANNOUNCEMENTS__KEY_FILE", key.as_str()),
                 ("PANTAU_ANNOUNCEMENTS__RESEND_INTERVAL_SECONDS", "1"),
@@ -356,4 +368,65 @@ fn a_schedule_made_through_the_api_is_applied_by_the_agent() {
     setup
         .collector()
         .wait_for_sample(&agent_series, WAIT, |value| value == version as f64);
+}
+
+#[test]
+fn an_alert_from_alertmanager_is_announced_once() {
+    let setup = Setup::start_with(Some(
+        r#"
+[[announcements.alert_rules]]
+name = "link-down"
+alertname = "LinkDown"
+message = "Perhatian: jaringan {{ $labels.link }} terputus"
+targets = ["aula-sound"]
+chime = false
+"#,
+    ));
+    setup.wait_for_agent();
+    let webhook = format!("{}/api/v1/alertmanager", setup.collector().url());
+    let alertmanager = Alertmanager::start_with_bearer(&webhook, Some(TOKEN));
+    let alert =
+        json!([{"labels": {"alertname": "LinkDown", "link": "gor-dc", "severity": "critical"}}]);
+    let alerts = format!("{}/api/v2/alerts", alertmanager.url());
+    let (status, body) = pantau_tests::http_post_json(&alerts, &alert).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let id = wait_until("the alert to be announced", WAIT, || {
+        let (_, body) = setup.collector().api("/api/v1/announcements");
+        body["announcements"][0]["id"].as_str().map(str::to_owned)
+    });
+    let (_, body) = setup
+        .collector()
+        .api(&format!("/api/v1/announcements/{id}"));
+    assert_eq!(
+        body["args"]["text"], "Perhatian: jaringan gor-dc terputus",
+        "{body}"
+    );
+    assert_eq!(body["args"]["priority"], "alert");
+    setup.wait_for_status(&id, "finished");
+    assert!(setup.loud_seconds() > 1.0);
+    // The same alert posted again: one announcement still (Alertmanager itself holds a repeat
+    // for its repeat_interval; the collector's own limit per rule is in the API tests).
+    let (status, _) = pantau_tests::http_post_json(&alerts, &alert).unwrap();
+    assert_eq!(status, 200);
+    std::thread::sleep(Duration::from_secs(4));
+    let (_, body) = setup.collector().api("/api/v1/announcements");
+    assert_eq!(
+        body["announcements"].as_array().unwrap().len(),
+        1,
+        "{body}\n{}",
+        alertmanager.logs()
+    );
+    let (_, body) = setup.collector().api("/api/v1/audit");
+    let reasons: Vec<&str> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "alert")
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 1, "{body}");
+    assert!(
+        reasons[0].starts_with("rule 'link-down': alert LinkDown firing"),
+        "{body}"
+    );
 }

@@ -28,6 +28,10 @@ pub struct AnnouncementsConfig {
     /// `[[announcements.schedules]]`: reminders from the config, read-only through the API.
     #[serde(default)]
     pub schedules: Vec<super::schedules::ScheduleSpec>,
+    /// `[[announcements.alert_rules]]`: Alertmanager alerts announced through
+    /// `POST /api/v1/alertmanager`.
+    #[serde(default)]
+    pub alert_rules: Vec<super::alerts::AlertRule>,
 }
 
 /// `[[announcements.zones]]`: a name for a group of sound agents.
@@ -69,6 +73,7 @@ impl Default for AnnouncementsConfig {
             default_expires_in_seconds: default_expires_in_seconds(),
             resend_interval_seconds: default_resend_interval_seconds(),
             schedules: Vec::new(),
+            alert_rules: Vec::new(),
         }
     }
 }
@@ -138,6 +143,20 @@ impl AnnouncementsConfig {
             spec.entry()
                 .and_then(|_| spec.agents(&self.zones))
                 .map_err(|why| ConfigError::invalid(&field, &spec.name, why))?;
+        }
+        for (index, rule) in self.alert_rules.iter().enumerate() {
+            let field = format!("announcements.alert_rules[{index}]");
+            rule.validate()
+                .map_err(|why| ConfigError::invalid(&field, &rule.name, why))?;
+            for zone in &rule.zones {
+                if !self.zones.iter().any(|z| &z.name == zone) {
+                    return Err(ConfigError::invalid(
+                        format!("{field}.zones"),
+                        zone,
+                        "is not a zone of announcements.zones",
+                    ));
+                }
+            }
         }
         if let Some(path) = &self.key_file {
             super::read_key(path).map_err(|why| {

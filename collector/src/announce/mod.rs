@@ -6,6 +6,7 @@
 //! The decoder hands statuses and events to the `Tap` (a bounded channel, never blocking the
 //! decoder); `Announcer::run` applies them and resends what is pending.
 
+pub mod alerts;
 pub mod config;
 mod request;
 mod scheduler;
@@ -124,6 +125,8 @@ pub struct Settings {
     pub resend_interval: Duration,
     /// `[[announcements.schedules]]`: read-only, beside those made through the API.
     pub schedules: Vec<schedules::ScheduleSpec>,
+    /// `[[announcements.alert_rules]]`: Alertmanager alerts that are announced.
+    pub alert_rules: Vec<alerts::AlertRule>,
 }
 
 /// Composes, signs, sends and follows announcements.
@@ -134,6 +137,8 @@ pub struct Announcer {
     sequence: Mutex<u32>,
     /// `pantau_collector_sound_schedule_version{instance,state}`, when registered.
     schedule_gauge: Option<prometheus::IntGaugeVec>,
+    /// When each alert was last announced.
+    alert_limit: alerts::RateLimit,
 }
 
 impl Announcer {
@@ -144,6 +149,7 @@ impl Announcer {
             mqtt,
             sequence: Mutex::new(0),
             schedule_gauge: None,
+            alert_limit: alerts::RateLimit::default(),
         }
     }
 

@@ -63,6 +63,15 @@ pub(super) fn fixture() -> Fixture {
             }))
             .unwrap(),
         ],
+        alert_rules: vec![
+            serde_json::from_value(json!({
+                "name": "link-down", "alertname": "LinkDown", "labels": {"severity": "critical"},
+                "message": "Perhatian: jaringan {{ $labels.link }} terputus",
+                "resolved_message": "Jaringan {{ $labels.link }} sudah pulih",
+                "targets": ["aula"]
+            }))
+            .unwrap(),
+        ],
     };
     let announcer = Arc::new(
         Announcer::new(Store::open(dir.path()).unwrap(), settings, mqtt)

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::auth::Writer;
 use super::{ApiError, AppState};
+use crate::announce::alerts::{Webhook, WebhookOutcome};
 use crate::announce::{AnnounceError, AnnouncementRequest, AnnouncementRow, Announcer, unix_ms};
 
 /// Most rows a history or audit request returns.
@@ -158,4 +159,27 @@ pub async fn audit(
 #[derive(Debug, Deserialize)]
 pub struct AuditQuery {
     limit: Option<u32>,
+}
+
+/// `POST /api/v1/alertmanager`: Alertmanager's webhook (version 4), announced by
+/// `[[announcements.alert_rules]]`. Always 200 once read (with what was announced and what
+/// was skipped, and why), so Alertmanager does not resend a notification forever.
+pub async fn alertmanager(
+    State(app): State<AppState>,
+    Writer(who): Writer,
+    body: Result<Json<Webhook>, JsonRejection>,
+) -> Result<Json<WebhookOutcome>, ApiError> {
+    let announcer = announcer(&app)?;
+    let Json(webhook) = body.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    if webhook.version != "4" {
+        return Err(ApiError::BadRequest(format!(
+            "`version`: '{}' is not Alertmanager's webhook version 4",
+            webhook.version
+        )));
+    }
+    Ok(Json(
+        announcer
+            .alertmanager(&who, webhook, SystemTime::now())
+            .await,
+    ))
 }

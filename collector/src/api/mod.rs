@@ -100,6 +100,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/announcements/{id}", get(announcements::one))
         .route("/api/v1/announcements/{id}/stop", post(announcements::stop))
         .route("/api/v1/audit", get(announcements::audit))
+        .route("/api/v1/alertmanager", post(announcements::alertmanager))
         .route(
             "/api/v1/schedules",
             get(schedules::list).post(schedules::create),
@@ -194,6 +195,8 @@ async fn count_requests(State(app): State<AppState>, request: Request, next: Nex
     response
 }
 
+#[cfg(test)]
+mod alert_tests;
 #[cfg(test)]
 mod announcement_tests;
 #[cfg(test)]
