@@ -490,6 +490,7 @@ impl CollectorConfig {
         }
         self.limits.validate()?;
         self.announcements.validate()?;
+        self.storage.validate()?;
         self.validate_broker()
     }
 

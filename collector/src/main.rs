@@ -9,6 +9,7 @@
 mod announce;
 mod api;
 mod broker;
+mod commands;
 mod config;
 mod exposition;
 mod ingest;
@@ -17,7 +18,6 @@ mod mqtt;
 mod properties;
 mod readiness;
 mod state;
-mod user_command;
 mod users;
 
 use std::process::ExitCode;
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         CollectorConfig::load,
         |_| "config OK".to_owned(),
         run,
-        user_command::run,
+        commands::run,
     )
 }
 
@@ -130,6 +130,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             resend_interval: Duration::from_secs(config.announcements.resend_interval_seconds),
             schedules: config.announcements.schedules.clone(),
             alert_rules: config.announcements.alert_rules.clone(),
+            retention: Duration::from_secs(config.storage.retention_days.saturating_mul(86_400)),
         };
         let announcer = Arc::new(
             announce::Announcer::new(store, settings, mqtt)

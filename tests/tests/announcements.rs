@@ -273,6 +273,32 @@ fn an_api_announcement_plays_and_its_history_survives_a_restart() {
     assert_eq!(body["announcements"][0]["id"], id.as_str(), "{body}");
     let (_, body) = setup.collector().api("/api/v1/audit");
     assert_eq!(body["entries"][0]["action"], "announce", "{body}");
+    // A backup while the collector runs is a whole SQLite database holding the history.
+    let copy = setup.dir.join("backup.sqlite");
+    let storage = setup.dir.join("storage").display().to_string();
+    let out = run_with_timeout(
+        Command::new(pantau_binary("pantau-collector"))
+            .args(["backup", "--dir", &storage])
+            .arg(&copy),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let bytes = std::fs::read(&copy).expect("the backup exists");
+    assert!(bytes.starts_with(b"SQLite format 3\0"));
+    assert!(
+        bytes.windows(id.len()).any(|w| w == id.as_bytes()),
+        "the backup holds {id}"
+    );
+    let again = run_with_timeout(
+        Command::new(pantau_binary("pantau-collector"))
+            .args(["backup", "--dir", &storage])
+            .arg(&copy),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists; give a new file"));
     // The agent's site was kept: a new announcement goes out before any new birth.
     let (status, body) =
         setup.announce(json!({"text": "Sekali lagi", "targets": [AGENT], "chime": false}));

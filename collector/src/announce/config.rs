@@ -51,6 +51,26 @@ pub struct StorageConfig {
     /// created if missing. Used only when `announcements.key_file` is set.
     #[serde(default = "default_storage_dir")]
     pub dir: PathBuf,
+    /// Announcements and audit rows older than this many days are deleted (checked hourly).
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u64,
+}
+
+fn default_retention_days() -> u64 {
+    365
+}
+
+impl StorageConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=36_500).contains(&self.retention_days) {
+            return Err(ConfigError::invalid(
+                "storage.retention_days",
+                self.retention_days,
+                "must be 1 to 36500",
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn default_expires_in_seconds() -> u64 {
@@ -82,6 +102,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             dir: default_storage_dir(),
+            retention_days: default_retention_days(),
         }
     }
 }

@@ -127,6 +127,8 @@ pub struct Settings {
     pub schedules: Vec<schedules::ScheduleSpec>,
     /// `[[announcements.alert_rules]]`: Alertmanager alerts that are announced.
     pub alert_rules: Vec<alerts::AlertRule>,
+    /// History older than this is deleted.
+    pub retention: Duration,
 }
 
 /// Composes, signs, sends and follows announcements.
@@ -343,6 +345,7 @@ impl Announcer {
         shutdown: CancellationToken,
     ) {
         self.sync_schedules(SystemTime::now()).await;
+        let mut prune = tokio::time::interval(Duration::from_secs(3600));
         let mut resend = tokio::time::interval(self.settings.resend_interval);
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -352,11 +355,27 @@ impl Announcer {
                     Some(observation) => self.observe(observation, SystemTime::now()),
                     None => break,
                 },
+                _ = prune.tick() => self.prune(SystemTime::now()),
                 _ = resend.tick() => {
                     self.resend(SystemTime::now()).await;
                     self.publish_schedules().await;
                 }
             }
+        }
+    }
+
+    /// Deletes history older than the retention.
+    pub fn prune(&self, now: SystemTime) {
+        let before = now
+            .checked_sub(self.settings.retention)
+            .unwrap_or(UNIX_EPOCH);
+        match self.store().prune(unix_ms(before)) {
+            Ok(0) => {}
+            Ok(gone) => info!(
+                announcements = gone,
+                "deleted history past storage.retention_days"
+            ),
+            Err(error) => warn!(%error, "cannot delete old history"),
         }
     }
 

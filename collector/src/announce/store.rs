@@ -292,6 +292,32 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes announcements (with their targets) and audit rows older than `before_ms`;
+    /// returns how many announcements went.
+    pub fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "DELETE FROM targets WHERE announcement IN
+               (SELECT id FROM announcements WHERE created_ms < ?1)",
+            params![before_ms],
+        )?;
+        let gone = tx.execute(
+            "DELETE FROM announcements WHERE created_ms < ?1",
+            params![before_ms],
+        )?;
+        tx.execute("DELETE FROM audit WHERE at_ms < ?1", params![before_ms])?;
+        tx.commit()?;
+        Ok(gone)
+    }
+
+    /// Writes a consistent copy of the database to `path` (SQLite's `VACUUM INTO`), safe
+    /// while a collector is writing to it.
+    pub fn backup(&self, path: &Path) -> Result<(), StoreError> {
+        let target = path.to_string_lossy().into_owned();
+        self.conn.execute("VACUUM INTO ?1", params![target])?;
+        Ok(())
+    }
+
     /// One announcement with its targets.
     pub fn announcement(&self, id: &str) -> Result<Option<AnnouncementRow>, StoreError> {
         let row = self
@@ -455,6 +481,40 @@ mod tests {
                 .is_empty()
         );
         assert!(store.history(11, 20, None, None, 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn prune_drops_old_history_and_backup_copies_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (id, created_ms) in [("old", 10), ("new", 1000)] {
+            let row = AnnouncementRow {
+                id: id.to_owned(),
+                created_ms,
+                created_by: "t".to_owned(),
+                expires_ms: created_ms + 100,
+                args: serde_json::json!({}),
+                stopped_ms: None,
+                targets: Vec::new(),
+            };
+            let target = [("aula".to_owned(), format!("{id}-0"))];
+            store.insert_announcement(&row, &target).unwrap();
+            store.audit(created_ms, "t", "announce", id, "").unwrap();
+        }
+        assert_eq!(store.prune(500).unwrap(), 1);
+        assert!(store.announcement("old").unwrap().is_none());
+        assert_eq!(store.audit_log(10).unwrap().len(), 1);
+        let copy = tempfile::tempdir().unwrap();
+        store.backup(&copy.path().join(FILE_NAME)).unwrap();
+        let copied = Store::open(copy.path()).unwrap();
+        assert_eq!(
+            copied.announcement("new").unwrap().unwrap().targets.len(),
+            1
+        );
+        assert!(
+            store.backup(&copy.path().join(FILE_NAME)).is_err(),
+            "VACUUM INTO never overwrites"
+        );
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub(super) fn fixture() -> Fixture {
             }))
             .unwrap(),
         ],
+        retention: Duration::from_secs(365 * 86_400),
         alert_rules: vec![
             serde_json::from_value(json!({
                 "name": "link-down", "alertname": "LinkDown", "labels": {"severity": "critical"},

@@ -1,7 +1,11 @@
-//! `pantau-collector user add|passwd|remove`: edits `api.users_file` (default
-//! `/etc/pantau/api-users`). The password is read from the first line of standard input, so
-//! it never shows in the process list or the shell history:
-//! `printf '%s\n' "$PASSWORD" | pantau-collector user add rina --role operator`.
+//! The collector's subcommands, run instead of the service:
+//!
+//! - `pantau-collector user add|passwd|remove`: edits `api.users_file` (default
+//!   `/etc/pantau/api-users`). The password is read from the first line of standard input, so
+//!   it never shows in the process list or the shell history:
+//!   `printf '%s\n' "$PASSWORD" | pantau-collector user add rina --role operator`.
+//! - `pantau-collector backup FILE`: a consistent copy of the SQLite database in
+//!   `storage.dir`, safe while the collector runs.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -18,6 +22,15 @@ pub enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Copy the announcement database (history, audit log, schedules) to FILE, consistently,
+    /// while the collector runs; FILE must not exist. Restore by stopping the collector and
+    /// putting FILE in storage.dir as pantau.sqlite.
+    Backup {
+        file: PathBuf,
+        /// The collector's storage.dir.
+        #[arg(long, default_value = "/var/lib/pantau-collector")]
+        dir: PathBuf,
     },
 }
 
@@ -51,14 +64,17 @@ const DEFAULT_FILE: &str = "/etc/pantau/api-users";
 
 /// Runs a subcommand; prints what it did or why not.
 pub fn run(command: Command) -> ExitCode {
-    let Command::User { action } = command;
-    match user(action) {
+    let (name, result) = match command {
+        Command::User { action } => ("user", user(action)),
+        Command::Backup { file, dir } => ("backup", backup(&file, &dir)),
+    };
+    match result {
         Ok(done) => {
             println!("{done}");
             ExitCode::SUCCESS
         }
         Err(why) => {
-            eprintln!("pantau-collector user: {why}");
+            eprintln!("pantau-collector {name}: {why}");
             ExitCode::FAILURE
         }
     }
@@ -84,6 +100,23 @@ fn user(action: UserAction) -> Result<String, String> {
     }
     accounts.save(file)?;
     Ok(done)
+}
+
+fn backup(file: &std::path::Path, dir: &std::path::Path) -> Result<String, String> {
+    if !dir.join(crate::announce::store::FILE_NAME).exists() {
+        return Err(format!(
+            "no database in '{}' (give the collector's storage.dir with --dir)",
+            dir.display()
+        ));
+    }
+    if file.exists() {
+        return Err(format!("'{}' exists; give a new file", file.display()));
+    }
+    let store = crate::announce::Store::open(dir).map_err(|error| error.to_string())?;
+    store
+        .backup(file)
+        .map_err(|error| format!("cannot write '{}': {error}", file.display()))?;
+    Ok(format!("backed up {} to {}", dir.display(), file.display()))
 }
 
 fn read_password() -> Result<String, String> {
