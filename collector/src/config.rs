@@ -56,6 +56,12 @@ pub struct HttpConfig {
     /// Address for `/metrics`, `/healthz`, `/readyz` and `/api/v1/`.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM); needs `tls_key_file`.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// `[broker]`: the MQTT broker built into the collector.
@@ -333,6 +339,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_http_listen(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -384,6 +392,8 @@ impl CollectorConfig {
                 ConfigError::invalid("broker.password_file", path.display(), error.to_string())
             })?;
         }
+        // The messages already name the field and the file.
+        config.tls().map_err(ConfigError::Parse)?;
         if let Some(path) = &config.api.token_file {
             crate::api::Tokens::load(path)
                 .map_err(|why| ConfigError::invalid("api.token_file", path.display(), why))?;
@@ -585,6 +595,20 @@ impl CollectorConfig {
         Ok(())
     }
 
+    /// The HTTPS config when `http.tls_cert_file` and `http.tls_key_file` are both set.
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+        match (&self.http.tls_cert_file, &self.http.tls_key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
+            (Some(_), None) => {
+                Err("http.tls_key_file: is required with http.tls_cert_file".to_owned())
+            }
+            (None, Some(_)) => {
+                Err("http.tls_cert_file: is required with http.tls_key_file".to_owned())
+            }
+        }
+    }
+
     pub fn default_interval(&self) -> Duration {
         Duration::from_secs(self.agents.default_interval_seconds)
     }
@@ -630,6 +654,7 @@ mod tests {
         let config = CollectorConfig {
             http: HttpConfig {
                 listen: taken.local_addr().unwrap(),
+                ..HttpConfig::default()
             },
             broker: BrokerConfig {
                 embedded: false,

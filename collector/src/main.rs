@@ -18,6 +18,7 @@ mod mqtt;
 mod properties;
 mod readiness;
 mod state;
+mod tls;
 mod users;
 
 use std::process::ExitCode;
@@ -145,7 +146,9 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
-    info!(listen = %config.http.listen, "serving /metrics and /api/v1");
+    let tls = config.tls().map_err(anyhow::Error::msg)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(listen = %config.http.listen, scheme, "serving /metrics and /api/v1");
     let app = api::app(app_state);
 
     // At shutdown the connection stops on the token and closes the queue, which ends the
@@ -155,11 +158,29 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     supervisor.spawn("decoder", decoder.run(queue_rx));
     supervisor.spawn("sweeper", ingest::run_sweeper(state, shutdown.clone()));
     let http_shutdown = shutdown.clone();
-    supervisor.spawn("http", async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await
-    });
+    match tls {
+        None => supervisor.spawn("http", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await
+        }),
+        Some(tls) => {
+            let listener = listener.into_std().context("http.listen")?;
+            let handle = axum_server::Handle::new();
+            let stop = handle.clone();
+            tokio::spawn(async move {
+                http_shutdown.cancelled().await;
+                stop.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+            let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+            supervisor.spawn("http", async move {
+                axum_server::from_tcp_rustls(listener, tls)
+                    .handle(handle)
+                    .serve(app.into_make_service())
+                    .await
+            });
+        }
+    }
     supervisor.run().await?;
     info!("collector stopped");
     Ok(())
