@@ -12,13 +12,14 @@ mod request;
 mod scheduler;
 pub mod schedules;
 pub mod store;
+mod tap;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pantau_protocol::sound::{ANNOUNCE, SCHEDULE, STOP, StopArgs};
-use pantau_protocol::{COMMAND_REJECTED, CommandMessage, Decoded, Message, SCHEMA_VERSION};
+use pantau_protocol::{CommandMessage, SCHEMA_VERSION};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,15 +28,12 @@ use tracing::{debug, info, warn};
 pub use config::{AnnouncementsConfig, StorageConfig, Zone};
 pub use request::AnnouncementRequest;
 pub use store::{AnnouncementRow, Store, StoreError};
+pub use tap::{Observation, Tap};
 
 use crate::mqtt::MqttHandle;
 
 /// Statuses after which nothing is sent for a target any more.
 const PENDING: &str = "pending";
-
-/// Messages waiting between the decoder and the announcer; beyond it they are dropped (and
-/// the resend picks up what a dropped answer would have stopped).
-const TAP_CAPACITY: usize = 1024;
 
 /// Why an announcement request or stop was refused; client errors name the field.
 #[derive(Debug, Error)]
@@ -49,63 +47,6 @@ pub enum AnnounceError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// What the decoder passes on: births (site, clips) and events (announcement outcomes).
-#[derive(Debug)]
-pub enum Observation {
-    Status {
-        agent: String,
-        site: String,
-        clips: Vec<String>,
-    },
-    Events {
-        agent: String,
-        events: Vec<pantau_protocol::Event>,
-    },
-}
-
-/// The decoder's end: offers what matters to announcements, never waiting.
-#[derive(Debug, Clone)]
-pub struct Tap(mpsc::Sender<Observation>);
-
-impl Tap {
-    pub fn channel() -> (Self, mpsc::Receiver<Observation>) {
-        let (sender, receiver) = mpsc::channel(TAP_CAPACITY);
-        (Self(sender), receiver)
-    }
-
-    /// Passes on a status or an events message that mentions announcements or commands.
-    pub fn offer(&self, decoded: &Decoded) {
-        let agent = decoded.topic.agent.clone();
-        let observation = match &decoded.message {
-            Message::Status(status) => Observation::Status {
-                agent,
-                site: status.site.clone(),
-                clips: status.clips.clone(),
-            },
-            Message::Events(events) => {
-                let events: Vec<_> = events
-                    .events
-                    .iter()
-                    .filter(|event| {
-                        event.kind.starts_with("announcement_")
-                            || event.kind == COMMAND_REJECTED
-                            || event.kind == schedules::SCHEDULE_APPLIED
-                    })
-                    .cloned()
-                    .collect();
-                if events.is_empty() {
-                    return;
-                }
-                Observation::Events { agent, events }
-            }
-            _ => return,
-        };
-        if self.0.try_send(observation).is_err() {
-            debug!("announcement tap full: an observation was dropped");
-        }
-    }
 }
 
 /// Unix milliseconds of `time`.
@@ -328,7 +269,7 @@ impl Announcer {
             }
             Observation::Events { agent, events } => events.iter().try_for_each(|event| {
                 schedules::apply_event(&store, &agent, event)?;
-                apply_event(&store, &agent, event, now_ms)
+                tap::apply_event(&store, &agent, event, now_ms)
             }),
         };
         drop(store);
@@ -413,38 +354,6 @@ impl Announcer {
             .await;
         }
     }
-}
-
-/// Updates a target's status from one of its agent's events.
-fn apply_event(
-    store: &Store,
-    agent: &str,
-    event: &pantau_protocol::Event,
-    now_ms: i64,
-) -> Result<(), StoreError> {
-    if let Some(outcome) = event.kind.strip_prefix("announcement_") {
-        if let Some(command_id) = event.labels.get("announcement") {
-            store.set_status_of(agent, command_id, outcome, &event.message, now_ms)?;
-        }
-        return Ok(());
-    }
-    let (Some(command_id), Some(reason)) =
-        (event.labels.get("command_id"), event.labels.get("reason"))
-    else {
-        return Ok(());
-    };
-    // A resend that crossed the agent's answer is refused as a replay: the first answer stands.
-    if reason == "replayed" {
-        return Ok(());
-    }
-    store.set_status_of(
-        agent,
-        command_id,
-        "rejected",
-        &format!("{reason}: {}", event.message),
-        now_ms,
-    )?;
-    Ok(())
 }
 
 /// Reads the shared command key, as the agent does: the file's bytes, trimmed.

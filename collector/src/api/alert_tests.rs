@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::announcement_tests::{TOKEN, call, error, fixture};
+use super::test_support::{TOKEN, call, error, fixture};
 
 fn webhook(status: &str, alertname: &str) -> Value {
     json!({

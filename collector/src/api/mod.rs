@@ -202,4 +202,6 @@ mod announcement_tests;
 #[cfg(test)]
 mod schedule_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use pantau_protocol::{Event, Severity};
 use serde_json::json;
 
-use super::announcement_tests::{KEY, TOKEN, basic, call, error, fixture};
+use super::test_support::{KEY, TOKEN, basic, call, error, fixture};
 use crate::announce::Observation;
 
 fn schedule_body(name: &str) -> serde_json::Value {
