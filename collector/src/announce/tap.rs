@@ -36,8 +36,9 @@ impl Tap {
         (Self(sender), receiver)
     }
 
-    /// Passes on a status or an events message that mentions announcements or commands.
-    pub fn offer(&self, decoded: &Decoded) {
+    /// What of `decoded` matters to announcements: a status, or the events that answer
+    /// announcements and schedules.
+    pub fn observe(decoded: &Decoded) -> Option<Observation> {
         let agent = decoded.topic.agent.clone();
         let observation = match &decoded.message {
             Message::Status(status) => Observation::Status {
@@ -57,12 +58,17 @@ impl Tap {
                     .cloned()
                     .collect();
                 if events.is_empty() {
-                    return;
+                    return None;
                 }
                 Observation::Events { agent, events }
             }
-            _ => return,
+            _ => return None,
         };
+        Some(observation)
+    }
+
+    /// Passes `observation` on, or drops it if the announcer is that far behind.
+    pub fn offer(&self, observation: Observation) {
         if self.0.try_send(observation).is_err() {
             debug!("announcement tap full: an observation was dropped");
         }

@@ -61,7 +61,7 @@ impl Decoder {
         }
     }
 
-    /// Also offers every accepted-looking status and events message to `tap`.
+    /// Also offers every accepted status and announcement events to `tap`.
     pub fn with_tap(mut self, tap: Tap) -> Self {
         self.tap = Some(tap);
         self
@@ -121,13 +121,20 @@ impl Decoder {
             }
         };
         let agent = decoded.topic.agent.clone();
-        if let Some(tap) = &self.tap {
-            tap.offer(&decoded);
-        }
+        let observation = self.tap.as_ref().and_then(|_| Tap::observe(&decoded));
         let outcome = {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             state.apply(decoded, received.retained, now)
         };
+        // Only what the state took (not a duplicate, a stale will or a refused message).
+        if let (Some(tap), Some(observation)) = (&self.tap, observation)
+            && matches!(
+                outcome,
+                Outcome::Accepted | Outcome::Late | Outcome::Partly { .. }
+            )
+        {
+            tap.offer(observation);
+        }
         match outcome {
             Outcome::Accepted | Outcome::Ignored => {}
             Outcome::Late => debug!(agent = ?agent, "accepted a late message"),
@@ -338,6 +345,41 @@ mod tests {
         let events = f.state.read().unwrap().events("a").unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "agent_started");
+    }
+
+    #[tokio::test]
+    async fn the_tap_gets_births_and_announcement_events_once() {
+        let f = fixture();
+        let (tap, mut observations) = crate::announce::Tap::channel();
+        let mut decoder = f.decoder.with_tap(tap);
+        let birth = br#"{"schema":1,"agent":"a","site":"dc","state":"online","timestamp_ms":1,
+            "clips":["bel.wav"]}"#;
+        decoder.handle(received("pantau/v1/dc/a/status", birth, false));
+        let events = br#"{"schema":1,"agent":"a","site":"dc","seq":5,"timestamp_ms":9,
+            "events":[{"kind":"agent_started","severity":"info","message":"hi"},
+                      {"kind":"announcement_queued","severity":"info","message":"queued",
+                       "labels":{"announcement":"a1-0"}}]}"#;
+        decoder.handle(received("pantau/v1/dc/a/events", events, false));
+        // A QoS 1 redelivery is a duplicate: not offered again.
+        decoder.handle(received("pantau/v1/dc/a/events", events, false));
+        let metrics =
+            br#"{"schema":1,"agent":"a","site":"dc","seq":6,"timestamp_ms":9,"families":[]}"#;
+        decoder.handle(received("pantau/v1/dc/a/metrics", metrics, false));
+        match observations.try_recv().unwrap() {
+            crate::announce::Observation::Status { agent, site, clips } => {
+                assert_eq!((agent.as_str(), site.as_str()), ("a", "dc"));
+                assert_eq!(clips, ["bel.wav"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match observations.try_recv().unwrap() {
+            crate::announce::Observation::Events { events, .. } => {
+                assert_eq!(events.len(), 1);
+                assert_eq!(events[0].kind, "announcement_queued");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(observations.try_recv().is_err());
     }
 
     #[tokio::test]
