@@ -196,7 +196,9 @@ impl Announcer {
                 up_to: None,
             };
             let args = serde_json::to_value(args).unwrap_or_default();
-            let stop_id = format!("{}-stop", target.command_id);
+            // Unique per stop: the agent refuses a repeated id as a replay, and a second stop
+            // (say, of an announcement the agent queued again after a reconnect) must work.
+            let stop_id = format!("{}-stop-{now_ms}", target.command_id);
             self.send(&target.agent, &stop_id, STOP, args, Some(now_ms + 60_000))
                 .await;
         }

@@ -345,9 +345,26 @@ async fn stop_sends_a_signed_stop_and_ends_pending_targets() {
     assert_eq!(topic, "pantau/v1/dc/aula/cmd/stop");
     assert_eq!(message.args, json!({"announcement": format!("{id}-0")}));
     message.verify(KEY).unwrap();
+    assert!(
+        message.id.starts_with(&format!("{id}-0-stop-")),
+        "{}",
+        message.id
+    );
     // Stopped targets are not sent again.
     f.announcer.resend(SystemTime::now()).await;
     assert_eq!(f.sent.lock().unwrap().len(), 2);
+    // A second stop is a new command, not a replay of the first.
+    f.announcer
+        .stop(
+            "token:x",
+            &id,
+            SystemTime::now() + std::time::Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+    let sent = f.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 3);
+    assert_ne!(sent[2].1.id, sent[1].1.id);
 }
 
 #[tokio::test]
