@@ -10,8 +10,21 @@ use pantau_runtime::config::{self, ConfigError};
 use pantau_runtime::mqtt::{Endpoint, MqttSettings};
 use serde::Deserialize;
 
+pub use crate::announce::{AnnouncementsConfig, StorageConfig};
+pub use crate::api::ApiConfig;
+
 /// Sections that `PANTAU_<SECTION>__<KEY>` may override.
-const SECTIONS: &[&str] = &["http", "broker", "mqtt", "ingest", "agents", "limits"];
+const SECTIONS: &[&str] = &[
+    "http",
+    "broker",
+    "mqtt",
+    "ingest",
+    "agents",
+    "limits",
+    "api",
+    "announcements",
+    "storage",
+];
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +41,12 @@ pub struct CollectorConfig {
     pub agents: AgentsConfig,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub announcements: AnnouncementsConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
 }
 
 /// `[http]`: the Prometheus endpoint and the API.
@@ -37,6 +56,12 @@ pub struct HttpConfig {
     /// Address for `/metrics`, `/healthz`, `/readyz` and `/api/v1/`.
     #[serde(default = "default_http_listen")]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM); needs `tls_key_file`.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// `[broker]`: the MQTT broker built into the collector.
@@ -73,7 +98,7 @@ pub struct BrokerConfig {
 }
 
 /// An empty string (e.g. `PANTAU_BROKER__PASSWORD_FILE=`) switches an optional path off.
-fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn empty_path_is_none<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<PathBuf>, D::Error> {
     let path: Option<PathBuf> = Option::deserialize(deserializer)?;
@@ -314,6 +339,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: default_http_listen(),
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -364,6 +391,16 @@ impl CollectorConfig {
             crate::users::Users::load(path).map_err(|error| {
                 ConfigError::invalid("broker.password_file", path.display(), error.to_string())
             })?;
+        }
+        // The messages already name the field and the file.
+        config.tls().map_err(ConfigError::Parse)?;
+        if let Some(path) = &config.api.token_file {
+            crate::api::Tokens::load(path)
+                .map_err(|why| ConfigError::invalid("api.token_file", path.display(), why))?;
+        }
+        if let Some(path) = &config.api.users_file {
+            crate::api::accounts::Accounts::load(path, false)
+                .map_err(|why| ConfigError::invalid("api.users_file", path.display(), why))?;
         }
         Ok(config)
     }
@@ -462,6 +499,8 @@ impl CollectorConfig {
             ));
         }
         self.limits.validate()?;
+        self.announcements.validate()?;
+        self.storage.validate()?;
         self.validate_broker()
     }
 
@@ -556,6 +595,20 @@ impl CollectorConfig {
         Ok(())
     }
 
+    /// The HTTPS config when `http.tls_cert_file` and `http.tls_key_file` are both set.
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+        match (&self.http.tls_cert_file, &self.http.tls_key_file) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
+            (Some(_), None) => {
+                Err("http.tls_key_file: is required with http.tls_cert_file".to_owned())
+            }
+            (None, Some(_)) => {
+                Err("http.tls_cert_file: is required with http.tls_key_file".to_owned())
+            }
+        }
+    }
+
     pub fn default_interval(&self) -> Duration {
         Duration::from_secs(self.agents.default_interval_seconds)
     }
@@ -601,6 +654,7 @@ mod tests {
         let config = CollectorConfig {
             http: HttpConfig {
                 listen: taken.local_addr().unwrap(),
+                ..HttpConfig::default()
             },
             broker: BrokerConfig {
                 embedded: false,

@@ -6,8 +6,10 @@
 //! ends or panics before shutdown, `/readyz` turns 503 naming it at once, the others stop, and
 //! `run` returns the failure, so the process exits non-zero and systemd restarts it.
 
+mod announce;
 mod api;
 mod broker;
+mod commands;
 mod config;
 mod exposition;
 mod ingest;
@@ -16,6 +18,7 @@ mod mqtt;
 mod properties;
 mod readiness;
 mod state;
+mod tls;
 mod users;
 
 use std::process::ExitCode;
@@ -52,12 +55,13 @@ fn default_client_id() -> String {
 }
 
 fn main() -> ExitCode {
-    pantau_runtime::cli::main(
+    pantau_runtime::cli::main_with_commands(
         "pantau-collector",
         "Pantau collector: agent reports over MQTT in, Prometheus metrics and an HTTP API out",
         CollectorConfig::load,
         |_| "config OK".to_owned(),
         run,
+        commands::run,
     )
 }
 
@@ -124,19 +128,59 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         telemetry.clone(),
         readiness.clone(),
     );
-    let decoder = Decoder::new(
+    let mut decoder = Decoder::new(
         config.mqtt.prefix.clone(),
         config.decode_limits(),
         state.clone(),
         telemetry.clone(),
-        mqtt,
+        mqtt.clone(),
     );
+    let tokens = match &config.api.token_file {
+        Some(path) => api::Tokens::load(path)
+            .map_err(|why| anyhow::anyhow!("api.token_file: '{}' {why}", path.display()))?,
+        None => api::Tokens::default(),
+    };
+    let accounts = match &config.api.users_file {
+        Some(path) => api::accounts::Accounts::load(path, false)
+            .map_err(|why| anyhow::anyhow!("api.users_file: '{}' {why}", path.display()))?,
+        None => api::accounts::Accounts::default(),
+    };
+    let mut app_state = api::AppState::new(state.clone(), telemetry.clone(), readiness)
+        .with_tokens(tokens)
+        .with_accounts(accounts);
+    if let Some(key_file) = &config.announcements.key_file {
+        let key = announce::read_key(key_file).map_err(|why| {
+            anyhow::anyhow!("announcements.key_file: '{}' {why}", key_file.display())
+        })?;
+        let store = announce::Store::open(&config.storage.dir)?;
+        info!(dir = %config.storage.dir.display(), "announcements on");
+        let settings = announce::Settings {
+            prefix: config.mqtt.prefix.clone(),
+            key,
+            zones: config.announcements.zones.clone(),
+            default_expires: Duration::from_secs(config.announcements.default_expires_in_seconds),
+            resend_interval: Duration::from_secs(config.announcements.resend_interval_seconds),
+            schedules: config.announcements.schedules.clone(),
+            alert_rules: config.announcements.alert_rules.clone(),
+            retention: Duration::from_secs(config.storage.retention_days.saturating_mul(86_400)),
+        };
+        let announcer = Arc::new(
+            announce::Announcer::new(store, settings, mqtt)
+                .with_schedule_gauge(telemetry.schedule_version.clone()),
+        );
+        let (tap, observations) = announce::Tap::channel();
+        decoder = decoder.with_tap(tap);
+        app_state = app_state.with_announcer(announcer.clone());
+        supervisor.spawn("announcer", announcer.run(observations, shutdown.clone()));
+    }
 
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
-    info!(listen = %config.http.listen, "serving /metrics and /api/v1");
-    let app = api::app(api::AppState::new(state.clone(), telemetry, readiness));
+    let tls = config.tls().map_err(anyhow::Error::msg)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    info!(listen = %config.http.listen, scheme, "serving /metrics and /api/v1");
+    let app = api::app(app_state);
 
     // At shutdown the connection stops on the token and closes the queue, which ends the
     // decoder after it has applied what was already received: an end after cancellation is
@@ -145,11 +189,29 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     supervisor.spawn("decoder", decoder.run(queue_rx));
     supervisor.spawn("sweeper", ingest::run_sweeper(state, shutdown.clone()));
     let http_shutdown = shutdown.clone();
-    supervisor.spawn("http", async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(http_shutdown.cancelled_owned())
-            .await
-    });
+    match tls {
+        None => supervisor.spawn("http", async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(http_shutdown.cancelled_owned())
+                .await
+        }),
+        Some(tls) => {
+            let listener = listener.into_std().context("http.listen")?;
+            let handle = axum_server::Handle::new();
+            let stop = handle.clone();
+            tokio::spawn(async move {
+                http_shutdown.cancelled().await;
+                stop.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+            let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+            supervisor.spawn("http", async move {
+                axum_server::from_tcp_rustls(listener, tls)
+                    .handle(handle)
+                    .serve(app.into_make_service())
+                    .await
+            });
+        }
+    }
     supervisor.run().await?;
     info!("collector stopped");
     Ok(())

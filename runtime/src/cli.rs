@@ -1,6 +1,7 @@
 //! The command line both binaries share (`--config FILE`, `--check-config`) and the start-up
 //! around it: logging, a bad config as exit status 2 with the message, the async runtime, and
-//! the exit status of the run.
+//! the exit status of the run. A binary may add subcommands of its own (`main_with_commands`),
+//! which run instead of the service and without its config.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing::error;
 
 use crate::config::ConfigError;
@@ -37,8 +38,43 @@ where
     E: Display,
     Fut: Future<Output = Result<(), E>>,
 {
+    main_with_commands(
+        name,
+        about,
+        load,
+        summary,
+        run,
+        |never: NoCommands| match never {},
+    )
+}
+
+/// No subcommands: the service only.
+#[derive(Debug, Subcommand)]
+pub enum NoCommands {}
+
+/// As [`main`], plus the subcommands `S`: when one is given, `command` runs it and its exit
+/// status is the process's; the config is not loaded.
+pub fn main_with_commands<S, C, E, Fut>(
+    name: &'static str,
+    about: &'static str,
+    load: impl FnOnce(Option<&Path>) -> Result<C, ConfigError>,
+    summary: impl FnOnce(&C) -> String,
+    run: impl FnOnce(C) -> Fut,
+    command: impl FnOnce(S) -> ExitCode,
+) -> ExitCode
+where
+    S: Subcommand,
+    E: Display,
+    Fut: Future<Output = Result<(), E>>,
+{
     crate::logging::init();
-    let matches = Cli::command().name(name).about(about).get_matches();
+    let matches = S::augment_subcommands(Cli::command().name(name).about(about)).get_matches();
+    if matches.subcommand_name().is_some() {
+        match S::from_arg_matches(&matches) {
+            Ok(subcommand) => return command(subcommand),
+            Err(error) => error.exit(),
+        }
+    }
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(error) => error.exit(),

@@ -29,12 +29,28 @@ impl Alertmanager {
     /// Starts Alertmanager delivering notifications to `webhook_url` (usually
     /// [`crate::WebhookReceiver::url`]) and waits until `/-/ready` answers 200.
     pub fn start(webhook_url: &str) -> Alertmanager {
+        Alertmanager::start_with_bearer(webhook_url, None)
+    }
+
+    /// As [`Alertmanager::start`], sending `Authorization: Bearer <token>` with each
+    /// notification when a token is given.
+    pub fn start_with_bearer(webhook_url: &str, token: Option<&str>) -> Alertmanager {
         let dir = tempfile::Builder::new()
             .prefix("pantau-alertmanager-")
             .tempdir()
             .expect("create a temp dir for alertmanager");
         let config = dir.path().join("alertmanager.yml");
         let url = serde_json::to_string(webhook_url).expect("serialize a string");
+        let auth = token.map_or(String::new(), |token| {
+            let token = serde_json::to_string(token).expect("serialize a string");
+            format!(
+                "        http_config:
+          authorization:
+            type: Bearer
+            credentials: {token}
+"
+            )
+        });
         let yaml = format!(
             "route:
   receiver: webhook
@@ -47,7 +63,7 @@ receivers:
     webhook_configs:
       - url: {url}
         send_resolved: true
-"
+{auth}"
         );
         fs::write(&config, yaml).unwrap_or_else(|err| panic!("write {}: {err}", config.display()));
         let (child, port) = start_on_free_port("alertmanager", |port| {

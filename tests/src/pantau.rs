@@ -73,6 +73,16 @@ impl Collector {
 
     /// As `with_broker`, plus extra environment overrides.
     pub fn with_env(dir: &TestDir, broker: &Mosquitto, extra: &[(&str, &str)]) -> Collector {
+        Collector::with_config(dir, broker, &example_config("collector.toml"), extra)
+    }
+
+    /// As `with_env`, reading `config` instead of the example config.
+    pub fn with_config(
+        dir: &TestDir,
+        broker: &Mosquitto,
+        config: &Path,
+        extra: &[(&str, &str)],
+    ) -> Collector {
         let mut env = vec![
             ("PANTAU_BROKER__EMBEDDED".to_owned(), "false".to_owned()),
             ("PANTAU_MQTT__URL".to_owned(), broker.url()),
@@ -82,15 +92,24 @@ impl Collector {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        Collector::start(dir, env, None)
+        Collector::start_config(dir, config, env, None)
     }
 
     fn start(dir: &TestDir, env: Vec<(String, String)>, mqtt_port: Option<u16>) -> Collector {
+        Collector::start_config(dir, &example_config("collector.toml"), env, mqtt_port)
+    }
+
+    fn start_config(
+        dir: &TestDir,
+        config: &Path,
+        env: Vec<(String, String)>,
+        mqtt_port: Option<u16>,
+    ) -> Collector {
         let http_port = free_port();
         let mut command = Command::new(pantau_binary("pantau-collector"));
         command
             .arg("--config")
-            .arg(example_config("collector.toml"))
+            .arg(config)
             .env("PANTAU_HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
             .env("PANTAU_LOG", "info,pantau_collector=debug")
             // Agents in tests report every second; a short default makes silence show quickly.

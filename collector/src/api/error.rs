@@ -14,6 +14,18 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     BadRequest(String),
+    /// 401: no credentials, or wrong ones.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: known, but the role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 409: exists already, or belongs to the config.
+    #[error("{0}")]
+    Conflict(String),
+    /// 503: the feature is switched off by the config.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -29,6 +41,17 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message),
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
+            ApiError::Conflict(message) => (StatusCode::CONFLICT, message),
+            ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
+            ApiError::Unauthorized(message) => {
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                    Json(json!({ "error": message })),
+                )
+                    .into_response();
+            }
             ApiError::Internal(cause) => {
                 error!(%cause, "request failed");
                 return (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response();

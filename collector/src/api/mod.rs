@@ -2,8 +2,12 @@
 //! JSON API under `/api/v1/`. Every response is counted by route and status code; client
 //! errors get a JSON body saying what was wrong and an info line at a limited rate.
 
+pub mod accounts;
 mod agents;
+mod announcements;
+mod auth;
 mod error;
+mod schedules;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +18,15 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put};
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info};
 
+pub use auth::{ApiConfig, Tokens};
 pub use error::ApiError;
 
+use crate::announce::Announcer;
 use crate::exposition::Telemetry;
 use crate::readiness::Readiness;
 use crate::state::SharedState;
@@ -45,6 +51,12 @@ pub struct AppState {
     pub state: SharedState,
     pub telemetry: Arc<Telemetry>,
     pub readiness: Readiness,
+    /// Bearer tokens that may write.
+    pub tokens: Arc<Tokens>,
+    /// Users who may log in with HTTP Basic.
+    pub accounts: Arc<accounts::Accounts>,
+    /// `None` while `announcements.key_file` is not set.
+    pub announcer: Option<Arc<Announcer>>,
     client_error_log: Arc<LogLimiter>,
     renders: Arc<Semaphore>,
 }
@@ -55,9 +67,27 @@ impl AppState {
             state,
             telemetry,
             readiness,
+            tokens: Arc::new(Tokens::default()),
+            accounts: Arc::new(accounts::Accounts::default()),
+            announcer: None,
             client_error_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
             renders: Arc::new(Semaphore::new(concurrent_renders())),
         }
+    }
+
+    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens = Arc::new(tokens);
+        self
+    }
+
+    pub fn with_accounts(mut self, accounts: accounts::Accounts) -> Self {
+        self.accounts = Arc::new(accounts);
+        self
+    }
+
+    pub fn with_announcer(mut self, announcer: Arc<Announcer>) -> Self {
+        self.announcer = Some(announcer);
+        self
     }
 }
 
@@ -70,6 +100,24 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/{id}", get(agents::one))
         .route("/api/v1/agents/{id}/events", get(agents::events))
+        .route(
+            "/api/v1/announcements",
+            get(announcements::history).post(announcements::create),
+        )
+        .route("/api/v1/announcements/{id}", get(announcements::one))
+        .route("/api/v1/announcements/{id}/stop", post(announcements::stop))
+        .route("/api/v1/audit", get(announcements::audit))
+        .route("/api/v1/alertmanager", post(announcements::alertmanager))
+        .route(
+            "/api/v1/schedules",
+            get(schedules::list).post(schedules::create),
+        )
+        .route(
+            "/api/v1/schedules/{name}",
+            put(schedules::edit).delete(schedules::delete),
+        )
+        .route("/api/v1/schedules/{name}/pause", post(schedules::pause))
+        .route("/api/v1/schedules/{name}/resume", post(schedules::resume))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -154,5 +202,13 @@ async fn count_requests(State(app): State<AppState>, request: Request, next: Nex
     response
 }
 
+#[cfg(test)]
+mod alert_tests;
+#[cfg(test)]
+mod announcement_tests;
+#[cfg(test)]
+mod schedule_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,9 @@ use std::sync::PoisonError;
 
 use pantau_protocol::{DropReason, RejectReason};
 use prometheus::proto::MetricFamily;
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use tokio::time::Instant;
 
 #[cfg(test)]
@@ -46,6 +48,12 @@ pub struct Telemetry {
     pub http_requests: IntCounterVec,
     /// `pantau_collector_broker_refused_logins_total{reason}`: the embedded broker's refusals.
     pub broker_refused_logins: IntCounterVec,
+    /// `pantau_collector_api_auth_failures_total{reason}`: API writes refused, `missing` or
+    /// `wrong` credentials (401) and `forbidden` (403).
+    pub api_auth_failures: IntCounterVec,
+    /// `pantau_collector_sound_schedule_version{instance,state}`: each sound agent's schedule
+    /// version the broker has (`published`) and the one the agent reported taking (`applied`).
+    pub schedule_version: IntGaugeVec,
 }
 
 impl Telemetry {
@@ -108,6 +116,25 @@ impl Telemetry {
         for refusal in crate::users::Refusal::ALL {
             broker_refused_logins.with_label_values(&[refusal.as_str()]);
         }
+        let api_auth_failures = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_api_auth_failures_total",
+                "API requests refused for missing or wrong credentials (401) or a role that may \
+                 not do it (403), by reason.",
+            ),
+            &["reason"],
+        )?;
+        for reason in ["missing", "wrong", "forbidden"] {
+            api_auth_failures.with_label_values(&[reason]);
+        }
+        let schedule_version = IntGaugeVec::new(
+            Opts::new(
+                "pantau_collector_sound_schedule_version",
+                "Each sound agent's schedule version: published to the broker, and applied by \
+                 the agent (its schedule_applied event).",
+            ),
+            &["instance", "state"],
+        )?;
         let build_info = IntGauge::with_opts(
             Opts::new(
                 "pantau_collector_build_info",
@@ -134,6 +161,8 @@ impl Telemetry {
         registry.register(Box::new(mqtt_connections.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(broker_refused_logins.clone()))?;
+        registry.register(Box::new(api_auth_failures.clone()))?;
+        registry.register(Box::new(schedule_version.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -151,6 +180,8 @@ impl Telemetry {
             mqtt_connections,
             http_requests,
             broker_refused_logins,
+            api_auth_failures,
+            schedule_version,
         })
     }
 

@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::Received;
+use crate::announce::Tap;
 use crate::exposition::Telemetry;
 use crate::mqtt::MqttHandle;
 use crate::state::{FAMILY_DROPPED, MESSAGE_REJECTED, Moment, Outcome, SharedState};
@@ -34,6 +35,8 @@ pub struct Decoder {
     /// Clears waiting for the broker's acknowledgement; bounded by the handle's queue, which
     /// refuses more at once.
     clears: JoinSet<()>,
+    /// Where statuses and events go for the announcements, when they are on.
+    tap: Option<Tap>,
 }
 
 impl Decoder {
@@ -54,7 +57,14 @@ impl Decoder {
             reject_log: LogLimiter::new(Duration::from_secs(10)),
             clear_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
             clears: JoinSet::new(),
+            tap: None,
         }
+    }
+
+    /// Also offers every accepted status and announcement events to `tap`.
+    pub fn with_tap(mut self, tap: Tap) -> Self {
+        self.tap = Some(tap);
+        self
     }
 
     /// Decodes and applies queued messages until the queue closes (the MQTT task has stopped),
@@ -111,10 +121,20 @@ impl Decoder {
             }
         };
         let agent = decoded.topic.agent.clone();
+        let observation = self.tap.as_ref().and_then(|_| Tap::observe(&decoded));
         let outcome = {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             state.apply(decoded, received.retained, now)
         };
+        // Only what the state took (not a duplicate, a stale will or a refused message).
+        if let (Some(tap), Some(observation)) = (&self.tap, observation)
+            && matches!(
+                outcome,
+                Outcome::Accepted | Outcome::Late | Outcome::Partly { .. }
+            )
+        {
+            tap.offer(observation);
+        }
         match outcome {
             Outcome::Accepted | Outcome::Ignored => {}
             Outcome::Late => debug!(agent = ?agent, "accepted a late message"),
@@ -325,6 +345,41 @@ mod tests {
         let events = f.state.read().unwrap().events("a").unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "agent_started");
+    }
+
+    #[tokio::test]
+    async fn the_tap_gets_births_and_announcement_events_once() {
+        let f = fixture();
+        let (tap, mut observations) = crate::announce::Tap::channel();
+        let mut decoder = f.decoder.with_tap(tap);
+        let birth = br#"{"schema":1,"agent":"a","site":"dc","state":"online","timestamp_ms":1,
+            "clips":["bel.wav"]}"#;
+        decoder.handle(received("pantau/v1/dc/a/status", birth, false));
+        let events = br#"{"schema":1,"agent":"a","site":"dc","seq":5,"timestamp_ms":9,
+            "events":[{"kind":"agent_started","severity":"info","message":"hi"},
+                      {"kind":"announcement_queued","severity":"info","message":"queued",
+                       "labels":{"announcement":"a1-0"}}]}"#;
+        decoder.handle(received("pantau/v1/dc/a/events", events, false));
+        // A QoS 1 redelivery is a duplicate: not offered again.
+        decoder.handle(received("pantau/v1/dc/a/events", events, false));
+        let metrics =
+            br#"{"schema":1,"agent":"a","site":"dc","seq":6,"timestamp_ms":9,"families":[]}"#;
+        decoder.handle(received("pantau/v1/dc/a/metrics", metrics, false));
+        match observations.try_recv().unwrap() {
+            crate::announce::Observation::Status { agent, site, clips } => {
+                assert_eq!((agent.as_str(), site.as_str()), ("a", "dc"));
+                assert_eq!(clips, ["bel.wav"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match observations.try_recv().unwrap() {
+            crate::announce::Observation::Events { events, .. } => {
+                assert_eq!(events.len(), 1);
+                assert_eq!(events[0].kind, "announcement_queued");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(observations.try_recv().is_err());
     }
 
     #[tokio::test]

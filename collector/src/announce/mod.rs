@@ -1,0 +1,369 @@
+//! Announcements: the collector's side of the sound role. An operator's request becomes one
+//! signed `cmd/announce` per target agent, resent until the agent answers (queued, collapsed,
+//! rejected) or the announcement expires; the agents' events drive each target's status; the
+//! history, the agents' sites and clips, and an audit log live in SQLite (`store`).
+//!
+//! The decoder hands statuses and events to the `Tap` (a bounded channel, never blocking the
+//! decoder); `Announcer::run` applies them and resends what is pending.
+
+pub mod alerts;
+pub mod config;
+mod request;
+mod scheduler;
+pub mod schedules;
+pub mod store;
+mod tap;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pantau_protocol::sound::{ANNOUNCE, SCHEDULE, STOP, StopArgs};
+use pantau_protocol::{CommandMessage, SCHEMA_VERSION};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use config::{AnnouncementsConfig, StorageConfig, Zone};
+pub use request::AnnouncementRequest;
+pub use store::{AnnouncementRow, Store, StoreError};
+pub use tap::{Observation, Tap};
+
+use crate::mqtt::MqttHandle;
+
+/// Statuses after which nothing is sent for a target any more.
+const PENDING: &str = "pending";
+
+/// Why an announcement request or stop was refused; client errors name the field.
+#[derive(Debug, Error)]
+pub enum AnnounceError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing exists already, or belongs to the config.
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Unix milliseconds of `time`.
+pub fn unix_ms(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    })
+}
+
+/// Settings the announcer needs from `[announcements]` and `[mqtt]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub prefix: String,
+    pub key: Vec<u8>,
+    pub zones: Vec<Zone>,
+    pub default_expires: Duration,
+    pub resend_interval: Duration,
+    /// `[[announcements.schedules]]`: read-only, beside those made through the API.
+    pub schedules: Vec<schedules::ScheduleSpec>,
+    /// `[[announcements.alert_rules]]`: Alertmanager alerts that are announced.
+    pub alert_rules: Vec<alerts::AlertRule>,
+    /// History older than this is deleted.
+    pub retention: Duration,
+}
+
+/// Composes, signs, sends and follows announcements.
+pub struct Announcer {
+    store: Mutex<Store>,
+    settings: Settings,
+    mqtt: MqttHandle,
+    sequence: Mutex<u32>,
+    /// `pantau_collector_sound_schedule_version{instance,state}`, when registered.
+    schedule_gauge: Option<prometheus::IntGaugeVec>,
+    /// When each alert was last announced.
+    alert_limit: alerts::RateLimit,
+}
+
+impl Announcer {
+    pub fn new(store: Store, settings: Settings, mqtt: MqttHandle) -> Self {
+        Self {
+            store: Mutex::new(store),
+            settings,
+            mqtt,
+            sequence: Mutex::new(0),
+            schedule_gauge: None,
+            alert_limit: alerts::RateLimit::default(),
+        }
+    }
+
+    /// Shows each agent's published and applied schedule version in `gauge`.
+    pub fn with_schedule_gauge(mut self, gauge: prometheus::IntGaugeVec) -> Self {
+        self.schedule_gauge = Some(gauge);
+        self
+    }
+
+    /// The store, for a short query; never held across an await.
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Validates `request`, stores it with its targets and sends it; returns the stored row.
+    pub async fn create(
+        &self,
+        who: &str,
+        request: AnnouncementRequest,
+        now: SystemTime,
+    ) -> Result<AnnouncementRow, AnnounceError> {
+        let now_ms = unix_ms(now);
+        let (args, agents) = {
+            let store = self.store();
+            request.resolve(&self.settings.zones, &store)?
+        };
+        let expires_ms = now_ms.saturating_add(
+            request
+                .expires_in_seconds
+                .map_or(self.settings.default_expires, Duration::from_secs)
+                .as_millis()
+                .try_into()
+                .unwrap_or(i64::MAX),
+        );
+        let id = self.next_id(now_ms);
+        let targets: Vec<(String, String)> = agents
+            .iter()
+            .enumerate()
+            .map(|(index, agent)| (agent.clone(), format!("{id}-{index}")))
+            .collect();
+        let mut row = AnnouncementRow {
+            id: id.clone(),
+            created_ms: now_ms,
+            created_by: who.to_owned(),
+            expires_ms,
+            args: serde_json::to_value(&args).map_err(|error| {
+                AnnounceError::Invalid(format!("announcement cannot be encoded: {error}"))
+            })?,
+            stopped_ms: None,
+            targets: Vec::new(),
+        };
+        {
+            let store = self.store();
+            store.insert_announcement(&row, &targets)?;
+            store.audit(now_ms, who, "announce", &id, &row.args.to_string())?;
+            row = store.announcement(&id)?.unwrap_or(row);
+        }
+        info!(announcement = %id, who, targets = targets.len(), "announcement created");
+        for (agent, command_id) in targets {
+            self.send(
+                &agent,
+                &command_id,
+                ANNOUNCE,
+                row.args.clone(),
+                Some(expires_ms),
+            )
+            .await;
+        }
+        Ok(row)
+    }
+
+    /// Stops announcement `id` on every target: pending targets are not sent any more, the
+    /// others get a signed `cmd/stop`.
+    pub async fn stop(
+        &self,
+        who: &str,
+        id: &str,
+        now: SystemTime,
+    ) -> Result<AnnouncementRow, AnnounceError> {
+        let now_ms = unix_ms(now);
+        let row = {
+            let store = self.store();
+            let row = store
+                .announcement(id)?
+                .ok_or_else(|| AnnounceError::NotFound(format!("no announcement '{id}'")))?;
+            store.mark_stopped(id, now_ms)?;
+            store.audit(now_ms, who, "stop", id, "")?;
+            for target in row.targets.iter().filter(|t| t.status == PENDING) {
+                store.set_status(
+                    &target.command_id,
+                    "stopped",
+                    "stopped before delivery",
+                    now_ms,
+                )?;
+            }
+            row
+        };
+        for target in &row.targets {
+            let args = StopArgs {
+                announcement: Some(target.command_id.clone()),
+                up_to: None,
+            };
+            let args = serde_json::to_value(args).unwrap_or_default();
+            // Unique per stop: the agent refuses a repeated id as a replay, and a second stop
+            // (say, of an announcement the agent queued again after a reconnect) must work.
+            let stop_id = format!("{}-stop-{now_ms}", target.command_id);
+            self.send(&target.agent, &stop_id, STOP, args, Some(now_ms + 60_000))
+                .await;
+        }
+        let store = self.store();
+        Ok(store.announcement(id)?.unwrap_or(row))
+    }
+
+    fn next_id(&self, now_ms: i64) -> String {
+        let mut sequence = self.sequence.lock().unwrap_or_else(PoisonError::into_inner);
+        *sequence = sequence.wrapping_add(1) % 10_000;
+        format!("a{now_ms}{:04}", *sequence)
+    }
+
+    /// Signs and publishes one command (a schedule retained); true once the broker has it. A
+    /// failure is logged and left to the resend.
+    async fn send(
+        &self,
+        agent: &str,
+        command_id: &str,
+        name: &str,
+        args: serde_json::Value,
+        expires_ms: Option<i64>,
+    ) -> bool {
+        let site = match self.store().agent(agent) {
+            Ok(Some((site, _))) => site,
+            Ok(None) => return false,
+            Err(error) => {
+                warn!(%error, agent, "cannot read the agent's site");
+                return false;
+            }
+        };
+        let mut message = CommandMessage {
+            schema: SCHEMA_VERSION,
+            agent: agent.to_owned(),
+            site: site.clone(),
+            id: command_id.to_owned(),
+            timestamp_ms: unix_ms(SystemTime::now()),
+            expires_ms,
+            args,
+            hmac: None,
+        };
+        message.sign(&self.settings.key);
+        let topic = format!("{}/v1/{site}/{agent}/cmd/{name}", self.settings.prefix);
+        let payload = serde_json::to_vec(&message).unwrap_or_default();
+        let retain = name == SCHEDULE;
+        match self.mqtt.publish(topic, payload, retain).await {
+            Ok(()) => {
+                debug!(agent, command_id, name, "command sent");
+                if let Err(error) = self.store().count_send(command_id) {
+                    warn!(%error, "cannot count a send");
+                }
+                true
+            }
+            Err(error) => {
+                debug!(%error, agent, command_id, "command not sent; will resend");
+                false
+            }
+        }
+    }
+
+    /// Applies what the decoder passed on.
+    pub fn observe(&self, observation: Observation, now: SystemTime) {
+        let now_ms = unix_ms(now);
+        let store = self.store();
+        let result = match observation {
+            Observation::Status { agent, site, clips } => {
+                // A last will names no clips: keep those of the birth.
+                let clips = (!clips.is_empty()).then_some(clips.as_slice());
+                store.upsert_agent(&agent, &site, clips, now_ms)
+            }
+            Observation::Events { agent, events } => events.iter().try_for_each(|event| {
+                schedules::apply_event(&store, &agent, event)?;
+                tap::apply_event(&store, &agent, event, now_ms)
+            }),
+        };
+        drop(store);
+        self.refresh_schedule_gauge();
+        if let Err(error) = result {
+            warn!(%error, "cannot store an announcement update");
+        }
+    }
+
+    /// Applies observations and resends pending targets until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        mut observations: mpsc::Receiver<Observation>,
+        shutdown: CancellationToken,
+    ) {
+        self.sync_schedules(SystemTime::now()).await;
+        let mut prune = tokio::time::interval(Duration::from_secs(3600));
+        let mut resend = tokio::time::interval(self.settings.resend_interval);
+        resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                observation = observations.recv() => match observation {
+                    Some(observation) => self.observe(observation, SystemTime::now()),
+                    None => break,
+                },
+                _ = prune.tick() => self.prune(SystemTime::now()),
+                _ = resend.tick() => {
+                    self.resend(SystemTime::now()).await;
+                    self.publish_schedules().await;
+                }
+            }
+        }
+    }
+
+    /// Deletes history older than the retention.
+    pub fn prune(&self, now: SystemTime) {
+        let before = now
+            .checked_sub(self.settings.retention)
+            .unwrap_or(UNIX_EPOCH);
+        match self.store().prune(unix_ms(before)) {
+            Ok(0) => {}
+            Ok(gone) => info!(
+                announcements = gone,
+                "deleted history past storage.retention_days"
+            ),
+            Err(error) => warn!(%error, "cannot delete old history"),
+        }
+    }
+
+    /// Sends every pending target again, or marks it expired.
+    pub async fn resend(&self, now: SystemTime) {
+        let now_ms = unix_ms(now);
+        let pending = match self.store().pending() {
+            Ok(pending) => pending,
+            Err(error) => {
+                warn!(%error, "cannot read pending announcements");
+                return;
+            }
+        };
+        for (command_id, agent, announcement) in pending {
+            let row = match self.store().announcement(&announcement) {
+                Ok(Some(row)) => row,
+                _ => continue,
+            };
+            if now_ms > row.expires_ms {
+                let store = self.store();
+                if let Err(error) =
+                    store.set_status(&command_id, "expired", "expired before delivery", now_ms)
+                {
+                    warn!(%error, "cannot mark an announcement expired");
+                }
+                continue;
+            }
+            self.send(
+                &agent,
+                &command_id,
+                ANNOUNCE,
+                row.args,
+                Some(row.expires_ms),
+            )
+            .await;
+        }
+    }
+}
+
+/// Reads the shared command key, as the agent does: the file's bytes, trimmed.
+pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|error| format!("cannot be read: {error}"))?;
+    let key = bytes.trim_ascii().to_vec();
+    if key.len() < 16 {
+        return Err(format!("holds {} bytes; at least 16 are needed", key.len()));
+    }
+    Ok(key)
+}

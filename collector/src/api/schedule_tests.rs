@@ -1,0 +1,274 @@
+//! `/api/v1/schedules` through `app(state).oneshot(request)`: config schedules read-only, API
+//! ones created, edited, paused and deleted by admins, each change a new retained, signed
+//! schedule per agent, and the versions the agents applied.
+
+use std::time::SystemTime;
+
+use axum::http::StatusCode;
+use pantau_protocol::{Event, Severity};
+use serde_json::json;
+
+use super::test_support::{KEY, TOKEN, basic, call, error, fixture};
+use crate::announce::Observation;
+
+fn schedule_body(name: &str) -> serde_json::Value {
+    json!({"name": name, "zones": ["lobby"], "times": ["12:00"], "weekdays": ["fri"],
+           "announce": {"text": "Waktunya salat Jumat"}})
+}
+
+#[tokio::test]
+async fn config_schedules_are_published_retained_and_read_only() {
+    let f = fixture();
+    f.announcer.sync_schedules(SystemTime::now()).await;
+    let sent = f.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    let (topic, message, retain) = &sent[0];
+    assert_eq!(topic, "pantau/v1/dc/aula/cmd/schedule");
+    assert!(retain);
+    message.verify(KEY).unwrap();
+    assert_eq!(message.expires_ms, None);
+    assert_eq!(message.args["entries"][0]["name"], "config-pagi");
+    let version = message.args["version"].as_u64().unwrap();
+    assert_eq!(message.id, format!("s{version}"));
+
+    let (status, value) = call(&f.app, "GET", "/api/v1/schedules", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(value["schedules"][0]["source"], "config");
+    assert_eq!(value["agents"][0]["agent"], "aula");
+    assert_eq!(value["agents"][0]["version"], version);
+    assert_eq!(value["agents"][0]["published"], true);
+    assert_eq!(
+        value["agents"][0]["applied_version"],
+        serde_json::Value::Null
+    );
+
+    // The agent says it took it: API and metric show the applied version.
+    f.announcer.observe(
+        Observation::Events {
+            agent: "aula".to_owned(),
+            events: vec![Event {
+                kind: "schedule_applied".to_owned(),
+                severity: Severity::Info,
+                message: "applied".to_owned(),
+                labels: [("version".to_owned(), version.to_string())].into(),
+            }],
+        },
+        SystemTime::now(),
+    );
+    let (_, value) = call(&f.app, "GET", "/api/v1/schedules", None, None).await;
+    assert_eq!(value["agents"][0]["applied_version"], version);
+    let gauge = &f.app.telemetry.schedule_version;
+    assert_eq!(
+        gauge.with_label_values(&["aula", "applied"]).get() as u64,
+        version
+    );
+
+    let admin = basic("adi:rahasia-adi");
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/schedules/config-pagi/pause",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        error(&value),
+        "schedule 'config-pagi' comes from the config ([[announcements.schedules]]); change it there"
+    );
+    // Nothing changed: nothing more is sent.
+    f.announcer.sync_schedules(SystemTime::now()).await;
+    assert_eq!(f.sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn admins_create_edit_pause_and_delete_and_each_change_is_a_new_version() {
+    let f = fixture();
+    f.announcer.sync_schedules(SystemTime::now()).await;
+    let admin = basic("adi:rahasia-adi");
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/schedules",
+        Some(TOKEN),
+        Some(schedule_body("jumat")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(
+        error(&value).ends_with("has the role operator; this needs an admin"),
+        "{value}"
+    );
+
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/schedules",
+        Some(&admin),
+        Some(schedule_body("jumat")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    let latest = |agent: &str| {
+        f.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(topic, _, _)| topic == &format!("pantau/v1/dc/{agent}/cmd/schedule"))
+            .map(|(_, message, _)| message.args.clone())
+            .unwrap()
+    };
+    let aula = latest("aula");
+    assert_eq!(aula["entries"].as_array().unwrap().len(), 2, "{aula}");
+    assert_eq!(latest("lobi")["entries"][0]["name"], "jumat");
+    let first = aula["version"].as_u64().unwrap();
+
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/schedules",
+        Some(&admin),
+        Some(schedule_body("jumat")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error(&value), "schedule 'jumat' exists; edit it with PUT");
+
+    let mut edited = schedule_body("jumat");
+    edited["times"] = json!(["11:45"]);
+    let (status, value) = call(
+        &f.app,
+        "PUT",
+        "/api/v1/schedules/jumat",
+        Some(&admin),
+        Some(edited),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    let aula = latest("aula");
+    assert!(aula["version"].as_u64().unwrap() > first);
+    assert_eq!(aula["entries"][1]["times"], json!(["11:45"]));
+
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/schedules/jumat/pause",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    assert_eq!(value["paused"], true);
+    assert_eq!(latest("lobi")["entries"], json!([]));
+    assert_eq!(latest("aula")["entries"].as_array().unwrap().len(), 1);
+    let (status, _) = call(
+        &f.app,
+        "POST",
+        "/api/v1/schedules/jumat/resume",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(latest("lobi")["entries"][0]["name"], "jumat");
+
+    let (status, _) = call(
+        &f.app,
+        "DELETE",
+        "/api/v1/schedules/jumat",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(latest("lobi")["entries"], json!([]));
+    let (status, value) = call(
+        &f.app,
+        "DELETE",
+        "/api/v1/schedules/jumat",
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&value), "no schedule 'jumat'");
+
+    let (_, value) = call(&f.app, "GET", "/api/v1/audit", None, None).await;
+    let actions: Vec<&str> = value["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "schedule_delete",
+            "schedule_resume",
+            "schedule_pause",
+            "schedule_edit",
+            "schedule_create"
+        ]
+    );
+    assert_eq!(value["entries"][0]["who"], "adi");
+}
+
+#[tokio::test]
+async fn bad_schedules_name_what_is_wrong() {
+    let f = fixture();
+    let admin = basic("adi:rahasia-adi");
+    let mut both = schedule_body("x");
+    both["cron"] = json!("0 8 * * *");
+    let mut no_target = schedule_body("x");
+    no_target["zones"] = json!([]);
+    let mut ghost = schedule_body("x");
+    ghost["targets"] = json!(["ghost"]);
+    let mut clip = schedule_body("x");
+    clip["announce"] = json!({"clip": "sirene.wav"});
+    let cases = [
+        (both, "(x): give either `cron` or `times`"),
+        (no_target, "give at least one of `targets` or `zones`"),
+        (
+            ghost,
+            "`targets`: unknown agent 'ghost' (no birth message seen from it)",
+        ),
+        (
+            clip,
+            "`announce.clip`: agent 'aula' has no clip 'sirene.wav'",
+        ),
+    ];
+    for (body, message) in cases {
+        let (status, value) = call(
+            &f.app,
+            "POST",
+            "/api/v1/schedules",
+            Some(&admin),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error(&value), message, "{body}");
+    }
+    let (status, value) = call(
+        &f.app,
+        "PUT",
+        "/api/v1/schedules/y",
+        Some(&admin),
+        Some(schedule_body("x")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error(&value), "`name`: 'x' differs from the path's 'y'");
+    let (status, value) = call(
+        &f.app,
+        "PUT",
+        "/api/v1/schedules/x",
+        Some(&admin),
+        Some(schedule_body("x")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&value), "no schedule 'x'");
+}

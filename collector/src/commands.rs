@@ -1,0 +1,129 @@
+//! The collector's subcommands, run instead of the service:
+//!
+//! - `pantau-collector user add|passwd|remove`: edits `api.users_file` (default
+//!   `/etc/pantau/api-users`). The password is read from the first line of standard input, so
+//!   it never shows in the process list or the shell history:
+//!   `printf '%s\n' "$PASSWORD" | pantau-collector user add rina --role operator`.
+//! - `pantau-collector backup FILE`: a consistent copy of the SQLite database in
+//!   `storage.dir`, safe while the collector runs.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::api::accounts::{Accounts, Role};
+
+/// The collector's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the people who may log in to the API (api.users_file).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+    /// Copy the announcement database (history, audit log, schedules) to FILE, consistently,
+    /// while the collector runs; FILE must not exist. Restore by stopping the collector and
+    /// putting FILE in storage.dir as pantau.sqlite.
+    Backup {
+        file: PathBuf,
+        /// The collector's storage.dir.
+        #[arg(long, default_value = "/var/lib/pantau-collector")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a user; the password is the first line of standard input.
+    Add {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Role::Viewer)]
+        role: Role,
+        #[arg(long, default_value = DEFAULT_FILE)]
+        file: PathBuf,
+    },
+    /// Set a user's password (read from standard input), and role if given.
+    Passwd {
+        name: String,
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+        #[arg(long, default_value = DEFAULT_FILE)]
+        file: PathBuf,
+    },
+    /// Remove a user.
+    Remove {
+        name: String,
+        #[arg(long, default_value = DEFAULT_FILE)]
+        file: PathBuf,
+    },
+}
+
+const DEFAULT_FILE: &str = "/etc/pantau/api-users";
+
+/// Runs a subcommand; prints what it did or why not.
+pub fn run(command: Command) -> ExitCode {
+    let (name, result) = match command {
+        Command::User { action } => ("user", user(action)),
+        Command::Backup { file, dir } => ("backup", backup(&file, &dir)),
+    };
+    match result {
+        Ok(done) => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("pantau-collector {name}: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn user(action: UserAction) -> Result<String, String> {
+    let (file, done) = match &action {
+        UserAction::Add { name, file, .. } => (file, format!("added user '{name}'")),
+        UserAction::Passwd { name, file, .. } => (file, format!("changed user '{name}'")),
+        UserAction::Remove { name, file } => (file, format!("removed user '{name}'")),
+    };
+    let at = |why: String| format!("{}: {why}", file.display());
+    let mut accounts =
+        Accounts::load(file, matches!(action, UserAction::Add { .. })).map_err(at)?;
+    match &action {
+        UserAction::Add { name, role, .. } => {
+            accounts.set(name, Some(*role), &read_password()?, false)?;
+        }
+        UserAction::Passwd { name, role, .. } => {
+            accounts.set(name, *role, &read_password()?, true)?;
+        }
+        UserAction::Remove { name, .. } => accounts.remove(name)?,
+    }
+    accounts.save(file)?;
+    Ok(done)
+}
+
+fn backup(file: &std::path::Path, dir: &std::path::Path) -> Result<String, String> {
+    if !dir.join(crate::announce::store::FILE_NAME).exists() {
+        return Err(format!(
+            "no database in '{}' (give the collector's storage.dir with --dir)",
+            dir.display()
+        ));
+    }
+    if file.exists() {
+        return Err(format!("'{}' exists; give a new file", file.display()));
+    }
+    let store = crate::announce::Store::open(dir).map_err(|error| error.to_string())?;
+    store
+        .backup(file)
+        .map_err(|error| format!("cannot write '{}': {error}", file.display()))?;
+    Ok(format!("backed up {} to {}", dir.display(), file.display()))
+}
+
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|error| format!("cannot read the password from standard input: {error}"))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}

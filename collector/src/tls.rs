@@ -1,0 +1,117 @@
+//! HTTPS for `/metrics` and the API: `http.tls_cert_file` and `http.tls_key_file` (PEM), served
+//! by rustls with the `ring` provider. Both files are read at start (and by
+//! `--check-config`), so a missing or mismatched pair is named before the service runs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// A rustls server config from PEM files: the certificate chain and its private key.
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, String> {
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| format!("http.tls_cert_file: '{}' {error}", cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "http.tls_cert_file: '{}' holds no certificate",
+            cert_file.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|error| format!("http.tls_key_file: '{}' {error}", key_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|error| {
+            format!(
+                "http.tls_key_file: '{}' does not fit the certificate: {error}",
+                key_file.display()
+            )
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::routing::get;
+    use rustls::RootCertStore;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn serves_https_with_the_configured_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert_file = dir.path().join("cert.pem");
+        let key_file = dir.path().join("key.pem");
+        std::fs::write(&cert_file, certified.cert.pem()).unwrap();
+        std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
+        let config = server_config(&cert_file, &key_file).unwrap();
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(
+            listener,
+            axum_server::tls_rustls::RustlsConfig::from_config(config),
+        )
+        .handle(handle.clone())
+        .serve(app.into_make_service());
+        let server = tokio::spawn(server);
+
+        let mut roots = RootCertStore::empty();
+        roots.add(certified.cert.der().clone()).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), tls.read_to_string(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.ends_with("ok\n"), "{answer}");
+        handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        server.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert_file = dir.path().join("cert.pem");
+        std::fs::write(&cert_file, "not a certificate").unwrap();
+        let error = server_config(&cert_file, &cert_file).unwrap_err();
+        assert!(error.starts_with("http.tls_cert_file: '"), "{error}");
+        assert!(error.ends_with("holds no certificate"), "{error}");
+        let one = rcgen::generate_simple_self_signed(vec!["a".to_owned()]).unwrap();
+        let other = rcgen::generate_simple_self_signed(vec!["b".to_owned()]).unwrap();
+        std::fs::write(&cert_file, one.cert.pem()).unwrap();
+        let key_file = dir.path().join("key.pem");
+        std::fs::write(&key_file, other.key_pair.serialize_pem()).unwrap();
+        let error = server_config(&cert_file, &key_file).unwrap_err();
+        assert!(error.contains("does not fit the certificate"), "{error}");
+    }
+}
