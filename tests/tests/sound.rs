@@ -446,7 +446,13 @@ fn refused_commands_play_nothing_and_say_why() {
     let topic = format!("pantau/v1/office/{}/cmd/announce", sound.id);
     sound.broker.mosquitto_pub(&topic, &payload, false);
     sound.wait_for_event("once-1", "announcement_finished");
-    let before_replay = sound.capture.chunks().len();
+    // The tone's last frames are still in the audio buffers when the player reports it
+    // finished: wait for silence in the capture before the replay.
+    let before_replay = wait_until("silence after once-1", WAIT, || {
+        let chunks = sound.capture.chunks();
+        let last_loud = chunks.iter().rposition(|c| c.peak >= LOUD)?;
+        (chunks.len() > last_loud + 5).then_some(chunks.len())
+    });
     sound.broker.mosquitto_pub(&topic, &payload, false);
     assert_eq!(
         sound.wait_for_rejection("once-1")["labels"]["reason"],
