@@ -74,6 +74,7 @@ mod tests {
         let paths = Paths {
             proc: fixture.clone(),
             rootfs: PathBuf::from("/"),
+            sys: PathBuf::from("/sys"),
         };
         let families = Loadavg::new(&paths).collect().unwrap();
         let names: Vec<_> = families.iter().map(|f| f.name.as_str()).collect();

@@ -170,6 +170,7 @@ Hugepagesize:       2048 kB
         let paths = Paths {
             proc: fixture.clone(),
             rootfs: PathBuf::from("/"),
+            sys: PathBuf::from("/sys"),
         };
         let families = Meminfo::new(&paths).collect().unwrap();
         assert_eq!(families.len(), 54);

@@ -176,6 +176,7 @@ Inter-|   Receive                                                |  Transmit
         Paths {
             proc: fixture.clone(),
             rootfs: PathBuf::from("/"),
+            sys: PathBuf::from("/sys"),
         }
     }
 

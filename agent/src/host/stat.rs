@@ -264,6 +264,7 @@ softirq 168358 0 21040 4 15460 52514 0 758 38895 0 39687
         let mut paths = Paths {
             proc: fixture.clone(),
             rootfs: PathBuf::from("/"),
+            sys: PathBuf::from("/sys"),
         };
         let families = Stat::new(&paths).collect().unwrap();
         assert_eq!(families.len(), 6);

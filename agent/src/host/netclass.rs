@@ -1,0 +1,233 @@
+//! node_exporter's `netclass` collector: per-interface properties from /sys/class/net
+//! (`node_network_up`, `_info`, `_mtu_bytes`, `_carrier`, `_speed_bytes`, ...), every one
+//! node_exporter 1.5 reports, under its names.
+//!
+//! sysfs refuses some attributes depending on the device's state (EINVAL for the carrier of
+//! a downed link, the speed of a virtual one); such a series is left out, as node_exporter
+//! leaves it out.
+
+use std::path::{Path, PathBuf};
+
+use pantau_protocol::Family;
+
+use super::{CollectError, FamilyBuilder, Paths, list_dir, read_attribute};
+
+/// The numeric properties, in node_exporter's order: metric suffix, sysfs file, counter.
+const PROPERTIES: [(&str, &str, bool); 17] = [
+    ("address_assign_type", "addr_assign_type", false),
+    ("carrier", "carrier", false),
+    ("carrier_changes_total", "carrier_changes", true),
+    ("carrier_up_changes_total", "carrier_up_count", true),
+    ("carrier_down_changes_total", "carrier_down_count", true),
+    ("device_id", "dev_id", false),
+    ("dormant", "dormant", false),
+    ("flags", "flags", false),
+    ("iface_id", "ifindex", false),
+    ("iface_link", "iflink", false),
+    ("iface_link_mode", "link_mode", false),
+    ("mtu_bytes", "mtu", false),
+    ("name_assign_type", "name_assign_type", false),
+    ("net_dev_group", "netdev_group", false),
+    ("speed_bytes", "speed", false),
+    ("transmit_queue_length", "tx_queue_len", false),
+    ("protocol_type", "type", false),
+];
+
+/// The `netclass` collector.
+pub struct Netclass {
+    dir: PathBuf,
+}
+
+/// What one interface directory says.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Interface {
+    pub name: String,
+    pub address: String,
+    pub broadcast: String,
+    pub duplex: String,
+    pub ifalias: String,
+    pub operstate: String,
+    /// One per [`PROPERTIES`] entry, `None` where sysfs had no value.
+    pub values: Vec<Option<f64>>,
+}
+
+impl Netclass {
+    pub fn new(paths: &Paths) -> Self {
+        Self {
+            dir: paths.sys.join("class/net"),
+        }
+    }
+
+    pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
+        let interfaces: Vec<Interface> = list_dir(&self.dir, "")?
+            .into_iter()
+            .filter(|(_, path)| path.is_dir())
+            .map(|(name, path)| read_interface(name, &path))
+            .collect();
+        Ok(families(&interfaces))
+    }
+}
+
+/// Reads one /sys/class/net/<iface> directory.
+pub fn read_interface(name: String, dir: &Path) -> Interface {
+    let text = |file: &str| read_attribute(&dir.join(file)).unwrap_or_default();
+    let values = PROPERTIES
+        .iter()
+        .map(|(_, file, _)| read_attribute(&dir.join(file)).and_then(|v| parse_number(&v)))
+        .collect();
+    Interface {
+        address: text("address"),
+        broadcast: text("broadcast"),
+        duplex: text("duplex"),
+        ifalias: text("ifalias"),
+        operstate: text("operstate"),
+        name,
+        values,
+    }
+}
+
+/// sysfs numbers are decimal, or hexadecimal with `0x` (`flags`, `dev_id`).
+pub fn parse_number(text: &str) -> Option<f64> {
+    match text.strip_prefix("0x") {
+        Some(hex) => i64::from_str_radix(hex, 16).ok().map(|v| v as f64),
+        None => text.parse::<i64>().ok().map(|v| v as f64),
+    }
+}
+
+pub fn families(interfaces: &[Interface]) -> Vec<Family> {
+    let mut up = FamilyBuilder::gauge(
+        "node_network_up",
+        "Value is 1 if operstate is 'up', 0 otherwise.",
+    );
+    let mut info = FamilyBuilder::gauge(
+        "node_network_info",
+        "Non-numeric data from /sys/class/net/<iface>, value is always 1.",
+    );
+    let mut builders: Vec<FamilyBuilder> = PROPERTIES
+        .iter()
+        .map(|(name, _, counter)| {
+            let (name, help) = (
+                format!("node_network_{name}"),
+                format!("Network device property: {name}"),
+            );
+            if *counter {
+                FamilyBuilder::counter(&name, &help)
+            } else {
+                FamilyBuilder::gauge(&name, &help)
+            }
+        })
+        .collect();
+    for interface in interfaces {
+        let device = [("device", interface.name.as_str())];
+        up.sample(
+            &device,
+            if interface.operstate == "up" {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        info.sample(
+            &[
+                ("address", &interface.address),
+                ("broadcast", &interface.broadcast),
+                ("device", &interface.name),
+                ("duplex", &interface.duplex),
+                ("ifalias", &interface.ifalias),
+                ("operstate", &interface.operstate),
+            ],
+            1.0,
+        );
+        for ((builder, (name, _, _)), value) in
+            builders.iter_mut().zip(&PROPERTIES).zip(&interface.values)
+        {
+            if let Some(value) = value {
+                // sysfs gives the speed in Mbit/s; node_exporter reports bytes per second.
+                let value = if *name == "speed_bytes" {
+                    value * 1000.0 * 1000.0 / 8.0
+                } else {
+                    *value
+                };
+                builder.sample(&device, value);
+            }
+        }
+    }
+    let mut families = vec![up.build(), info.build()];
+    families.extend(
+        builders
+            .into_iter()
+            .map(FamilyBuilder::build)
+            .filter(|family| !family.samples.is_empty()),
+    );
+    families
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Vec<Family> {
+        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let paths = Paths {
+            proc: testdata.join("proc"),
+            rootfs: testdata.clone(),
+            sys: testdata.join("sys"),
+        };
+        Netclass::new(&paths).collect().unwrap()
+    }
+
+    fn value(families: &[Family], name: &str, device: &str) -> Option<f64> {
+        families
+            .iter()
+            .find(|f| f.name == name)?
+            .samples
+            .iter()
+            .find(|s| s.labels["device"] == device)
+            .map(|s| s.value)
+    }
+
+    #[test]
+    fn reads_every_property_node_exporter_reports() {
+        let families = fixture();
+        assert_eq!(value(&families, "node_network_up", "eth0"), Some(1.0));
+        assert_eq!(value(&families, "node_network_up", "lo"), Some(0.0));
+        assert_eq!(
+            value(&families, "node_network_mtu_bytes", "eth0"),
+            Some(1500.0)
+        );
+        assert_eq!(value(&families, "node_network_flags", "eth0"), Some(4099.0));
+        assert_eq!(
+            value(&families, "node_network_speed_bytes", "eth0"),
+            Some(125_000_000.0)
+        );
+        assert_eq!(
+            value(&families, "node_network_carrier_changes_total", "eth0"),
+            Some(2.0)
+        );
+        let info = &families[1];
+        let eth0 = info
+            .samples
+            .iter()
+            .find(|s| s.labels["device"] == "eth0")
+            .unwrap();
+        assert_eq!(eth0.labels["address"], "52:54:00:12:34:56");
+        assert_eq!(eth0.labels["duplex"], "full");
+        assert_eq!(eth0.labels["operstate"], "up");
+    }
+
+    #[test]
+    fn unreadable_attributes_are_left_out() {
+        let families = fixture();
+        // lo has no speed and no carrier file in the fixture.
+        assert_eq!(value(&families, "node_network_speed_bytes", "lo"), None);
+        assert_eq!(value(&families, "node_network_carrier", "lo"), None);
+        assert_eq!(value(&families, "node_network_iface_id", "lo"), Some(1.0));
+    }
+
+    #[test]
+    fn numbers_may_be_hexadecimal() {
+        assert_eq!(parse_number("0x1003"), Some(4099.0));
+        assert_eq!(parse_number("-1"), Some(-1.0));
+        assert_eq!(parse_number("fast"), None);
+    }
+}
