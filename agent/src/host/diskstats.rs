@@ -155,7 +155,7 @@ impl Diskstats {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = CollectError::read_text(&self.path)?;
+        let text = CollectError::read_proc(&self.path)?;
         let disks =
             parse_diskstats(&text).map_err(|detail| CollectError::parse(&self.path, detail))?;
         let mut builders: Vec<FamilyBuilder> = FIELDS

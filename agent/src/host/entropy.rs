@@ -36,7 +36,7 @@ impl Entropy {
 
 /// Reads a file holding one number, as /proc/sys files do.
 pub fn read_number(path: &std::path::Path) -> Result<f64, CollectError> {
-    let text = CollectError::read_text(path)?;
+    let text = CollectError::read_proc(path)?;
     text.trim()
         .parse()
         .map_err(|error| CollectError::parse(path, format!("'{}': {error}", text.trim())))

@@ -20,7 +20,7 @@ impl Filefd {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = CollectError::read_text(&self.path)?;
+        let text = CollectError::read_proc(&self.path)?;
         let (allocated, maximum) =
             parse_file_nr(&text).map_err(|detail| CollectError::parse(&self.path, detail))?;
         Ok(vec![

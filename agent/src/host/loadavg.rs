@@ -20,7 +20,7 @@ impl Loadavg {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = CollectError::read_text(&self.path)?;
+        let text = CollectError::read_proc(&self.path)?;
         let [load1, load5, load15] =
             parse_loadavg(&text).map_err(|detail| CollectError::parse(&self.path, detail))?;
         Ok(vec![

@@ -269,6 +269,89 @@ pub fn read_attribute(path: &Path) -> Option<String> {
         .map(|text| text.trim().to_owned())
 }
 
+/// procfs files kept open by [`CollectError::read_proc`]: about 20 per round, with room for
+/// another proc path in tests.
+const PROC_MAX_OPEN: usize = 64;
+
+/// sysfs and procfs files kept open and read again with pread(2) at offset 0, which makes the
+/// kernel generate their contents anew. A round then costs one read per file instead of open,
+/// read and close, and the path lookup of an open is the expensive part in sysfs. At most
+/// `max_open` files are kept (the rest are opened per read), so a host with hundreds of
+/// interfaces cannot exhaust the agent's file descriptors.
+pub struct OpenFiles {
+    files: std::collections::HashMap<PathBuf, std::fs::File>,
+    max_open: usize,
+    buffer: Vec<u8>,
+}
+
+impl OpenFiles {
+    pub fn new(max_open: usize) -> Self {
+        Self {
+            files: std::collections::HashMap::new(),
+            max_open,
+            buffer: Vec::with_capacity(4096),
+        }
+    }
+
+    /// The file's contents, trimmed; `None` when it cannot be opened or read, as
+    /// [`read_attribute`].
+    pub fn read(&mut self, path: &Path) -> Option<String> {
+        self.read_result(path).ok()
+    }
+
+    /// As `read`, with the error.
+    pub fn read_result(&mut self, path: &Path) -> std::io::Result<String> {
+        if !self.files.contains_key(path) {
+            let file = std::fs::File::open(path)?;
+            if self.files.len() >= self.max_open {
+                return read_at_zero(&file, &mut self.buffer);
+            }
+            self.files.insert(path.to_owned(), file);
+        }
+        let Some(file) = self.files.get(path) else {
+            return Err(std::io::ErrorKind::NotFound.into());
+        };
+        match read_at_zero(file, &mut self.buffer) {
+            Ok(text) => Ok(text),
+            Err(error) => {
+                // A removed device's files answer ENODEV; an attribute refused in the device's
+                // current state (EINVAL) may be readable next round, so its file stays open.
+                const ENODEV: i32 = 19;
+                if error.kind() == std::io::ErrorKind::NotFound
+                    || error.raw_os_error() == Some(ENODEV)
+                {
+                    self.files.remove(path);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Closes the files `keep` says no to (those of vanished devices).
+    pub fn retain(&mut self, keep: impl Fn(&Path) -> bool) {
+        self.files.retain(|path, _| keep(path));
+    }
+
+    #[cfg(test)]
+    pub fn open_count(&self) -> usize {
+        self.files.len()
+    }
+}
+
+fn read_at_zero(file: &std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<String> {
+    use std::os::unix::fs::FileExt;
+    buffer.clear();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        let read = file.read_at(&mut chunk, buffer.len() as u64)?;
+        if read == 0 {
+            break;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    Ok(String::from_utf8_lossy(buffer).trim().to_owned())
+}
+
 /// The entries of a directory whose names start with `prefix`, sorted by name; a missing
 /// directory is `NoData`.
 pub fn list_dir(dir: &Path, prefix: &str) -> Result<Vec<(String, PathBuf)>, CollectError> {
@@ -314,6 +397,20 @@ impl CollectError {
     /// Reads a text file of procfs, mapping failure as `io` does.
     pub fn read_text(path: &std::path::Path) -> Result<String, Self> {
         std::fs::read_to_string(path).map_err(|error| CollectError::io(path, error))
+    }
+
+    /// Reads a procfs file through one process-wide set of open files (see [`OpenFiles`]):
+    /// procfs files are never replaced, so a kept descriptor always reads the live contents.
+    /// Not for ordinary files, which are replaced by rename.
+    pub fn read_proc(path: &std::path::Path) -> Result<String, Self> {
+        static PROC_FILES: std::sync::Mutex<Option<OpenFiles>> = std::sync::Mutex::new(None);
+        let mut files = PROC_FILES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        files
+            .get_or_insert_with(|| OpenFiles::new(PROC_MAX_OPEN))
+            .read_result(path)
+            .map_err(|error| CollectError::io(path, error))
     }
 
     pub fn parse(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
@@ -515,6 +612,39 @@ fn collector_event(kind: CollectorKind, severity: Severity, event: &str, message
         severity,
         message: format!("{}: {message}", kind.name()),
         labels: [("collector".to_owned(), kind.name().to_owned())].into(),
+    }
+}
+
+#[cfg(test)]
+mod open_files_tests {
+    use super::*;
+
+    #[test]
+    fn rereads_changed_contents_and_stays_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "1\n").unwrap();
+        std::fs::write(&b, "2\n").unwrap();
+        let mut files = OpenFiles::new(1);
+        assert_eq!(files.read(&a).as_deref(), Some("1"));
+        assert_eq!(files.read(&b).as_deref(), Some("2"));
+        assert_eq!(files.open_count(), 1);
+        // Rewritten in place, as the kernel regenerates an attribute.
+        std::fs::write(&a, "10\n").unwrap();
+        assert_eq!(files.read(&a).as_deref(), Some("10"));
+        assert_eq!(files.read(&dir.path().join("missing")), None);
+        files.retain(|path| path != a);
+        assert_eq!(files.open_count(), 0);
+    }
+
+    #[test]
+    fn sysfs_and_procfs_regenerate_on_pread() {
+        let mut files = OpenFiles::new(4);
+        let uptime = Path::new("/proc/uptime");
+        let first = files.read(uptime).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let second = files.read(uptime).unwrap();
+        assert_ne!(first, second);
     }
 }
 

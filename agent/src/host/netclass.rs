@@ -19,7 +19,10 @@ use std::time::{Duration, Instant};
 
 use pantau_protocol::Family;
 
-use super::{CollectError, FamilyBuilder, Paths, list_dir, read_attribute};
+use super::{CollectError, FamilyBuilder, OpenFiles, Paths, list_dir, read_attribute};
+
+/// Files kept open for the attributes read every round (8 per interface).
+const MAX_OPEN: usize = 256;
 
 /// The numeric properties, in node_exporter's order: metric suffix, sysfs file, counter.
 const PROPERTIES: [(&str, &str, bool); 17] = [
@@ -53,6 +56,7 @@ pub struct Netclass {
     dir: PathBuf,
     /// Interfaces seen, with when their identity was last read.
     known: HashMap<String, (Instant, Interface)>,
+    files: OpenFiles,
 }
 
 /// What one interface directory says.
@@ -73,6 +77,7 @@ impl Netclass {
         Self {
             dir: paths.sys.join("class/net"),
             known: HashMap::new(),
+            files: OpenFiles::new(MAX_OPEN),
         }
     }
 
@@ -82,7 +87,7 @@ impl Netclass {
         for (name, path) in list_dir(&self.dir, "")? {
             let interface = match self.known.get_mut(&name) {
                 Some((read_at, interface)) if now.duration_since(*read_at) < IDENTITY_REFRESH => {
-                    refresh_moving(interface, &path);
+                    refresh_moving(interface, &path, &mut self.files);
                     interface.clone()
                 }
                 // Not a directory: /sys/class/net/bonding_masters and the like.
@@ -97,18 +102,25 @@ impl Netclass {
         }
         self.known
             .retain(|name, _| interfaces.iter().any(|i| i.name == *name));
+        let known = &self.known;
+        self.files.retain(|path| {
+            path.parent()
+                .and_then(Path::file_name)
+                .is_some_and(|name| known.contains_key(name.to_string_lossy().as_ref()))
+        });
         Ok(families(&interfaces))
     }
 }
 
 /// Reads again what moves while an interface exists.
-fn refresh_moving(interface: &mut Interface, dir: &Path) {
+fn refresh_moving(interface: &mut Interface, dir: &Path, files: &mut OpenFiles) {
     for index in MOVING {
-        interface.values[index] =
-            read_attribute(&dir.join(PROPERTIES[index].1)).and_then(|v| parse_number(&v));
+        interface.values[index] = files
+            .read(&dir.join(PROPERTIES[index].1))
+            .and_then(|v| parse_number(&v));
     }
-    interface.operstate = read_attribute(&dir.join("operstate")).unwrap_or_default();
-    interface.duplex = read_attribute(&dir.join("duplex")).unwrap_or_default();
+    interface.operstate = files.read(&dir.join("operstate")).unwrap_or_default();
+    interface.duplex = files.read(&dir.join("duplex")).unwrap_or_default();
 }
 
 /// Reads one /sys/class/net/<iface> directory.

@@ -46,12 +46,12 @@ impl Netstat {
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
         let mut families = Vec::new();
         for path in [self.netstat.clone(), self.snmp.clone()] {
-            let text = CollectError::read_text(&path)?;
+            let text = CollectError::read_proc(&path)?;
             self.pairs(&text, &mut families)
                 .map_err(|detail| CollectError::parse(&path, detail))?;
         }
         // A kernel without IPv6 has no snmp6; node_exporter then reports the rest.
-        match CollectError::read_text(&self.snmp6) {
+        match CollectError::read_proc(&self.snmp6) {
             Ok(text) => {
                 for (protocol, name, value) in
                     parse_snmp6(&text).map_err(|detail| CollectError::parse(&self.snmp6, detail))?

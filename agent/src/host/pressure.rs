@@ -31,7 +31,7 @@ impl Pressure {
         let mut families = Vec::new();
         for resource in ["cpu", "io", "memory"] {
             let path = self.dir.join(resource);
-            let text = match CollectError::read_text(&path) {
+            let text = match CollectError::read_proc(&path) {
                 Ok(text) => text,
                 Err(CollectError::NoData(_)) => {
                     return Err(CollectError::NoData(

@@ -25,11 +25,11 @@ impl Sockstat {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = CollectError::read_text(&self.v4)?;
+        let text = CollectError::read_proc(&self.v4)?;
         let mut stats =
             parse_sockstat(&text).map_err(|detail| CollectError::parse(&self.v4, detail))?;
         // No IPv6 in this kernel: node_exporter reports IPv4 alone.
-        match CollectError::read_text(&self.v6) {
+        match CollectError::read_proc(&self.v6) {
             Ok(text) => stats.extend(
                 parse_sockstat(&text).map_err(|detail| CollectError::parse(&self.v6, detail))?,
             ),

@@ -123,7 +123,7 @@ fn parse_cpu_times(key: &str, line: &str) -> Result<CpuTimes, String> {
 
 /// Reads and parses `<proc>/stat`; shared by the `cpu` and `stat` collectors.
 pub fn read_proc_stat(path: &Path) -> Result<ProcStat, CollectError> {
-    let text = CollectError::read_text(path)?;
+    let text = CollectError::read_proc(path)?;
     parse_proc_stat(&text).map_err(|detail| CollectError::parse(path, detail))
 }
 

@@ -23,7 +23,7 @@ impl Vmstat {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = CollectError::read_text(&self.path)?;
+        let text = CollectError::read_proc(&self.path)?;
         let fields =
             parse_vmstat(&text).map_err(|detail| CollectError::parse(&self.path, detail))?;
         Ok(fields
