@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Cost of host metrics on this machine: pantau-agent (collect, encode, publish over MQTT to the
 # collector's embedded broker) against node_exporter (collect and encode one scrape), with the
-# same six collectors and upstream node_exporter's default filters (Debian's package narrows
-# them), for the same number of rounds. Also the collector's cost per message.
+# same nineteen collectors (the agent's defaults, configs/agent-server.toml) and upstream
+# node_exporter's default filters (Debian's package narrows them), for the same number of
+# rounds. Also the collector's cost per message.
 #
 #   ROUNDS=60 ./bench/host-metrics.sh
 #
@@ -59,7 +60,10 @@ series_count="$(curl -sf "http://127.0.0.1:$http/metrics" | grep '^node_' | grep
 ne_port="$(free_port)"
 prometheus-node-exporter --web.listen-address="127.0.0.1:$ne_port" --collector.disable-defaults \
     --collector.cpu --collector.stat --collector.meminfo --collector.filesystem \
-    --collector.netdev --collector.loadavg --no-collector.netdev.netlink \
+    --collector.netdev --collector.loadavg --collector.diskstats --collector.netclass \
+    --collector.uname --collector.os --collector.time --collector.filefd --collector.entropy \
+    --collector.vmstat --collector.netstat --collector.sockstat --collector.pressure \
+    --collector.hwmon --collector.thermal_zone --no-collector.netdev.netlink \
     --collector.netdev.device-exclude= \
     '--collector.filesystem.mount-points-exclude=^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)' \
     2>"$tmp/ne.log" &

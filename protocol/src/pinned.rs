@@ -42,8 +42,37 @@ const RULES: &[(Pattern, MetricKind)] = &[
     (Exact("node_filesystem_files_free"), Gauge),
     (Exact("node_filesystem_readonly"), Gauge),
     (Exact("node_filesystem_device_error"), Gauge),
-    // netdev: `node_network_<statistic>_total`
+    // netdev: `node_network_<statistic>_total`; netclass's three counters end the same way
     (Affix("node_network_", "_total"), Counter),
+    // netclass: every other property a gauge (node_network_up, _info, _mtu_bytes, _flags, ...)
+    (Prefix("node_network_"), Gauge),
+    // diskstats: counters end in `_total`; io_now and info are gauges
+    (Affix("node_disk_", "_total"), Counter),
+    (Prefix("node_disk_"), Gauge),
+    // uname, os, time, filefd, entropy
+    (Exact("node_uname_info"), Gauge),
+    (Exact("node_os_info"), Gauge),
+    (Exact("node_os_version"), Gauge),
+    (Prefix("node_time_"), Gauge),
+    (Prefix("node_filefd_"), Gauge),
+    (Prefix("node_entropy_"), Gauge),
+    // vmstat and netstat: untyped in node_exporter, carried as gauges (no untyped kind here)
+    (Prefix("node_vmstat_"), Gauge),
+    (Prefix("node_netstat_"), Gauge),
+    (Prefix("node_sockstat_"), Gauge),
+    // pressure
+    (Affix("node_pressure_", "_seconds_total"), Counter),
+    // hwmon, thermal_zone
+    (Prefix("node_hwmon_"), Gauge),
+    (Exact("node_thermal_zone_temp"), Gauge),
+    (Exact("node_cooling_device_cur_state"), Gauge),
+    (Exact("node_cooling_device_max_state"), Gauge),
+    // textfile's own
+    (Exact("node_textfile_mtime_seconds"), Gauge),
+    (Exact("node_textfile_scrape_error"), Gauge),
+    // process-exporter
+    (Exact("namedprocess_namegroup_cpu_seconds_total"), Counter),
+    (Prefix("namedprocess_namegroup_"), Gauge),
     // loadavg
     (Exact("node_load1"), Gauge),
     (Exact("node_load5"), Gauge),
@@ -97,6 +126,13 @@ mod tests {
             ("probe_ssl_earliest_cert_expiry", Gauge),
             ("probe_icmp_duration_rtt_min_seconds", Gauge),
             ("smokeping_requests_total", Counter),
+            ("node_network_up", Gauge),
+            ("node_network_carrier_changes_total", Counter),
+            ("node_disk_io_now", Gauge),
+            ("node_disk_read_bytes_total", Counter),
+            ("node_pressure_io_stalled_seconds_total", Counter),
+            ("node_netstat_Tcp_RetransSegs", Gauge),
+            ("namedprocess_namegroup_num_procs", Gauge),
         ] {
             assert_eq!(pinned_kind(name), Some(kind), "{name}");
         }
@@ -105,7 +141,6 @@ mod tests {
     #[test]
     fn other_names_are_free() {
         for name in [
-            "node_network_up",
             "node_memory",
             "pantau_agent_outbox_messages",
             "ups_battery_charge",

@@ -178,6 +178,7 @@ mod tests {
         let paths = Paths {
             proc: fixture.clone(),
             rootfs: PathBuf::from("/"),
+            sys: PathBuf::from("/sys"),
         };
         let mut cpu = Cpu::new(&paths);
         let families = cpu.collect().unwrap();

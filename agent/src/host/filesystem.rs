@@ -293,7 +293,11 @@ mod tests {
         );
         // No <proc>/1: read the fallback, as under hidepid.
         std::fs::write(proc.join("self/mounts"), mounts).unwrap();
-        let paths = Paths { proc, rootfs };
+        let paths = Paths {
+            proc,
+            rootfs,
+            sys: PathBuf::from("/sys"),
+        };
         let families = Filesystem::new(&FilesystemConfig::default(), &paths)
             .collect()
             .unwrap();
@@ -344,6 +348,7 @@ mod tests {
         let paths = Paths {
             proc: dir.path().to_owned(),
             rootfs: dir.path().to_owned(),
+            sys: dir.path().to_owned(),
         };
         let error = Filesystem::new(&FilesystemConfig::default(), &paths)
             .collect()

@@ -20,7 +20,7 @@ impl Loadavg {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = CollectError::read_text(&self.path)?;
+        let text = CollectError::read_proc(&self.path)?;
         let [load1, load5, load15] =
             parse_loadavg(&text).map_err(|detail| CollectError::parse(&self.path, detail))?;
         Ok(vec![
@@ -74,6 +74,7 @@ mod tests {
         let paths = Paths {
             proc: fixture.clone(),
             rootfs: PathBuf::from("/"),
+            sys: PathBuf::from("/sys"),
         };
         let families = Loadavg::new(&paths).collect().unwrap();
         let names: Vec<_> = families.iter().map(|f| f.name.as_str()).collect();

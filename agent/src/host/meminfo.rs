@@ -25,7 +25,7 @@ impl Meminfo {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = CollectError::read_text(&self.path)?;
+        let text = CollectError::read_proc(&self.path)?;
         let fields =
             parse_meminfo(&text).map_err(|detail| CollectError::parse(&self.path, detail))?;
         Ok(families(&fields))
@@ -170,6 +170,7 @@ Hugepagesize:       2048 kB
         let paths = Paths {
             proc: fixture.clone(),
             rootfs: PathBuf::from("/"),
+            sys: PathBuf::from("/sys"),
         };
         let families = Meminfo::new(&paths).collect().unwrap();
         assert_eq!(families.len(), 54);

@@ -104,7 +104,7 @@ impl Netdev {
     }
 
     pub fn collect(&mut self) -> Result<Vec<Family>, CollectError> {
-        let text = CollectError::read_text(&self.path)?;
+        let text = CollectError::read_proc(&self.path)?;
         let devices =
             parse_net_dev(&text).map_err(|detail| CollectError::parse(&self.path, detail))?;
         let mut builders: Vec<FamilyBuilder> = STATISTICS
@@ -176,6 +176,7 @@ Inter-|   Receive                                                |  Transmit
         Paths {
             proc: fixture.clone(),
             rootfs: PathBuf::from("/"),
+            sys: PathBuf::from("/sys"),
         }
     }
 

@@ -123,7 +123,7 @@ fn parse_cpu_times(key: &str, line: &str) -> Result<CpuTimes, String> {
 
 /// Reads and parses `<proc>/stat`; shared by the `cpu` and `stat` collectors.
 pub fn read_proc_stat(path: &Path) -> Result<ProcStat, CollectError> {
-    let text = CollectError::read_text(path)?;
+    let text = CollectError::read_proc(path)?;
     parse_proc_stat(&text).map_err(|detail| CollectError::parse(path, detail))
 }
 
@@ -264,6 +264,7 @@ softirq 168358 0 21040 4 15460 52514 0 758 38895 0 39687
         let mut paths = Paths {
             proc: fixture.clone(),
             rootfs: PathBuf::from("/"),
+            sys: PathBuf::from("/sys"),
         };
         let families = Stat::new(&paths).collect().unwrap();
         assert_eq!(families.len(), 6);
