@@ -68,6 +68,30 @@ pub use signing::signed_command;
 pub use wait::{poll_until, wait_until};
 pub use webhook::WebhookReceiver;
 
+/// The host role's default collectors, by node_exporter's names: node_exporter 1.5 runs the
+/// same set for the parity tests.
+pub const NODE_EXPORTER_COLLECTORS: [&str; 19] = [
+    "cpu",
+    "stat",
+    "meminfo",
+    "filesystem",
+    "netdev",
+    "loadavg",
+    "diskstats",
+    "netclass",
+    "uname",
+    "os",
+    "time",
+    "filefd",
+    "entropy",
+    "vmstat",
+    "netstat",
+    "sockstat",
+    "pressure",
+    "hwmon",
+    "thermal_zone",
+];
+
 /// True when running under CI (`CI=true`, as `.ci/run` is started). Use it only to word a
 /// failure message; a test must never skip itself because of it.
 pub fn in_ci() -> bool {

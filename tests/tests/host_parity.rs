@@ -12,28 +12,8 @@ use pantau_tests::{Agent, ChildGuard, Collector, TestDir, free_port, http_get, w
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// The agent's default collectors that node_exporter 1.5 has too (all of them).
-const COLLECTORS: [&str; 19] = [
-    "cpu",
-    "stat",
-    "meminfo",
-    "filesystem",
-    "netdev",
-    "loadavg",
-    "diskstats",
-    "netclass",
-    "uname",
-    "os",
-    "time",
-    "filefd",
-    "entropy",
-    "vmstat",
-    "netstat",
-    "sockstat",
-    "pressure",
-    "hwmon",
-    "thermal_zone",
-];
+/// The agent's default collectors, all of which node_exporter 1.5 has too.
+const COLLECTORS: [&str; 19] = pantau_tests::NODE_EXPORTER_COLLECTORS;
 
 /// Families whose every series must be the same in both (label sets, not values).
 const SAME_SERIES: [&str; 9] = [

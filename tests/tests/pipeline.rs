@@ -164,30 +164,7 @@ fn node_exporter_lints() -> Vec<String> {
                 "--collector.disable-defaults",
                 "--no-collector.netdev.netlink",
             ])
-            .args(
-                [
-                    "cpu",
-                    "stat",
-                    "meminfo",
-                    "filesystem",
-                    "netdev",
-                    "loadavg",
-                    "diskstats",
-                    "netclass",
-                    "uname",
-                    "os",
-                    "time",
-                    "filefd",
-                    "entropy",
-                    "vmstat",
-                    "netstat",
-                    "sockstat",
-                    "pressure",
-                    "hwmon",
-                    "thermal_zone",
-                ]
-                .map(|c| format!("--collector.{c}")),
-            ),
+            .args(pantau_tests::NODE_EXPORTER_COLLECTORS.map(|c| format!("--collector.{c}"))),
         dir.path(),
     );
     let url = format!("http://127.0.0.1:{port}/metrics");
