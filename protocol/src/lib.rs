@@ -9,6 +9,7 @@ mod message;
 mod names;
 mod pinned;
 mod reason;
+pub mod schedule;
 pub mod sound;
 mod topic;
 

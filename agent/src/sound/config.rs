@@ -8,8 +8,8 @@ use pantau_runtime::config::ConfigError;
 use serde::Deserialize;
 
 use super::player::Settings;
-use super::schedule::QuietHours;
 use super::source::Voice;
+use pantau_protocol::schedule::QuietHours;
 
 /// The shortest command key accepted, in bytes.
 const MIN_KEY_BYTES: usize = 16;

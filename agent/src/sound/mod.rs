@@ -10,7 +10,6 @@ mod config;
 mod guard;
 mod player;
 mod queue;
-mod schedule;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -31,9 +30,9 @@ use tracing::{error, info, warn};
 
 pub use config::SoundConfig;
 use guard::Guard;
+use pantau_protocol::schedule::Schedule;
 use player::{AudioThread, Outcome, Request, SharedStatus};
 use queue::Announcement;
-use schedule::Schedule;
 
 use crate::message::unix_millis;
 use crate::metric::FamilyBuilder;

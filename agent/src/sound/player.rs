@@ -23,10 +23,10 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::queue::{Admission, Announcement, Queue};
-use super::schedule::QuietHours;
 use super::source::{self, Speech, Voice};
 use crate::message::unix_millis;
 use crate::role::EventSender;
+use pantau_protocol::schedule::QuietHours;
 
 /// How often a missing device is tried again.
 const DEVICE_RETRY: Duration = Duration::from_secs(3);

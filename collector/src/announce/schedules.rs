@@ -81,13 +81,15 @@ impl ScheduleSpec {
             valid_until: self.valid_until.clone(),
             announce: self.announce.clone(),
         };
-        ScheduleArgs {
+        // The agent's own parser: times, weekdays, dates and cron expressions are refused here,
+        // naming the field, rather than by the agent after the schedule was sent.
+        let args = ScheduleArgs {
             version: 1,
             time_zone: default_time_zone(),
             entries: vec![entry.clone()],
-        }
-        .validate()
-        .map_err(|why| why.replacen("entries[0] ", "", 1))?;
+        };
+        pantau_protocol::schedule::Schedule::parse(&args)
+            .map_err(|why| why.replacen("entries[0] ", "", 1))?;
         entry.announce.validate()?;
         Ok(entry)
     }

@@ -227,7 +227,21 @@ async fn bad_schedules_name_what_is_wrong() {
     ghost["targets"] = json!(["ghost"]);
     let mut clip = schedule_body("x");
     clip["announce"] = json!({"clip": "sirene.wav"});
+    let mut cron = schedule_body("x");
+    cron.as_object_mut().unwrap().remove("times");
+    cron.as_object_mut().unwrap().remove("weekdays");
+    cron["cron"] = json!("61 8 * * *");
+    let mut day = schedule_body("x");
+    day["weekdays"] = json!(["jumat"]);
     let cases = [
+        (
+            cron,
+            "(x): cron minute \"61\": \"61\" is not a number from 0 to 59",
+        ),
+        (
+            day,
+            "(x): weekday \"jumat\" is not one of mon, tue, ..., sun",
+        ),
         (both, "(x): give either `cron` or `times`"),
         (no_target, "give at least one of `targets` or `zones`"),
         (

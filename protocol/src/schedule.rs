@@ -1,6 +1,7 @@
 //! The schedule's arithmetic: when each entry is next due, as a pure function of the schedule
 //! and an instant, so it is tested on fixed instants and the agent plays on time by itself
-//! (no broker or collector needed once a schedule is stored).
+//! (no broker or collector needed once a schedule is stored). The collector parses schedules
+//! with the same code before it sends them, so what it accepts the agent accepts too.
 //!
 //! Entries are either times of day on weekdays, or five-field cron expressions (minute, hour,
 //! day of month, month, day of week; `*`, lists, ranges, steps; day 0 and 7 are Sunday; when
@@ -8,10 +9,10 @@
 //! schedule's time zone (default Asia/Jakarta, WIB, which has no daylight saving), and an
 //! entry plays only between its validity dates.
 
+use crate::sound::{AnnounceArgs, ScheduleArgs};
 use jiff::Timestamp;
 use jiff::civil::{Date, Time, Weekday};
 use jiff::tz::TimeZone;
-use pantau_protocol::sound::{AnnounceArgs, ScheduleArgs};
 
 /// How far ahead the next due time is searched; an entry due later than this counts as never.
 const HORIZON_DAYS: i32 = 400;
