@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cost of host metrics on this machine: pantau-agent (collect, encode, publish over MQTT to the
 # collector's embedded broker) against node_exporter (collect and encode one scrape), with the
-# same nineteen collectors (the agent's defaults, configs/agent-server.toml) and upstream
+# same twenty collectors (the agent's defaults, configs/agent-server.toml) and upstream
 # node_exporter's default filters (Debian's package narrows them), for the same number of
 # rounds. Also the collector's cost per message.
 #
@@ -63,7 +63,7 @@ prometheus-node-exporter --web.listen-address="127.0.0.1:$ne_port" --collector.d
     --collector.netdev --collector.loadavg --collector.diskstats --collector.netclass \
     --collector.uname --collector.os --collector.time --collector.filefd --collector.entropy \
     --collector.vmstat --collector.netstat --collector.sockstat --collector.pressure \
-    --collector.hwmon --collector.thermal_zone --no-collector.netdev.netlink \
+    --collector.hwmon --collector.thermal_zone --collector.timex --no-collector.netdev.netlink \
     --collector.netdev.device-exclude= \
     '--collector.filesystem.mount-points-exclude=^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)' \
     2>"$tmp/ne.log" &

@@ -70,7 +70,7 @@ pub use webhook::WebhookReceiver;
 
 /// The host role's default collectors, by node_exporter's names: node_exporter 1.5 runs the
 /// same set for the parity tests.
-pub const NODE_EXPORTER_COLLECTORS: [&str; 19] = [
+pub const NODE_EXPORTER_COLLECTORS: [&str; 20] = [
     "cpu",
     "stat",
     "meminfo",
@@ -90,6 +90,7 @@ pub const NODE_EXPORTER_COLLECTORS: [&str; 19] = [
     "pressure",
     "hwmon",
     "thermal_zone",
+    "timex",
 ];
 
 /// True when running under CI (`CI=true`, as `.ci/run` is started). Use it only to word a

@@ -13,7 +13,7 @@ use pantau_tests::{Agent, ChildGuard, Collector, TestDir, free_port, http_get, w
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The agent's default collectors, all of which node_exporter 1.5 has too.
-const COLLECTORS: [&str; 19] = pantau_tests::NODE_EXPORTER_COLLECTORS;
+const COLLECTORS: [&str; 20] = pantau_tests::NODE_EXPORTER_COLLECTORS;
 
 /// Families whose every series must be the same in both (label sets, not values).
 const SAME_SERIES: [&str; 9] = [

@@ -26,6 +26,7 @@ mod stat;
 mod textfile;
 mod thermal_zone;
 mod time;
+mod timex;
 mod uname;
 mod vmstat;
 
@@ -116,6 +117,8 @@ pub enum CollectorKind {
     /// Thermal zones and cooling devices from /sys/class/thermal, where there are any.
     #[serde(rename = "thermal_zone")]
     ThermalZone,
+    /// Clock synchronisation state from adjtimex(2).
+    Timex,
     /// Metrics from `*.prom` files; on when `[host.textfile]` is configured.
     Textfile,
     /// Watched process groups; on when `[[host.processes]]` is configured.
@@ -144,6 +147,7 @@ impl CollectorKind {
             CollectorKind::Pressure,
             CollectorKind::Hwmon,
             CollectorKind::ThermalZone,
+            CollectorKind::Timex,
         ]
     }
 
@@ -169,6 +173,7 @@ impl CollectorKind {
             CollectorKind::Pressure => "pressure",
             CollectorKind::Hwmon => "hwmon",
             CollectorKind::ThermalZone => "thermal_zone",
+            CollectorKind::Timex => "timex",
             CollectorKind::Textfile => "textfile",
             CollectorKind::Processes => "processes",
         }
@@ -442,6 +447,7 @@ enum Collector {
     Pressure(pressure::Pressure),
     Hwmon(hwmon::Hwmon),
     ThermalZone(thermal_zone::ThermalZone),
+    Timex(timex::Timex),
     Textfile(textfile::Textfile),
     Processes(Box<processes::Processes>),
 }
@@ -472,6 +478,7 @@ impl Collector {
             CollectorKind::ThermalZone => {
                 Collector::ThermalZone(thermal_zone::ThermalZone::new(paths))
             }
+            CollectorKind::Timex => Collector::Timex(timex::Timex),
             CollectorKind::Textfile => Collector::Textfile(textfile::Textfile::new(
                 config.textfile.as_ref().map(|t| t.directory.clone()),
             )),
@@ -503,6 +510,7 @@ impl Collector {
             Collector::Pressure(c) => c.collect(),
             Collector::Hwmon(c) => c.collect(),
             Collector::ThermalZone(c) => c.collect(),
+            Collector::Timex(c) => c.collect(),
             Collector::Textfile(c) => c.collect(),
             Collector::Processes(c) => c.collect(),
         }
