@@ -35,11 +35,6 @@ impl Alertmanager {
     /// As [`Alertmanager::start`], sending `Authorization: Bearer <token>` with each
     /// notification when a token is given.
     pub fn start_with_bearer(webhook_url: &str, token: Option<&str>) -> Alertmanager {
-        let dir = tempfile::Builder::new()
-            .prefix("pantau-alertmanager-")
-            .tempdir()
-            .expect("create a temp dir for alertmanager");
-        let config = dir.path().join("alertmanager.yml");
         let url = serde_json::to_string(webhook_url).expect("serialize a string");
         let auth = token.map_or(String::new(), |token| {
             let token = serde_json::to_string(token).expect("serialize a string");
@@ -65,6 +60,18 @@ receivers:
         send_resolved: true
 {auth}"
         );
+        Alertmanager::start_config(&yaml)
+    }
+
+    /// Starts Alertmanager with `yaml` as its whole configuration (routes, receivers,
+    /// inhibition), e.g. the shipped dashboards/alertmanager/alertmanager.yml with its addresses
+    /// pointed at the test's own services.
+    pub fn start_config(yaml: &str) -> Alertmanager {
+        let dir = tempfile::Builder::new()
+            .prefix("pantau-alertmanager-")
+            .tempdir()
+            .expect("create a temp dir for alertmanager");
+        let config = dir.path().join("alertmanager.yml");
         fs::write(&config, yaml).unwrap_or_else(|err| panic!("write {}: {err}", config.display()));
         let (child, port) = start_on_free_port("alertmanager", |port| {
             let mut child = ChildGuard::spawn(
