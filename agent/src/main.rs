@@ -37,11 +37,15 @@ use crate::telemetry::Telemetry;
 const COMMAND_QUEUE: usize = 64;
 /// Role events waiting to be published.
 const EVENT_QUEUE: usize = 256;
+/// Async worker threads: the agent's tasks mostly wait (timers, sockets); file reads, audio and
+/// speech run on their own threads. Two keep the MQTT keep-alive going while one is busy.
+const WORKER_THREADS: usize = 2;
 
 fn main() -> ExitCode {
-    pantau_runtime::cli::main(
+    pantau_runtime::cli::main_with_workers(
         "pantau-agent",
         "Pantau agent: reports this host to the Pantau collector over MQTT",
+        WORKER_THREADS,
         config::AgentConfig::load,
         |resolved| format!("config OK (agent id '{}')", resolved.id),
         run,

@@ -48,6 +48,32 @@ where
     )
 }
 
+/// As [`main`], on a runtime of at most `worker_threads` worker threads instead of one per
+/// core. For a process whose async work is light (the agent): each worker costs a stack and
+/// a malloc arena, so on a 32-core server the default would multiply its memory for nothing.
+pub fn main_with_workers<C, E, Fut>(
+    name: &'static str,
+    about: &'static str,
+    worker_threads: usize,
+    load: impl FnOnce(Option<&Path>) -> Result<C, ConfigError>,
+    summary: impl FnOnce(&C) -> String,
+    run: impl FnOnce(C) -> Fut,
+) -> ExitCode
+where
+    E: Display,
+    Fut: Future<Output = Result<(), E>>,
+{
+    run_main(
+        name,
+        about,
+        Some(worker_threads),
+        load,
+        summary,
+        run,
+        |never: NoCommands| match never {},
+    )
+}
+
 /// No subcommands: the service only.
 #[derive(Debug, Subcommand)]
 pub enum NoCommands {}
@@ -57,6 +83,23 @@ pub enum NoCommands {}
 pub fn main_with_commands<S, C, E, Fut>(
     name: &'static str,
     about: &'static str,
+    load: impl FnOnce(Option<&Path>) -> Result<C, ConfigError>,
+    summary: impl FnOnce(&C) -> String,
+    run: impl FnOnce(C) -> Fut,
+    command: impl FnOnce(S) -> ExitCode,
+) -> ExitCode
+where
+    S: Subcommand,
+    E: Display,
+    Fut: Future<Output = Result<(), E>>,
+{
+    run_main(name, about, None, load, summary, run, command)
+}
+
+fn run_main<S, C, E, Fut>(
+    name: &'static str,
+    about: &'static str,
+    worker_threads: Option<usize>,
     load: impl FnOnce(Option<&Path>) -> Result<C, ConfigError>,
     summary: impl FnOnce(&C) -> String,
     run: impl FnOnce(C) -> Fut,
@@ -90,7 +133,13 @@ where
         println!("{}", summary(&config));
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(workers) = worker_threads {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        builder.worker_threads(workers.min(cores).max(1));
+    }
+    let runtime = match builder.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("{name}: cannot start the async runtime: {error}");
