@@ -97,6 +97,9 @@ pub struct Family {
 pub enum MetricKind {
     Counter,
     Gauge,
+    /// A value with no declared type (node_exporter's vmstat and netstat fields, textfile
+    /// `untyped`): exposed as `untyped`, stored by Prometheus like a gauge.
+    Untyped,
     /// Only a [`crate::HistogramFamily`] has it; a counter or gauge [`Family`] declaring it is
     /// refused at decode.
     Histogram,
@@ -163,6 +166,7 @@ impl MetricKind {
         match self {
             MetricKind::Counter => "counter",
             MetricKind::Gauge => "gauge",
+            MetricKind::Untyped => "untyped",
             MetricKind::Histogram => "histogram",
         }
     }

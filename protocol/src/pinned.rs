@@ -16,7 +16,7 @@ enum Pattern {
     Prefix(&'static str),
 }
 
-use MetricKind::{Counter, Gauge, Histogram};
+use MetricKind::{Counter, Gauge, Histogram, Untyped};
 use Pattern::{Affix, Exact, Prefix};
 
 /// First match wins, so the specific rules come before the prefixes that would also match.
@@ -56,9 +56,9 @@ const RULES: &[(Pattern, MetricKind)] = &[
     (Prefix("node_time_"), Gauge),
     (Prefix("node_filefd_"), Gauge),
     (Prefix("node_entropy_"), Gauge),
-    // vmstat and netstat: untyped in node_exporter, carried as gauges (no untyped kind here)
-    (Prefix("node_vmstat_"), Gauge),
-    (Prefix("node_netstat_"), Gauge),
+    // vmstat and netstat: untyped in node_exporter
+    (Prefix("node_vmstat_"), Untyped),
+    (Prefix("node_netstat_"), Untyped),
     (Prefix("node_sockstat_"), Gauge),
     // pressure
     (Affix("node_pressure_", "_seconds_total"), Counter),
@@ -67,6 +67,9 @@ const RULES: &[(Pattern, MetricKind)] = &[
     (Exact("node_thermal_zone_temp"), Gauge),
     (Exact("node_cooling_device_cur_state"), Gauge),
     (Exact("node_cooling_device_max_state"), Gauge),
+    // timex: the pps event counts end in `_total`
+    (Affix("node_timex_", "_total"), Counter),
+    (Prefix("node_timex_"), Gauge),
     // textfile's own
     (Exact("node_textfile_mtime_seconds"), Gauge),
     (Exact("node_textfile_scrape_error"), Gauge),
@@ -131,7 +134,7 @@ mod tests {
             ("node_disk_io_now", Gauge),
             ("node_disk_read_bytes_total", Counter),
             ("node_pressure_io_stalled_seconds_total", Counter),
-            ("node_netstat_Tcp_RetransSegs", Gauge),
+            ("node_netstat_Tcp_RetransSegs", Untyped),
             ("namedprocess_namegroup_num_procs", Gauge),
         ] {
             assert_eq!(pinned_kind(name), Some(kind), "{name}");

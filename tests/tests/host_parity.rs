@@ -221,12 +221,7 @@ fn host_families_match_node_exporter() {
             continue;
         };
         compared += 1;
-        // node_exporter's untyped vmstat and netstat fields travel as gauges.
-        let their_kind = if their.kind == "untyped" {
-            "gauge"
-        } else {
-            their.kind.as_str()
-        };
+        let their_kind = their.kind.as_str();
         if our.kind != their_kind {
             problems.push(format!(
                 "{name}: type {} instead of {}",

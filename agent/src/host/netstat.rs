@@ -2,8 +2,7 @@
 //! from /proc/net/netstat, /proc/net/snmp and /proc/net/snmp6 (TCP retransmits, listen drops
 //! and overflows, UDP errors, ...).
 //!
-//! node_exporter declares these untyped; the wire format has no untyped kind, so they travel
-//! as gauges, which is what Prometheus stores an untyped series as anyway.
+//! node_exporter declares these untyped, and so do we.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -62,7 +61,7 @@ impl Netstat {
                             .is_match(key)
                             .then(|| family_text(&protocol, &name))
                     }) {
-                        families.push(FamilyBuilder::gauge(name, help).single(value));
+                        families.push(FamilyBuilder::untyped(name, help).single(value));
                     }
                 }
             }
@@ -106,7 +105,7 @@ impl Netstat {
                     let value: f64 = value
                         .parse()
                         .map_err(|error| format!("{name} '{value}': {error}"))?;
-                    families.push(FamilyBuilder::gauge(name, help).single(value));
+                    families.push(FamilyBuilder::untyped(name, help).single(value));
                 }
             }
             if count != columns.len() || values.split_whitespace().count() != count {

@@ -168,7 +168,7 @@ fn is_reserved(name: &str) -> bool {
         || name.starts_with("pantau_")
 }
 
-/// Parses the Prometheus text format (counters, gauges, untyped as gauges), refusing what the
+/// Parses the Prometheus text format (counters, gauges, untyped), refusing what the
 /// agent cannot carry or must not accept: histograms and summaries, timestamps, reserved
 /// names, invalid names, repeated series.
 pub fn parse_textfile(text: &str, default_help: &str) -> Result<Vec<Family>, String> {
@@ -190,7 +190,8 @@ pub fn parse_textfile(text: &str, default_help: &str) -> Result<Vec<Family>, Str
                 (Some("TYPE"), Some(name), kind) => {
                     let kind = match kind.unwrap_or_default().trim() {
                         "counter" => MetricKind::Counter,
-                        "gauge" | "untyped" => MetricKind::Gauge,
+                        "gauge" => MetricKind::Gauge,
+                        "untyped" => MetricKind::Untyped,
                         other => {
                             return Err(at(format!("type '{other}' of {name} is not supported")));
                         }

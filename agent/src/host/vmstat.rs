@@ -1,8 +1,7 @@
 //! node_exporter's `vmstat` collector with its default field set
 //! (`^(oom_kill|pgpg|pswp|pg.*fault).*`): `node_vmstat_<field>` from /proc/vmstat.
 //!
-//! node_exporter declares these untyped; the wire format has no untyped kind, so they travel
-//! as gauges, which is what Prometheus stores an untyped series as anyway.
+//! node_exporter declares these untyped, and so do we.
 
 use std::path::PathBuf;
 
@@ -29,7 +28,7 @@ impl Vmstat {
         Ok(fields
             .into_iter()
             .map(|(name, value)| {
-                FamilyBuilder::gauge(
+                FamilyBuilder::untyped(
                     &format!("node_vmstat_{name}"),
                     &format!("/proc/vmstat information field {name}."),
                 )

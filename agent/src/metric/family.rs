@@ -19,6 +19,11 @@ impl FamilyBuilder {
         Self::new(name, help, MetricKind::Counter)
     }
 
+    /// A family without a declared type, as node_exporter exposes vmstat and netstat fields.
+    pub fn untyped(name: &str, help: &str) -> Self {
+        Self::new(name, help, MetricKind::Untyped)
+    }
+
     /// A histogram family; see [`HistogramBuilder`].
     pub fn histogram(name: &str, help: &str) -> HistogramBuilder {
         HistogramBuilder {
