@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub links: Vec<LinkConfig>,
     /// Sound role: announcements and the reminder schedule.
     pub sound: Option<SoundConfig>,
+    /// Device role: UPSes behind a NUT server, each its own `[[ups]]` table.
+    #[serde(default)]
+    pub ups: Vec<crate::device::UpsConfig>,
     /// Where messages wait until the broker acknowledges them.
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -221,6 +224,7 @@ impl AgentConfig {
             host.validate()?;
         }
         crate::probe::validate(&self.probes, &self.links, self.agent.interval_seconds)?;
+        crate::device::validate(&self.ups)?;
         if let Some(sound) = &self.sound {
             sound.validate()?;
         }

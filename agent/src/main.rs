@@ -4,6 +4,7 @@
 
 mod command;
 mod config;
+mod device;
 mod host;
 mod link;
 mod message;

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc};
 use tracing::warn;
 
 use crate::config::AgentConfig;
+use crate::device::DeviceRole;
 use crate::host::HostRole;
 use crate::probe::{ProbeRole, StartError};
 use crate::sound::SoundRole;
@@ -40,16 +41,24 @@ pub enum RoleKind {
     Probe,
     /// Announcements and the reminder schedule on the office sound system (`[sound]`).
     Sound,
+    /// Equipment that cannot run an agent, polled from this one (`[[ups]]`).
+    Device,
 }
 
 impl RoleKind {
-    pub const ALL: [RoleKind; 3] = [RoleKind::Host, RoleKind::Probe, RoleKind::Sound];
+    pub const ALL: [RoleKind; 4] = [
+        RoleKind::Host,
+        RoleKind::Probe,
+        RoleKind::Sound,
+        RoleKind::Device,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             RoleKind::Host => "host",
             RoleKind::Probe => "probe",
             RoleKind::Sound => "sound",
+            RoleKind::Device => "device",
         }
     }
 
@@ -59,6 +68,7 @@ impl RoleKind {
             RoleKind::Host => &["host"],
             RoleKind::Probe => &["probes", "links"],
             RoleKind::Sound => &["sound"],
+            RoleKind::Device => &["ups"],
         }
     }
 
@@ -66,7 +76,7 @@ impl RoleKind {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             RoleKind::Host => HostRole::COMMANDS,
-            RoleKind::Probe => &[],
+            RoleKind::Probe | RoleKind::Device => &[],
             RoleKind::Sound => SoundRole::COMMANDS,
         }
     }
@@ -75,7 +85,7 @@ impl RoleKind {
     /// disk), instead of the dispatcher answering a repeat from memory.
     pub fn checks_replays(self) -> bool {
         match self {
-            RoleKind::Host | RoleKind::Probe => false,
+            RoleKind::Host | RoleKind::Probe | RoleKind::Device => false,
             RoleKind::Sound => true,
         }
     }
@@ -86,6 +96,7 @@ pub enum Role {
     Host(HostRole),
     Probe(ProbeRole),
     Sound(Box<SoundRole>),
+    Device(DeviceRole),
 }
 
 impl Role {
@@ -107,6 +118,12 @@ impl Role {
             let role = SoundRole::new(sound, &config.agent.state_dir)?;
             roles.push(Role::Sound(Box::new(role)));
         }
+        if !config.ups.is_empty() {
+            roles.push(Role::Device(DeviceRole::new(
+                &config.ups,
+                config.agent.interval_seconds,
+            )?));
+        }
         Ok(roles)
     }
 
@@ -115,6 +132,7 @@ impl Role {
             Role::Host(_) => RoleKind::Host,
             Role::Probe(_) => RoleKind::Probe,
             Role::Sound(_) => RoleKind::Sound,
+            Role::Device(_) => RoleKind::Device,
         }
     }
 
@@ -124,6 +142,7 @@ impl Role {
             Role::Host(role) => role.start(context, supervisor),
             Role::Probe(role) => role.start(context, supervisor),
             Role::Sound(role) => role.start(context, supervisor),
+            Role::Device(role) => role.start(context, supervisor),
         }
     }
 
@@ -138,6 +157,7 @@ impl Role {
                 .collect(),
             Role::Probe(role) => role.collect(),
             Role::Sound(role) => role.families().into_iter().map(AnyFamily::from).collect(),
+            Role::Device(role) => role.collect(),
         }
     }
 
@@ -146,10 +166,10 @@ impl Role {
     pub async fn handle(&mut self, command: &Command) -> Result<String, CommandRejection> {
         match self {
             Role::Host(role) => role.handle(command),
-            Role::Probe(_) => Err(CommandRejection::of(
+            Role::Probe(_) | Role::Device(_) => Err(CommandRejection::of(
                 command,
                 pantau_protocol::CommandRejectReason::UnknownCommand,
-                "the probe role claims no commands",
+                "this role claims no commands",
             )),
             Role::Sound(role) => role.handle(command),
         }
@@ -159,7 +179,7 @@ impl Role {
     pub fn clips(&self) -> Vec<String> {
         match self {
             Role::Sound(role) => role.clips(),
-            Role::Host(_) | Role::Probe(_) => Vec::new(),
+            Role::Host(_) | Role::Probe(_) | Role::Device(_) => Vec::new(),
         }
     }
 }
