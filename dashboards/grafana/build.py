@@ -165,6 +165,19 @@ def servers():
             [target(f'namedprocess_namegroup_num_procs{{{i}}}', "{{instance}} {{groupname}}")])
     b.panel("timeseries", "Clock offset", "Kernel clock offset to its time source (timex); signed commands depend on it.", "s",
             [target(f'node_timex_offset_seconds{{{i}}}', "{{instance}}")])
+    b.row("Power (UPS over NUT)")
+    b.panel("timeseries", "UPS battery charge", "Battery charge of each UPS polled by these hosts.", "percent",
+            [target(f'network_ups_tools_battery_charge{{{i}}}', "{{ups}}")], w=8)
+    b.panel("timeseries", "UPS runtime left", "Seconds the battery would last at the current load.", "s",
+            [target(f'network_ups_tools_battery_runtime{{{i}}}', "{{ups}}")], w=8)
+    b.panel("timeseries", "UPS load and input voltage", "Load in percent of capacity and mains voltage.", "short",
+            [target(f'network_ups_tools_ups_load{{{i}}}', "{{ups}} load %"),
+             target(f'network_ups_tools_input_voltage{{{i}}}', "{{ups}} input V")], w=8)
+    b.panel("state-timeline", "UPS on battery / low battery", "1 while the UPS runs on battery (OB) or its battery is low (LB).", "bool_on_off",
+            [target(f'network_ups_tools_ups_status{{flag=~"OB|LB",{i}}}', "{{ups}} {{flag}}")], w=16)
+    b.panel("stat", "Devices readable", "Devices (UPS, ...) that answered their last poll, of all polled.", "none",
+            [target(f'sum(pantau_device_up{{{i}}}) or vector(0)', "up"),
+             target(f'count(pantau_device_up{{{i}}}) or vector(0)', "polled")], w=8)
     return b
 
 

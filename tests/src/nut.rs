@@ -68,7 +68,7 @@ impl Nut {
         let mut driver_command = Command::new("/lib/nut/dummy-ups");
         driver_command.args(["-a", ups, "-u", "nut", "-F"]);
         env(&mut driver_command);
-        let mut driver = ChildGuard::spawn("dummy-ups", &mut driver_command, path);
+        let driver = ChildGuard::spawn("dummy-ups", &mut driver_command, path);
         let socket = path.join(format!("dummy-ups-{ups}"));
         let driver_ready = crate::poll_until(START_TIMEOUT, || socket.exists().then_some(()));
         if driver_ready.is_none() {

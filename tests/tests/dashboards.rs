@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pantau_tests::{
-    Agent, AudioCapture, Collector, Mosquitto, Prometheus, TestDir, example_config, http_post,
+    Agent, AudioCapture, Collector, Mosquitto, Nut, Prometheus, TestDir, example_config, http_post,
     poll_until,
 };
 use serde_json::{Value, json};
@@ -196,10 +196,20 @@ announce = { text = "Mohon tetap memakai masker" }
         ],
     );
 
-    // A server watching the collector's process, so the process panel has a group.
+    // A server watching the collector's process, so the process panel has a group, and a UPS
+    // simulated by NUT.
+    let nut = Nut::start(
+        "dc-ups",
+        "battery.charge: 100\nbattery.runtime: 3600\nups.load: 20\ninput.voltage: 230\nups.status: OL\n",
+        &[],
+    );
     let server_config = std::fs::read_to_string(example_config("agent-server.toml"))
         .expect("server example")
-        + "\n[[host.processes]]\nname = \"collector\"\ncomm = [\"pantau-collecto\"]\n";
+        + "\n[[host.processes]]\nname = \"collector\"\ncomm = [\"pantau-collecto\"]\n"
+        + &format!(
+            "\n[[ups]]\naddress = \"{}\"\nname = \"dc-ups\"\n",
+            nut.address()
+        );
     let server_config = dir.write("agent-server.toml", server_config);
     let _server = Agent::start_config(
         &dir,
