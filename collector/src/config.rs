@@ -47,6 +47,8 @@ pub struct CollectorConfig {
     pub announcements: AnnouncementsConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// `[http]`: the Prometheus endpoint and the API.
@@ -488,6 +490,15 @@ impl CollectorConfig {
                     field,
                     value,
                     format!("must be at least {minimum}"),
+                ));
+            }
+        }
+        for (field, value, min, max) in self.console.ranges() {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::invalid(
+                    field,
+                    value,
+                    format!("must be between {min} and {max}"),
                 ));
             }
         }

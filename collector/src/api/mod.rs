@@ -27,6 +27,7 @@ pub use auth::{ApiConfig, Tokens};
 pub use error::ApiError;
 
 use crate::announce::Announcer;
+use crate::console::Console;
 use crate::exposition::Telemetry;
 use crate::readiness::Readiness;
 use crate::state::SharedState;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub accounts: Arc<accounts::Accounts>,
     /// `None` while `announcements.key_file` is not set.
     pub announcer: Option<Arc<Announcer>>,
+    /// The web console's sessions.
+    pub console: Arc<Console>,
     client_error_log: Arc<LogLimiter>,
     renders: Arc<Semaphore>,
 }
@@ -70,6 +73,7 @@ impl AppState {
             tokens: Arc::new(Tokens::default()),
             accounts: Arc::new(accounts::Accounts::default()),
             announcer: None,
+            console: Arc::new(Console::default()),
             client_error_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
             renders: Arc::new(Semaphore::new(concurrent_renders())),
         }
@@ -82,6 +86,11 @@ impl AppState {
 
     pub fn with_accounts(mut self, accounts: accounts::Accounts) -> Self {
         self.accounts = Arc::new(accounts);
+        self
+    }
+
+    pub fn with_console(mut self, console: Console) -> Self {
+        self.console = Arc::new(console);
         self
     }
 
@@ -118,6 +127,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/schedules/{name}/pause", post(schedules::pause))
         .route("/api/v1/schedules/{name}/resume", post(schedules::resume))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
