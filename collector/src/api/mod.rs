@@ -219,6 +219,6 @@ mod announcement_tests;
 #[cfg(test)]
 mod schedule_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;

@@ -181,6 +181,11 @@ mod tests {
         let mut used = 0;
         for source in sources {
             for (index, _) in source.match_indices("t(\"") {
+                // `t("` itself, not the end of another name (`static_asset("`).
+                let before = source[..index].chars().next_back().unwrap_or(' ');
+                if before.is_alphanumeric() || before == '_' {
+                    continue;
+                }
                 let rest = &source[index + 3..];
                 let Some(end) = rest.find('"') else { continue };
                 let key = &rest[..end];
