@@ -151,11 +151,10 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         .iter()
         .any(|account| account.role == api::accounts::Role::Admin)
     {
-        let file = config
-            .api
-            .users_file
-            .as_ref()
-            .map_or_else(|| "/etc/pantau/api-users".to_owned(), |p| p.display().to_string());
+        let file = config.api.users_file.as_ref().map_or_else(
+            || "/etc/pantau/api-users".to_owned(),
+            |p| p.display().to_string(),
+        );
         warn!(
             users_file = %file,
             "no user has the admin role, so nobody can edit schedules in the web console; \

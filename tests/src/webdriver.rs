@@ -76,8 +76,13 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args}
         }}});
-        let answer = send(&agent, "POST", &format!("{url}/session"), Some(&capabilities))
-            .expect("a WebDriver session");
+        let answer = send(
+            &agent,
+            "POST",
+            &format!("{url}/session"),
+            Some(&capabilities),
+        )
+        .expect("a WebDriver session");
         let session = answer["sessionId"]
             .as_str()
             .expect("a session id")
@@ -135,7 +140,11 @@ impl Browser {
     }
 
     pub fn click(&self, element: &Element) {
-        self.must("POST", &format!("/element/{}/click", element.0), Some(&json!({})));
+        self.must(
+            "POST",
+            &format!("/element/{}/click", element.0),
+            Some(&json!({})),
+        );
     }
 
     pub fn type_text(&self, element: &Element, text: &str) {
@@ -202,7 +211,10 @@ impl Browser {
                 Some(&json!({"width": outer_w, "height": outer_h})),
             );
             let inner = self.execute("return [window.innerWidth, window.innerHeight];");
-            let (w, h) = (inner[0].as_i64().unwrap_or(0), inner[1].as_i64().unwrap_or(0));
+            let (w, h) = (
+                inner[0].as_i64().unwrap_or(0),
+                inner[1].as_i64().unwrap_or(0),
+            );
             if (w, h) == (width, height) {
                 return;
             }
@@ -227,7 +239,12 @@ impl Browser {
             let url = self.current_url();
             url.starts_with(prefix).then_some(url)
         })
-        .unwrap_or_else(|| panic!("the browser never went to {prefix}: at {}", self.current_url()))
+        .unwrap_or_else(|| {
+            panic!(
+                "the browser never went to {prefix}: at {}",
+                self.current_url()
+            )
+        })
     }
 }
 
@@ -243,8 +260,7 @@ impl Drop for Browser {
 pub fn screenshot_dir() -> PathBuf {
     let dir = match std::env::var_os("PANTAU_ARTIFACTS_DIR") {
         Some(dir) => PathBuf::from(dir).join("console-screenshots"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/console-screenshots"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots"),
     };
     std::fs::create_dir_all(&dir).expect("create the screenshot dir");
     dir

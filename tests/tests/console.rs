@@ -120,7 +120,8 @@ impl Setup {
         b.click(&b.wait_for("#send-button", WAIT));
         b.wait_for_url(&self.url("/console/now?sent="), WAIT);
         let flash = b.wait_for("#flash", WAIT);
-        b.attribute(&flash, "data-id").expect("the sent announcement's id")
+        b.attribute(&flash, "data-id")
+            .expect("the sent announcement's id")
     }
 
     /// Reloads the Now page until announcement `id` shows `status` for the agent.
@@ -176,7 +177,11 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     let id = setup.send("Mohon tetap memakai masker");
     setup.wait_for_status(&id, "finished");
     let spans = setup.loud_spans();
-    assert_eq!(spans.len(), 1, "the speech is in the capture once: {spans:?}");
+    assert_eq!(
+        spans.len(),
+        1,
+        "the speech is in the capture once: {spans:?}"
+    );
     assert!(spans[0] > 1.0, "about 2 s of speech: {spans:?}");
 
     // A long announcement, stopped from the Now page while it plays.
@@ -204,7 +209,10 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     .expect("the capture settles");
     assert_eq!(settled.len(), 2, "{settled:?}");
     // 12 repetitions take about 20 s to say; it stopped long before.
-    assert!(settled[1] < 10.0, "kept playing after the stop: {settled:?}");
+    assert!(
+        settled[1] < 10.0,
+        "kept playing after the stop: {settled:?}"
+    );
     setup.screenshots("now");
 
     // An emergency needs the confirmation page.
@@ -220,7 +228,10 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     // A schedule made in the form, with its next run in WIB and the agent's applied version.
     b.goto(&setup.url("/console/schedules/new"));
     b.type_text(&b.wait_for("#name", WAIT), "masker-pagi");
-    b.type_text(&b.wait_for("#text", WAIT), "Selamat pagi, mohon memakai masker");
+    b.type_text(
+        &b.wait_for("#text", WAIT),
+        "Selamat pagi, mohon memakai masker",
+    );
     b.type_text(&b.wait_for("#times", WAIT), "07:30");
     b.click(&b.wait_for(&format!("#target-{AGENT}"), WAIT));
     setup.screenshots("schedule-form");
@@ -240,7 +251,10 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     b.goto(&setup.url("/console/history?outcome=stopped"));
     b.wait_for(&format!("#ann-{id}"), WAIT);
     assert_eq!(b.text_of(&format!("#ann-{id} .status")), "stopped");
-    assert!(!b.source().contains("Mohon tetap memakai masker"), "filtered out");
+    assert!(
+        !b.source().contains("Mohon tetap memakai masker"),
+        "filtered out"
+    );
     b.goto(&setup.url("/console/history"));
     b.wait_for(".ann", WAIT);
     setup.screenshots("history");
@@ -309,7 +323,10 @@ fn the_console_refuses_strangers_forged_forms_and_viewers_who_send() {
     setup.login("tamu", "rahasia-tamu");
     b.goto(&setup.url("/console/send"));
     b.wait_for("#viewer-note", WAIT);
-    assert!(b.find("#send-button").is_none(), "a viewer has no send button");
+    assert!(
+        b.find("#send-button").is_none(),
+        "a viewer has no send button"
+    );
     setup.screenshots("send-viewer");
     let csrf = b
         .attribute(&b.wait_for("#send-form input[name=csrf]", WAIT), "value")
@@ -328,7 +345,11 @@ fn the_console_refuses_strangers_forged_forms_and_viewers_who_send() {
     .expect("the collector answers");
     assert_eq!(status, 403, "{body}");
     let (_, history) = setup.collector.api("/api/v1/announcements");
-    assert_eq!(history["announcements"], serde_json::json!([]), "nothing sent");
+    assert_eq!(
+        history["announcements"],
+        serde_json::json!([]),
+        "nothing sent"
+    );
     assert!(setup.loud_spans().is_empty(), "nothing played");
     assert!(
         setup

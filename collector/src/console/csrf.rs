@@ -24,6 +24,9 @@ mod tests {
         assert!(!matches(&token, Some("")));
         assert!(!matches(&token, Some(&"a".repeat(63))));
         assert!(!matches(&token, Some(&format!("{}b", "a".repeat(63)))));
-        assert!(!matches("", Some("")), "an empty expected token never matches");
+        assert!(
+            !matches("", Some("")),
+            "an empty expected token never matches"
+        );
     }
 }

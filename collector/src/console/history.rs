@@ -16,8 +16,16 @@ const LIMIT: u32 = 200;
 
 /// Outcomes offered in the filter.
 pub const OUTCOMES: [&str; 10] = [
-    "pending", "queued", "started", "finished", "failed", "expired", "preempted", "stopped",
-    "rejected", "collapsed",
+    "pending",
+    "queued",
+    "started",
+    "finished",
+    "failed",
+    "expired",
+    "preempted",
+    "stopped",
+    "rejected",
+    "collapsed",
 ];
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,7 +77,9 @@ pub async fn page(
 ) -> Result<Response, ConsoleError> {
     let announcer = visitor.announcer(&app)?;
     let bad = |why: String| visitor.refuse(StatusCode::BAD_REQUEST, why);
-    let from = day_start_ms("from", &filter.from, 0).map_err(bad)?.unwrap_or(0);
+    let from = day_start_ms("from", &filter.from, 0)
+        .map_err(bad)?
+        .unwrap_or(0);
     let to = day_start_ms("to", &filter.to, 1)
         .map_err(bad)?
         .map_or(i64::MAX, |end| end - 1);

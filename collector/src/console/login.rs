@@ -28,7 +28,12 @@ struct LoginPage {
     user: String,
 }
 
-fn login_page(app: &AppState, headers: &HeaderMap, error: Option<&'static str>, user: String) -> Response {
+fn login_page(
+    app: &AppState,
+    headers: &HeaderMap,
+    error: Option<&'static str>,
+    user: String,
+) -> Response {
     let token = random_token();
     let page = Page {
         lang: lang_of(headers),
@@ -94,8 +99,14 @@ pub async fn submit(
     info!(user = %user, %role, "console: logged in");
     let mut response = Redirect::to("/console/now").into_response();
     let headers = response.headers_mut();
-    headers.append(header::SET_COOKIE, app.console.cookie(SESSION_COOKIE, &id, None));
-    headers.append(header::SET_COOKIE, app.console.cookie(LOGIN_COOKIE, "", Some(0)));
+    headers.append(
+        header::SET_COOKIE,
+        app.console.cookie(SESSION_COOKIE, &id, None),
+    );
+    headers.append(
+        header::SET_COOKIE,
+        app.console.cookie(LOGIN_COOKIE, "", Some(0)),
+    );
     response
 }
 

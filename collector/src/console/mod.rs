@@ -96,12 +96,18 @@ pub fn routes() -> Router<AppState> {
             "/console/schedules/{name}",
             get(schedules::edit_form).post(schedules::edit),
         )
-        .route("/console/schedules/{name}/{action}", post(schedules::action))
+        .route(
+            "/console/schedules/{name}/{action}",
+            post(schedules::action),
+        )
         .route("/console/history", get(history::page))
 }
 
 async fn css() -> Response {
-    static_asset("text/css; charset=utf-8", include_str!("static/console.css"))
+    static_asset(
+        "text/css; charset=utf-8",
+        include_str!("static/console.css"),
+    )
 }
 
 async fn js() -> Response {
@@ -139,9 +145,7 @@ async fn set_lang(
         .back
         .filter(|back| back.starts_with("/console/") && !back.contains("//"))
         .unwrap_or_else(|| "/console/now".to_owned());
-    let cookie = app
-        .console
-        .cookie(LANG_COOKIE, lang, Some(365 * 86_400));
+    let cookie = app.console.cookie(LANG_COOKIE, lang, Some(365 * 86_400));
     ([(header::SET_COOKIE, cookie)], Redirect::to(&back)).into_response()
 }
 
@@ -240,7 +244,11 @@ impl Visitor {
     }
 
     /// Refuses (403, counted, logged) a form without the session's CSRF token.
-    pub fn check_csrf(&self, app: &AppState, fields: &[(String, String)]) -> Result<(), ConsoleError> {
+    pub fn check_csrf(
+        &self,
+        app: &AppState,
+        fields: &[(String, String)],
+    ) -> Result<(), ConsoleError> {
         if csrf::matches(&self.session.csrf, field(fields, "csrf")) {
             return Ok(());
         }
@@ -252,7 +260,10 @@ impl Visitor {
             warn!(user = %self.session.user, suppressed,
                 "console: form refused, CSRF token missing or wrong");
         }
-        Err(self.refuse(StatusCode::FORBIDDEN, i18n::t(self.lang, "error.csrf").to_owned()))
+        Err(self.refuse(
+            StatusCode::FORBIDDEN,
+            i18n::t(self.lang, "error.csrf").to_owned(),
+        ))
     }
 
     pub fn refuse(&self, status: StatusCode, message: String) -> ConsoleError {
@@ -281,7 +292,10 @@ impl Visitor {
             AnnounceError::Conflict(message) => self.refuse(StatusCode::CONFLICT, message),
             AnnounceError::Store(cause) => {
                 error!(%cause, "console: store failed");
-                self.refuse(StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_owned())
+                self.refuse(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_owned(),
+                )
             }
         }
     }
@@ -428,7 +442,11 @@ pub fn render<T: Template>(template: &T) -> Response {
 pub fn wib(ms: i64) -> String {
     let zone = jiff::tz::TimeZone::get("Asia/Jakarta").unwrap_or(jiff::tz::TimeZone::UTC);
     jiff::Timestamp::from_millisecond(ms)
-        .map(|at| at.to_zoned_datetime(zone).strftime("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|at| {
+            at.to_zoned_datetime(zone)
+                .strftime("%Y-%m-%d %H:%M:%S")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 

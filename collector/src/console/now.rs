@@ -53,7 +53,10 @@ impl Row {
             time: wib(row.created_ms),
             by: row.created_by.clone(),
             what: summary(&row.args),
-            priority: row.args["priority"].as_str().unwrap_or("operator").to_owned(),
+            priority: row.args["priority"]
+                .as_str()
+                .unwrap_or("operator")
+                .to_owned(),
             targets: row
                 .targets
                 .iter()
@@ -75,12 +78,15 @@ struct NowPage {
 
 /// The value of a sound agent's single-sample gauge.
 fn gauge(view: &AgentView, name: &str) -> Option<f64> {
-    view.families.as_ref()?.iter().find_map(|family| match family {
-        pantau_protocol::AnyFamily::Plain(family) if family.name == name => {
-            family.samples.first().map(|sample| sample.value)
-        }
-        _ => None,
-    })
+    view.families
+        .as_ref()?
+        .iter()
+        .find_map(|family| match family {
+            pantau_protocol::AnyFamily::Plain(family) if family.name == name => {
+                family.samples.first().map(|sample| sample.value)
+            }
+            _ => None,
+        })
 }
 
 /// The agents that said they have the sound role, sorted by id.
@@ -169,7 +175,10 @@ pub async fn stop(
         .stop(&visitor.session.user, &id, SystemTime::now())
         .await
         .map_err(|error| visitor.announce_error(error))?;
-    Ok(Redirect::to(&format!("/console/now?stopped={}", encode(&id))))
+    Ok(Redirect::to(&format!(
+        "/console/now?stopped={}",
+        encode(&id)
+    )))
 }
 
 /// `POST /console/now/tone/{agent}`: operator; a 2-second 1 kHz sine on that speaker.
@@ -201,7 +210,10 @@ pub async fn tone(
         .create(&visitor.session.user, request, SystemTime::now())
         .await
         .map_err(|error| visitor.announce_error(error))?;
-    Ok(Redirect::to(&format!("/console/now?tone={}", encode(&agent))))
+    Ok(Redirect::to(&format!(
+        "/console/now?tone={}",
+        encode(&agent)
+    )))
 }
 
 /// Percent-encodes a query value (ids are plain, but agent ids come from senders).

@@ -10,9 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use pantau_protocol::schedule::Schedule;
-use pantau_protocol::sound::{
-    AnnounceArgs, Priority, ScheduleArgs, default_time_zone,
-};
+use pantau_protocol::sound::{AnnounceArgs, Priority, ScheduleArgs, default_time_zone};
 
 use super::now::sound_agents;
 use super::{ConsoleError, Page, Visitor, field, render, summary, values};
@@ -84,7 +82,11 @@ pub fn next_run(spec: &ScheduleSpec, after: jiff::Timestamp) -> Option<String> {
     };
     let (at, _) = Schedule::parse(&args).ok()?.next_due(after)?;
     let zone = jiff::tz::TimeZone::get("Asia/Jakarta").ok()?;
-    Some(at.to_zoned_datetime(zone).strftime("%a %Y-%m-%d %H:%M WIB").to_string())
+    Some(
+        at.to_zoned_datetime(zone)
+            .strftime("%a %Y-%m-%d %H:%M WIB")
+            .to_string(),
+    )
 }
 
 fn describe_when(spec: &ScheduleSpec) -> String {
@@ -156,9 +158,18 @@ fn render_list(
     }))
 }
 
-fn form_page(app: &AppState, visitor: &Visitor, editing: Option<String>, spec: ScheduleSpec) -> Result<Response, ConsoleError> {
+fn form_page(
+    app: &AppState,
+    visitor: &Visitor,
+    editing: Option<String>,
+    spec: ScheduleSpec,
+) -> Result<Response, ConsoleError> {
     let announcer = visitor.announcer(app)?;
-    let zones = announcer.zones().iter().map(|zone| zone.name.clone()).collect();
+    let zones = announcer
+        .zones()
+        .iter()
+        .map(|zone| zone.name.clone())
+        .collect();
     let agents = sound_agents(app).into_iter().map(|view| view.id).collect();
     Ok(render(&FormPage {
         page: visitor.page("schedules"),
@@ -173,7 +184,10 @@ fn form_page(app: &AppState, visitor: &Visitor, editing: Option<String>, spec: S
 }
 
 /// `GET /console/schedules/new`: admin.
-pub async fn new_form(State(app): State<AppState>, visitor: Visitor) -> Result<Response, ConsoleError> {
+pub async fn new_form(
+    State(app): State<AppState>,
+    visitor: Visitor,
+) -> Result<Response, ConsoleError> {
     visitor.require(&app, Role::Admin, "schedules")?;
     let spec = ScheduleSpec {
         name: String::new(),
@@ -203,13 +217,23 @@ pub async fn edit_form(
         .map_err(|error| visitor.announce_error(error))?
         .into_iter()
         .find(|view| view.spec.name == name && view.source == "api")
-        .ok_or_else(|| visitor.refuse(StatusCode::NOT_FOUND, format!("no schedule '{name}' made here")))?;
+        .ok_or_else(|| {
+            visitor.refuse(
+                StatusCode::NOT_FOUND,
+                format!("no schedule '{name}' made here"),
+            )
+        })?;
     form_page(&app, &visitor, Some(name), view.spec)
 }
 
 /// A schedule from the form's fields.
 fn spec_of(fields: &[(String, String)], paused: bool) -> Result<ScheduleSpec, String> {
-    let text = |name: &str| field(fields, name).map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+    let text = |name: &str| {
+        field(fields, name)
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)
+    };
     let priority = match field(fields, "priority").unwrap_or("scheduled") {
         "scheduled" => Priority::Scheduled,
         "operator" => Priority::Operator,
@@ -272,14 +296,19 @@ async fn save(
     visitor.require(&app, Role::Admin, "schedules")?;
     let announcer = visitor.announcer(&app)?;
     let paused = field(&fields, "paused") == Some("true");
-    let mut spec = spec_of(&fields, paused)
-        .map_err(|why| visitor.refuse(StatusCode::BAD_REQUEST, why))?;
+    let mut spec =
+        spec_of(&fields, paused).map_err(|why| visitor.refuse(StatusCode::BAD_REQUEST, why))?;
     if let Some(name) = &editing {
         // The name is the schedule's key: an edit keeps it.
         spec.name = name.clone();
     }
     announcer
-        .put_schedule(&visitor.session.user, spec, editing.is_none(), SystemTime::now())
+        .put_schedule(
+            &visitor.session.user,
+            spec,
+            editing.is_none(),
+            SystemTime::now(),
+        )
         .await
         .map_err(|error| visitor.announce_error(error))?;
     Ok(Redirect::to("/console/schedules?done=saved").into_response())
@@ -298,8 +327,14 @@ pub async fn action(
     let who = visitor.session.user.clone();
     let now = SystemTime::now();
     let result = match action.as_str() {
-        "pause" => announcer.pause_schedule(&who, &name, true, now).await.map(drop),
-        "resume" => announcer.pause_schedule(&who, &name, false, now).await.map(drop),
+        "pause" => announcer
+            .pause_schedule(&who, &name, true, now)
+            .await
+            .map(drop),
+        "resume" => announcer
+            .pause_schedule(&who, &name, false, now)
+            .await
+            .map(drop),
         "delete" => announcer.delete_schedule(&who, &name, now).await,
         other => {
             return Err(visitor.refuse(
@@ -309,6 +344,10 @@ pub async fn action(
         }
     };
     result.map_err(|error| visitor.announce_error(error))?;
-    let done = if action == "delete" { "deleted" } else { "saved" };
+    let done = if action == "delete" {
+        "deleted"
+    } else {
+        "saved"
+    };
     Ok(Redirect::to(&format!("/console/schedules?done={done}")).into_response())
 }

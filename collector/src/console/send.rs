@@ -59,7 +59,11 @@ pub async fn page(State(app): State<AppState>, visitor: Visitor) -> Result<Respo
             }
         }
     }
-    let zones = announcer.zones().iter().map(|zone| zone.name.clone()).collect();
+    let zones = announcer
+        .zones()
+        .iter()
+        .map(|zone| zone.name.clone())
+        .collect();
     Ok(render(&SendPage {
         page: visitor.page("send"),
         agents,
@@ -86,7 +90,9 @@ pub async fn submit(
     visitor.check_csrf(&app, &fields)?;
     visitor.require(&app, Role::Operator, "send")?;
     let announcer = visitor.announcer(&app)?;
-    let text = field(&fields, "text").map(str::trim).filter(|t| !t.is_empty());
+    let text = field(&fields, "text")
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
     let clip = field(&fields, "clip").filter(|c| !c.is_empty());
     let priority_name = field(&fields, "priority").unwrap_or("operator");
     let priority = priority(priority_name).ok_or_else(|| {
@@ -111,7 +117,11 @@ pub async fn submit(
     }
     let request = crate::announce::AnnouncementRequest {
         text: text.map(str::to_owned),
-        clip: if text.is_some() { None } else { clip.map(str::to_owned) },
+        clip: if text.is_some() {
+            None
+        } else {
+            clip.map(str::to_owned)
+        },
         tone: None,
         targets: values(&fields, "targets"),
         zones: values(&fields, "zones"),

@@ -65,11 +65,36 @@ impl ConsoleConfig {
     /// `(field, value, min, max)` for the config's range check.
     pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 5] {
         [
-            ("console.session_idle_seconds", self.session_idle_seconds, 60, 7 * 86_400),
-            ("console.session_max_seconds", self.session_max_seconds, 60, 30 * 86_400),
-            ("console.max_sessions", self.max_sessions as u64, 1, 1_000_000),
-            ("console.max_login_failures", u64::from(self.max_login_failures), 1, 1000),
-            ("console.login_window_seconds", self.login_window_seconds, 1, 86_400),
+            (
+                "console.session_idle_seconds",
+                self.session_idle_seconds,
+                60,
+                7 * 86_400,
+            ),
+            (
+                "console.session_max_seconds",
+                self.session_max_seconds,
+                60,
+                30 * 86_400,
+            ),
+            (
+                "console.max_sessions",
+                self.max_sessions as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "console.max_login_failures",
+                u64::from(self.max_login_failures),
+                1,
+                1000,
+            ),
+            (
+                "console.login_window_seconds",
+                self.login_window_seconds,
+                1,
+                86_400,
+            ),
         ]
     }
 }
@@ -284,6 +309,9 @@ mod tests {
         }
         assert!(store.login_blocked(a, t0));
         assert!(!store.login_blocked(b, t0), "per address");
-        assert!(!store.login_blocked(a, t0 + Duration::from_secs(61)), "window over");
+        assert!(
+            !store.login_blocked(a, t0 + Duration::from_secs(61)),
+            "window over"
+        );
     }
 }
