@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "api",
     "announcements",
     "storage",
+    "console",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -359,3 +359,25 @@ fn the_console_refuses_strangers_forged_forms_and_viewers_who_send() {
     );
     let _ = &setup.dir;
 }
+
+#[test]
+fn a_collector_without_an_admin_says_how_to_make_one() {
+    let dir = TestDir::new();
+    let users = dir.join("api-users").display().to_string();
+    user(&users, "rina", "operator", "rahasia-rina");
+    let mut collector = Collector::embedded_with_env(&dir, &[("PANTAU_API__USERS_FILE", &users)]);
+    collector.guard().wait_for_log(
+        &format!("pantau-collector user add NAME --role admin --file {users}"),
+        WAIT,
+    );
+    // The command it names works: with an admin the warning is gone.
+    user(&users, "siti", "admin", "rahasia-siti");
+    drop(collector);
+    let again = TestDir::new();
+    let collector = Collector::embedded_with_env(&again, &[("PANTAU_API__USERS_FILE", &users)]);
+    assert!(
+        !collector.logs().contains("no user has the admin role"),
+        "warned although siti is an admin:\n{}",
+        collector.logs()
+    );
+}
