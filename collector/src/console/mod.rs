@@ -365,6 +365,19 @@ impl Page {
         !self.user.is_empty()
     }
 
+    /// A weekday's label (`mon` .. `sun`).
+    pub fn day(&self, day: &str) -> &'static str {
+        match day {
+            "mon" => self.t("day.mon"),
+            "tue" => self.t("day.tue"),
+            "wed" => self.t("day.wed"),
+            "thu" => self.t("day.thu"),
+            "fri" => self.t("day.fri"),
+            "sat" => self.t("day.sat"),
+            _ => self.t("day.sun"),
+        }
+    }
+
     /// A priority's label.
     pub fn priority(&self, name: &str) -> &'static str {
         match name {
