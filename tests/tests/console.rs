@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pantau_tests::{
     Agent, AudioCapture, Browser, Collector, Mosquitto, TestDir, example_config, http_post,
-    pantau_binary, poll_until, run_with_timeout, screenshot_dir, wait_until,
+    pantau_binary, poll_until, run_with_timeout, screenshot_dir, tone_hz, wait_until,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -203,6 +203,19 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     assert_eq!(spans.len(), 2, "{spans:?}");
     // 12 repetitions take about 20 s to say; it stopped long before.
     assert!(spans[1] < 10.0, "kept playing after the stop: {spans:?}");
+    // The test-tone button of the speaker: a 1 kHz sine reaches the capture.
+    b.goto(&setup.url("/console/now"));
+    b.click(&b.wait_for(&format!("#tone-{AGENT}"), WAIT));
+    b.wait_for_url(&setup.url("/console/now?tone="), WAIT);
+    let newest = b.wait_for(".ann", WAIT);
+    let tone = b.attribute(&newest, "id").expect("an announcement id");
+    let tone = tone.trim_start_matches("ann-").to_owned();
+    setup.wait_for_status(&tone, "finished");
+    let spans = setup.capture.loud_spans(LOUD, 25);
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    let (first, last) = spans[2];
+    let hz = tone_hz(&setup.capture.left(first.end_byte, last.end_byte));
+    assert!((hz - 1000.0).abs() < 30.0, "the test tone is {hz} Hz");
     setup.screenshots("now");
 
     // An emergency needs the confirmation page.
