@@ -325,6 +325,17 @@ async fn an_operator_sends_stops_and_confirms_an_emergency_but_does_not_edit_sch
     assert_eq!(tone.status, StatusCode::SEE_OTHER, "{}", tone.body);
     let tone_sent = f.sent.lock().unwrap().last().unwrap().1.args.clone();
     assert_eq!(tone_sent["tone"]["frequency_hz"], 1000.0);
+    let clip = request(
+        &f.app,
+        "POST",
+        "/console/send",
+        &cookie,
+        Some(&format!("csrf={csrf}&text=&clip=bel.wav&zones=lobby")),
+    )
+    .await;
+    assert_eq!(clip.status, StatusCode::SEE_OTHER, "{}", clip.body);
+    let clip_sent = f.sent.lock().unwrap().last().unwrap().1.args.clone();
+    assert_eq!(clip_sent["clip"], "bel.wav");
     let unknown = request(
         &f.app,
         "POST",
@@ -481,4 +492,29 @@ async fn untrusted_text_is_escaped_and_english_is_selectable() {
     )
     .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // Filters: a day long ago, another target, an outcome nobody has.
+    for query in [
+        "from=2000-01-01&to=2000-01-02",
+        "target=lobi",
+        "outcome=finished",
+    ] {
+        let page = request(
+            &f.app,
+            "GET",
+            &format!("/console/history?{query}"),
+            &cookie,
+            None,
+        )
+        .await;
+        assert!(page.body.contains("id=\"empty\""), "{query}");
+    }
+    let page = request(
+        &f.app,
+        "GET",
+        "/console/history?target=aula&outcome=pending",
+        &cookie,
+        None,
+    )
+    .await;
+    assert!(page.body.contains("alert(1)"), "matches");
 }
