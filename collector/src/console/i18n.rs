@@ -271,6 +271,7 @@ mod tests {
             include_str!("../../templates/console/message.html"),
             include_str!("../../templates/console/row.html"),
             include_str!("mod.rs"),
+            include_str!("page.rs"),
             include_str!("now.rs"),
             include_str!("send.rs"),
             include_str!("login.rs"),

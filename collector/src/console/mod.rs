@@ -12,6 +12,7 @@ mod history;
 pub mod i18n;
 mod login;
 mod now;
+mod page;
 mod schedules;
 mod send;
 pub mod session;
@@ -20,7 +21,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use askama::Template;
 use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -35,6 +35,7 @@ use crate::announce::{AnnounceError, Announcer};
 use crate::api::AppState;
 use crate::api::accounts::Role;
 pub use i18n::Lang;
+pub use page::{ConsoleError, Page, render};
 pub use session::{ConsoleConfig, Session, Sessions};
 
 const SESSION_COOKIE: &str = "pantau_session";
@@ -318,139 +319,6 @@ pub fn values(fields: &[(String, String)], name: &str) -> Vec<String> {
         .collect()
 }
 
-/// What the layout needs on every page.
-pub struct Page {
-    pub lang: Lang,
-    pub user: String,
-    pub role: Role,
-    pub csrf: String,
-    /// The navigation entry to highlight.
-    pub active: &'static str,
-}
-
-impl Page {
-    pub fn t(&self, key: &str) -> &'static str {
-        i18n::t(self.lang, key)
-    }
-
-    pub fn lang_code(&self) -> &'static str {
-        self.lang.code()
-    }
-
-    /// The language the switch link offers.
-    pub fn other_lang(&self) -> &'static str {
-        match self.lang {
-            Lang::Id => "en",
-            Lang::En => "id",
-        }
-    }
-
-    pub fn role_label(&self) -> &'static str {
-        self.t(match self.role {
-            Role::Viewer => "role.viewer",
-            Role::Operator => "role.operator",
-            Role::Admin => "role.admin",
-        })
-    }
-
-    pub fn can_send(&self) -> bool {
-        self.role >= Role::Operator
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.role >= Role::Admin
-    }
-
-    pub fn logged_in(&self) -> bool {
-        !self.user.is_empty()
-    }
-
-    /// A weekday's label (`mon` .. `sun`).
-    pub fn day(&self, day: &str) -> &'static str {
-        match day {
-            "mon" => self.t("day.mon"),
-            "tue" => self.t("day.tue"),
-            "wed" => self.t("day.wed"),
-            "thu" => self.t("day.thu"),
-            "fri" => self.t("day.fri"),
-            "sat" => self.t("day.sat"),
-            _ => self.t("day.sun"),
-        }
-    }
-
-    /// A priority's label.
-    pub fn priority(&self, name: &str) -> &'static str {
-        match name {
-            "emergency" => self.t("prio.emergency"),
-            "alert" => self.t("prio.alert"),
-            "scheduled" => self.t("prio.scheduled"),
-            _ => self.t("prio.operator"),
-        }
-    }
-}
-
-/// A page or message shown instead of what was asked.
-#[derive(Template)]
-#[template(path = "console/message.html")]
-pub struct MessagePage {
-    pub page: Page,
-    pub message: String,
-}
-
-/// Why a console request did not get its page.
-pub enum ConsoleError {
-    /// No live session: to the login page.
-    Login,
-    Refused {
-        status: StatusCode,
-        page: Box<Page>,
-        message: String,
-    },
-}
-
-impl IntoResponse for ConsoleError {
-    fn into_response(self) -> Response {
-        match self {
-            ConsoleError::Login => Redirect::to("/console/login").into_response(),
-            ConsoleError::Refused {
-                status,
-                page,
-                message,
-            } => {
-                let mut response = render(&MessagePage {
-                    page: *page,
-                    message,
-                });
-                *response.status_mut() = status;
-                response
-            }
-        }
-    }
-}
-
-/// Renders a page with the console's headers: no caching, no framing, scripts only from here.
-pub fn render<T: Template>(template: &T) -> Response {
-    match template.render() {
-        Ok(body) => (
-            [
-                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-                (header::CACHE_CONTROL, "no-store"),
-                (
-                    header::CONTENT_SECURITY_POLICY,
-                    "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
-                ),
-                (header::X_FRAME_OPTIONS, "DENY"),
-            ],
-            body,
-        )
-            .into_response(),
-        Err(cause) => {
-            error!(%cause, "console: a template failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal error\n").into_response()
-        }
-    }
-}
-
 /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` in WIB (Asia/Jakarta).
 pub fn wib(ms: i64) -> String {
     let zone = jiff::tz::TimeZone::get("Asia/Jakarta").unwrap_or(jiff::tz::TimeZone::UTC);
@@ -485,5 +353,9 @@ pub fn summary(args: &serde_json::Value) -> String {
     String::new()
 }
 
+#[cfg(test)]
+mod page_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;
