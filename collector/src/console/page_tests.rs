@@ -120,6 +120,21 @@ async fn an_admin_creates_pauses_and_deletes_a_schedule_with_its_next_run_in_wib
     )
     .await;
     assert!(edit.body.contains("value=\"07:30\""));
+    // Edited: another time; the name in the form cannot rename it.
+    let edited = request(
+        &f.app,
+        "POST",
+        "/console/schedules/masker-pagi",
+        &cookie,
+        Some(&format!(
+            "csrf={csrf}&name=other&text=Pakai+masker&times=08%3A15&targets=aula&paused=false"
+        )),
+    )
+    .await;
+    assert_eq!(edited.status, StatusCode::SEE_OTHER, "{}", edited.body);
+    let list = request(&f.app, "GET", "/console/schedules", &cookie, None).await;
+    assert!(list.body.contains("08:15 WIB"), "{}", list.body);
+    assert!(!list.body.contains("id=\"sched-other\""));
     let paused = request(
         &f.app,
         "POST",

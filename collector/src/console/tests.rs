@@ -171,3 +171,18 @@ async fn a_viewer_sees_but_may_not_send_stop_or_edit() {
     assert_eq!(f.sent.lock().unwrap().len(), before, "nothing was sent");
     assert_eq!(failures(&f, "forbidden"), 4);
 }
+
+#[test]
+fn cookies_are_secure_when_the_collector_serves_tls() {
+    let tls = super::Console::new(super::ConsoleConfig::default(), true);
+    let cookie = tls.cookie("pantau_session", "abc", None);
+    assert_eq!(
+        cookie.to_str().unwrap(),
+        "pantau_session=abc; Path=/; HttpOnly; SameSite=Strict; Secure"
+    );
+    let plain = super::Console::default().cookie("pantau_lang", "en", Some(60));
+    assert_eq!(
+        plain.to_str().unwrap(),
+        "pantau_lang=en; Path=/; HttpOnly; SameSite=Strict; Max-Age=60"
+    );
+}
