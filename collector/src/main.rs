@@ -164,7 +164,8 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     }
     let mut app_state = api::AppState::new(state.clone(), telemetry.clone(), readiness)
         .with_tokens(tokens)
-        .with_accounts(accounts);
+        .with_accounts(accounts)
+        .with_users_file(config.api.users_file.clone());
     if let Some(key_file) = &config.announcements.key_file {
         let key = announce::read_key(key_file).map_err(|why| {
             anyhow::anyhow!("announcements.key_file: '{}' {why}", key_file.display())

@@ -262,10 +262,15 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     b.wait_for(".ann", WAIT);
     setup.screenshots("history");
 
+    // The admin's Users page.
+    b.goto(&setup.url("/console/users"));
+    b.wait_for("#user-tamu", WAIT);
+    setup.screenshots("users");
+
     // English on request, kept by a cookie.
     assert_eq!(b.text_of("#nav-send"), "Kirim");
     b.click(&b.wait_for("#lang", WAIT));
-    b.wait_for_url(&setup.url("/console/history"), WAIT);
+    b.wait_for_url(&setup.url("/console/users"), WAIT);
     assert_eq!(b.text_of("#nav-send"), "Send");
     assert_eq!(b.text_of("#logout"), "Log out");
     b.goto(&setup.url("/console/now"));

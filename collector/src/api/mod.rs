@@ -54,8 +54,11 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Bearer tokens that may write.
     pub tokens: Arc<Tokens>,
-    /// Users who may log in with HTTP Basic.
-    pub accounts: Arc<accounts::Accounts>,
+    /// Users who may log in with HTTP Basic and to the console; the console's Users page
+    /// edits them.
+    pub accounts: Arc<std::sync::RwLock<accounts::Accounts>>,
+    /// `api.users_file`, where the console saves the users.
+    pub users_file: Option<std::path::PathBuf>,
     /// `None` while `announcements.key_file` is not set.
     pub announcer: Option<Arc<Announcer>>,
     /// The web console's sessions.
@@ -71,7 +74,8 @@ impl AppState {
             telemetry,
             readiness,
             tokens: Arc::new(Tokens::default()),
-            accounts: Arc::new(accounts::Accounts::default()),
+            accounts: Arc::new(std::sync::RwLock::new(accounts::Accounts::default())),
+            users_file: None,
             announcer: None,
             console: Arc::new(Console::default()),
             client_error_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
@@ -85,7 +89,12 @@ impl AppState {
     }
 
     pub fn with_accounts(mut self, accounts: accounts::Accounts) -> Self {
-        self.accounts = Arc::new(accounts);
+        self.accounts = Arc::new(std::sync::RwLock::new(accounts));
+        self
+    }
+
+    pub fn with_users_file(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.users_file = path;
         self
     }
 

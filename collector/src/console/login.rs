@@ -83,10 +83,15 @@ pub async fn submit(
     let accounts = app.accounts.clone();
     let name = user.clone();
     // Argon2 takes tens of milliseconds on purpose: not on the async workers.
-    let role = tokio::task::spawn_blocking(move || accounts.verify(&name, &password))
-        .await
-        .ok()
-        .flatten();
+    let role = tokio::task::spawn_blocking(move || {
+        accounts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .verify(&name, &password)
+    })
+    .await
+    .ok()
+    .flatten();
     let Some(role) = role else {
         failures.with_label_values(&["wrong"]).inc();
         app.console.sessions.login_failed(address, now);

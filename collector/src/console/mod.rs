@@ -16,6 +16,7 @@ mod page;
 mod schedules;
 mod send;
 pub mod session;
+mod users;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -102,6 +103,9 @@ pub fn routes() -> Router<AppState> {
             post(schedules::action),
         )
         .route("/console/history", get(history::page))
+        .route("/console/users", get(users::page).post(users::add))
+        .route("/console/users/{name}", post(users::edit))
+        .route("/console/users/{name}/remove", post(users::remove))
 }
 
 async fn css() -> Response {

@@ -37,7 +37,12 @@ impl Page {
     }
 
     pub fn role_label(&self) -> &'static str {
-        self.t(match self.role {
+        self.role_name(&self.role)
+    }
+
+    /// A role's label.
+    pub fn role_name(&self, role: &Role) -> &'static str {
+        self.t(match role {
             Role::Viewer => "role.viewer",
             Role::Operator => "role.operator",
             Role::Admin => "role.admin",

@@ -257,3 +257,90 @@ async fn untrusted_text_is_escaped_and_english_is_selectable() {
     .await;
     assert!(page.body.contains("alert(1)"), "matches");
 }
+
+#[tokio::test]
+async fn an_admin_adds_changes_and_removes_users_who_can_then_log_in_or_not() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("api-users");
+    let app = f.app.clone().with_users_file(Some(file.clone()));
+    let (operator, _) = login(&app, "rina", "rahasia-rina").await;
+    let refused = request(&app, "GET", "/console/users", &operator, None).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "users need an admin");
+    let (admin, csrf) = login(&app, "adi", "rahasia-adi").await;
+    let page = request(&app, "GET", "/console/users", &admin, None).await;
+    assert!(page.body.contains("id=\"user-tamu\""));
+    let added = request(
+        &app,
+        "POST",
+        "/console/users",
+        &admin,
+        Some(&format!(
+            "csrf={csrf}&name=budi&role=operator&password=rahasia-budi"
+        )),
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("budi:operator:$argon2id$")
+    );
+    let (budi, _) = login(&app, "budi", "rahasia-budi").await;
+    // A new role ends budi's session; the new password works.
+    let edited = request(
+        &app,
+        "POST",
+        "/console/users/budi",
+        &admin,
+        Some(&format!(
+            "csrf={csrf}&role=viewer&password=rahasia-baru-budi"
+        )),
+    )
+    .await;
+    assert_eq!(edited.status, StatusCode::SEE_OTHER, "{}", edited.body);
+    let gone = request(&app, "GET", "/console/now", &budi, None).await;
+    assert_eq!(gone.location, "/console/login");
+    let (budi, _) = login(&app, "budi", "rahasia-baru-budi").await;
+    let page = request(&app, "GET", "/console/send", &budi, None).await;
+    assert!(
+        page.body.contains("id=\"viewer-note\""),
+        "budi is a viewer now"
+    );
+    let short = request(
+        &app,
+        "POST",
+        "/console/users",
+        &admin,
+        Some(&format!(
+            "csrf={csrf}&name=cici&role=viewer&password=pendek"
+        )),
+    )
+    .await;
+    assert_eq!(short.status, StatusCode::BAD_REQUEST);
+    let myself = request(
+        &app,
+        "POST",
+        "/console/users/adi/remove",
+        &admin,
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(
+        myself.status,
+        StatusCode::BAD_REQUEST,
+        "never remove oneself"
+    );
+    let removed = request(
+        &app,
+        "POST",
+        "/console/users/budi/remove",
+        &admin,
+        Some(&format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER);
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("budi:"));
+    let gone = request(&app, "GET", "/console/now", &budi, None).await;
+    assert_eq!(gone.location, "/console/login");
+}

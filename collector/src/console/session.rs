@@ -189,6 +189,14 @@ impl Sessions {
             .remove(id);
     }
 
+    /// Ends every session of `user` (removed, or given another role or password).
+    pub fn remove_user(&self, user: &str) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, session| session.user != user);
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.sessions
