@@ -24,6 +24,7 @@ const SECTIONS: &[&str] = &[
     "api",
     "announcements",
     "storage",
+    "console",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -47,6 +48,8 @@ pub struct CollectorConfig {
     pub announcements: AnnouncementsConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// `[http]`: the Prometheus endpoint and the API.
@@ -488,6 +491,15 @@ impl CollectorConfig {
                     field,
                     value,
                     format!("must be at least {minimum}"),
+                ));
+            }
+        }
+        for (field, value, min, max) in self.console.ranges() {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::invalid(
+                    field,
+                    value,
+                    format!("must be between {min} and {max}"),
                 ));
             }
         }

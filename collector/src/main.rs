@@ -11,6 +11,7 @@ mod api;
 mod broker;
 mod commands;
 mod config;
+mod console;
 mod exposition;
 mod ingest;
 mod mqtt;
@@ -26,7 +27,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::CollectorConfig;
 use crate::exposition::Telemetry;
@@ -145,9 +146,26 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             .map_err(|why| anyhow::anyhow!("api.users_file: '{}' {why}", path.display()))?,
         None => api::accounts::Accounts::default(),
     };
+    if !accounts
+        .accounts
+        .iter()
+        .any(|account| account.role == api::accounts::Role::Admin)
+    {
+        let file = config.api.users_file.as_ref().map_or_else(
+            || "/etc/pantau/api-users".to_owned(),
+            |p| p.display().to_string(),
+        );
+        warn!(
+            users_file = %file,
+            "no user has the admin role, so nobody can edit schedules in the web console; \
+             create one with: printf '%s\\n' \"$PASSWORD\" | pantau-collector user add NAME \
+             --role admin --file {file} (and set api.users_file), then restart the collector"
+        );
+    }
     let mut app_state = api::AppState::new(state.clone(), telemetry.clone(), readiness)
         .with_tokens(tokens)
-        .with_accounts(accounts);
+        .with_accounts(accounts)
+        .with_users_file(config.api.users_file.clone());
     if let Some(key_file) = &config.announcements.key_file {
         let key = announce::read_key(key_file).map_err(|why| {
             anyhow::anyhow!("announcements.key_file: '{}' {why}", key_file.display())
@@ -179,8 +197,10 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
     let tls = config.tls().map_err(anyhow::Error::msg)?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    info!(listen = %config.http.listen, scheme, "serving /metrics and /api/v1");
-    let app = api::app(app_state);
+    info!(listen = %config.http.listen, scheme, "serving /metrics, /api/v1 and /console/");
+    let app_state =
+        app_state.with_console(console::Console::new(config.console.clone(), tls.is_some()));
+    let app = api::app(app_state).into_make_service_with_connect_info::<std::net::SocketAddr>();
 
     // At shutdown the connection stops on the token and closes the queue, which ends the
     // decoder after it has applied what was already received: an end after cancellation is
@@ -207,7 +227,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             supervisor.spawn("http", async move {
                 axum_server::from_tcp_rustls(listener, tls)
                     .handle(handle)
-                    .serve(app.into_make_service())
+                    .serve(app)
                     .await
             });
         }

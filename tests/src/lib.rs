@@ -49,6 +49,7 @@ mod prometheus;
 mod promtool;
 mod signing;
 mod wait;
+mod webdriver;
 mod webhook;
 
 pub use alertmanager::Alertmanager;
@@ -68,6 +69,7 @@ pub use promtool::{
 };
 pub use signing::signed_command;
 pub use wait::{poll_until, wait_until};
+pub use webdriver::{Browser, Element, screenshot_dir};
 pub use webhook::WebhookReceiver;
 
 /// The host role's default collectors, by node_exporter's names: node_exporter 1.5 runs the

@@ -217,6 +217,7 @@ impl Announcer {
                 let request = AnnouncementRequest {
                     text: Some(text),
                     clip: None,
+                    tone: None,
                     targets: rule.targets.clone(),
                     zones: rule.zones.clone(),
                     priority: Some(rule.priority),

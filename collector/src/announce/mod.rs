@@ -102,6 +102,11 @@ impl Announcer {
         self
     }
 
+    /// `[[announcements.zones]]`.
+    pub fn zones(&self) -> &[Zone] {
+        &self.settings.zones
+    }
+
     /// The store, for a short query; never held across an await.
     pub fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use pantau_protocol::sound::{AnnounceArgs, Priority};
+use pantau_protocol::sound::{AnnounceArgs, Priority, Tone};
 use serde::Deserialize;
 
 use super::{AnnounceError, Store, Zone};
@@ -20,6 +20,9 @@ pub struct AnnouncementRequest {
     pub text: Option<String>,
     #[serde(default)]
     pub clip: Option<String>,
+    /// A sine test tone (`{"frequency_hz": 1000, "seconds": 2}`), to check a speaker.
+    #[serde(default)]
+    pub tone: Option<Tone>,
     /// Agent ids.
     #[serde(default)]
     pub targets: Vec<String>,
@@ -51,7 +54,7 @@ impl AnnouncementRequest {
         let args = AnnounceArgs {
             text: self.text.clone(),
             clip: self.clip.clone(),
-            tone: None,
+            tone: self.tone,
             priority: self.priority.unwrap_or(Priority::Operator),
             chime: self.chime,
             repeat: self.repeat,
@@ -59,8 +62,8 @@ impl AnnouncementRequest {
             voice: None,
             on_preempt: Default::default(),
         };
-        if self.text.is_none() && self.clip.is_none() {
-            return Err(invalid("give one of `text` or `clip`".to_owned()));
+        if self.text.is_none() && self.clip.is_none() && self.tone.is_none() {
+            return Err(invalid("give one of `text`, `clip` or `tone`".to_owned()));
         }
         args.validate().map_err(invalid)?;
         if let Some(seconds) = self.expires_in_seconds

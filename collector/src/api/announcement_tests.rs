@@ -217,7 +217,10 @@ async fn an_announcement_is_signed_per_target_and_followed_by_events() {
 async fn bad_requests_name_what_is_wrong() {
     let f = fixture();
     let cases = [
-        (json!({"targets": ["aula"]}), "give one of `text` or `clip`"),
+        (
+            json!({"targets": ["aula"]}),
+            "give one of `text`, `clip` or `tone`",
+        ),
         (
             json!({"text": "x"}),
             "give at least one of `targets` or `zones`",

@@ -157,9 +157,14 @@ async fn authenticate(parts: &Parts, app: &AppState) -> Result<(String, Role), A
     let accounts = app.accounts.clone();
     let checked_name = name.clone();
     // Argon2 takes tens of milliseconds on purpose: not on the async workers.
-    let role = tokio::task::spawn_blocking(move || accounts.verify(&checked_name, &password))
-        .await
-        .map_err(ApiError::internal)?;
+    let role = tokio::task::spawn_blocking(move || {
+        accounts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .verify(&checked_name, &password)
+    })
+    .await
+    .map_err(ApiError::internal)?;
     match role {
         Some(role) => Ok((name, role)),
         None => Err(refuse("wrong", "wrong user name or password")),

@@ -27,6 +27,7 @@ pub use auth::{ApiConfig, Tokens};
 pub use error::ApiError;
 
 use crate::announce::Announcer;
+use crate::console::Console;
 use crate::exposition::Telemetry;
 use crate::readiness::Readiness;
 use crate::state::SharedState;
@@ -53,10 +54,15 @@ pub struct AppState {
     pub readiness: Readiness,
     /// Bearer tokens that may write.
     pub tokens: Arc<Tokens>,
-    /// Users who may log in with HTTP Basic.
-    pub accounts: Arc<accounts::Accounts>,
+    /// Users who may log in with HTTP Basic and to the console; the console's Users page
+    /// edits them.
+    pub accounts: Arc<std::sync::RwLock<accounts::Accounts>>,
+    /// `api.users_file`, where the console saves the users.
+    pub users_file: Option<std::path::PathBuf>,
     /// `None` while `announcements.key_file` is not set.
     pub announcer: Option<Arc<Announcer>>,
+    /// The web console's sessions.
+    pub console: Arc<Console>,
     client_error_log: Arc<LogLimiter>,
     renders: Arc<Semaphore>,
 }
@@ -68,8 +74,10 @@ impl AppState {
             telemetry,
             readiness,
             tokens: Arc::new(Tokens::default()),
-            accounts: Arc::new(accounts::Accounts::default()),
+            accounts: Arc::new(std::sync::RwLock::new(accounts::Accounts::default())),
+            users_file: None,
             announcer: None,
+            console: Arc::new(Console::default()),
             client_error_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
             renders: Arc::new(Semaphore::new(concurrent_renders())),
         }
@@ -81,7 +89,17 @@ impl AppState {
     }
 
     pub fn with_accounts(mut self, accounts: accounts::Accounts) -> Self {
-        self.accounts = Arc::new(accounts);
+        self.accounts = Arc::new(std::sync::RwLock::new(accounts));
+        self
+    }
+
+    pub fn with_users_file(mut self, path: Option<std::path::PathBuf>) -> Self {
+        self.users_file = path;
+        self
+    }
+
+    pub fn with_console(mut self, console: Console) -> Self {
+        self.console = Arc::new(console);
         self
     }
 
@@ -118,6 +136,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/schedules/{name}/pause", post(schedules::pause))
         .route("/api/v1/schedules/{name}/resume", post(schedules::resume))
+        .merge(crate::console::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -209,6 +228,6 @@ mod announcement_tests;
 #[cfg(test)]
 mod schedule_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;

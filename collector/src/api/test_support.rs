@@ -17,18 +17,18 @@ use crate::announce::{Announcer, Observation, Settings, Store, Zone};
 use crate::mqtt::MqttHandle;
 use crate::state::{Liveness, State as AgentsState};
 
-pub(super) const TOKEN: &str = "0123456789abcdef-ops";
-pub(super) const KEY: &[u8] = b"sixteen-byte-key-for-tests";
+pub(crate) const TOKEN: &str = "0123456789abcdef-ops";
+pub(crate) const KEY: &[u8] = b"sixteen-byte-key-for-tests";
 
-pub(super) struct Fixture {
-    pub(super) app: AppState,
-    pub(super) announcer: Arc<Announcer>,
+pub(crate) struct Fixture {
+    pub(crate) app: AppState,
+    pub(crate) announcer: Arc<Announcer>,
     /// (topic, payload, retain) of every publish, in order.
-    pub(super) sent: Arc<Mutex<Vec<(String, CommandMessage, bool)>>>,
+    pub(crate) sent: Arc<Mutex<Vec<(String, CommandMessage, bool)>>>,
     _dir: tempfile::TempDir,
 }
 
-pub(super) fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let state = Arc::new(RwLock::new(AgentsState::new(Liveness {
         silent_intervals: 3,
         default_interval: Duration::from_secs(15),
@@ -117,7 +117,7 @@ pub(super) fn fixture() -> Fixture {
 }
 
 /// `Authorization: Basic ...` of `user:password`.
-pub(super) fn basic(credentials: &str) -> String {
+pub(crate) fn basic(credentials: &str) -> String {
     use base64::Engine;
     format!(
         "Basic {}",
@@ -125,7 +125,7 @@ pub(super) fn basic(credentials: &str) -> String {
     )
 }
 
-pub(super) async fn call(
+pub(crate) async fn call(
     app: &AppState,
     method: &str,
     uri: &str,
@@ -158,6 +158,6 @@ pub(super) async fn call(
     (status, value)
 }
 
-pub(super) fn error(value: &Value) -> &str {
+pub(crate) fn error(value: &Value) -> &str {
     value["error"].as_str().unwrap()
 }

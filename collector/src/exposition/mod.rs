@@ -49,7 +49,8 @@ pub struct Telemetry {
     /// `pantau_collector_broker_refused_logins_total{reason}`: the embedded broker's refusals.
     pub broker_refused_logins: IntCounterVec,
     /// `pantau_collector_api_auth_failures_total{reason}`: API writes refused, `missing` or
-    /// `wrong` credentials (401) and `forbidden` (403).
+    /// `wrong` credentials (401) and `forbidden` (403); the console adds `csrf` (a form without
+    /// its token) and `rate_limited` (too many failed logins from one address).
     pub api_auth_failures: IntCounterVec,
     /// `pantau_collector_sound_schedule_version{instance,state}`: each sound agent's schedule
     /// version the broker has (`published`) and the one the agent reported taking (`applied`).
@@ -119,12 +120,13 @@ impl Telemetry {
         let api_auth_failures = IntCounterVec::new(
             Opts::new(
                 "pantau_collector_api_auth_failures_total",
-                "API requests refused for missing or wrong credentials (401) or a role that may \
-                 not do it (403), by reason.",
+                "API and console requests refused for missing or wrong credentials (401), a role \
+                 that may not do it (403), a console form without its CSRF token or too many \
+                 failed logins, by reason.",
             ),
             &["reason"],
         )?;
-        for reason in ["missing", "wrong", "forbidden"] {
+        for reason in ["missing", "wrong", "forbidden", "csrf", "rate_limited"] {
             api_auth_failures.with_label_values(&[reason]);
         }
         let schedule_version = IntGaugeVec::new(
