@@ -14,25 +14,18 @@ const MESSAGES: u64 = 150;
 const WAIT: Duration = Duration::from_secs(120);
 
 /// One metrics message of about 40 KB: 280 samples with a padded label, numbered `seq`.
+/// Written by hand rather than through `serde_json::json!`, which takes seconds for 3,000 of
+/// them in a debug build; the collector's decoder is what checks it is well-formed.
 fn message(agent: &str, seq: u64) -> String {
     let pad = "x".repeat(100);
-    let samples: Vec<serde_json::Value> = (0..280)
-        .map(|n| {
-            serde_json::json!({
-                "labels": {"n": n.to_string(), "pad": pad},
-                "value": seq as f64,
-            })
-        })
+    let samples: Vec<String> = (0..280)
+        .map(|n| format!(r#"{{"labels":{{"n":"{n}","pad":"{pad}"}},"value":{seq}}}"#))
         .collect();
-    serde_json::json!({
-        "schema": 1,
-        "agent": agent,
-        "site": "dc",
-        "seq": seq,
-        "timestamp_ms": 1_700_000_000_000_i64 + seq as i64,
-        "families": [{"name": "pantau_burst_filler", "type": "gauge", "samples": samples}],
-    })
-    .to_string()
+    format!(
+        r#"{{"schema":1,"agent":"{agent}","site":"dc","seq":{seq},"timestamp_ms":{},"families":[{{"name":"pantau_burst_filler","type":"gauge","samples":[{}]}}]}}"#,
+        1_700_000_000_000_u64 + seq,
+        samples.join(",")
+    )
 }
 
 #[test]
@@ -79,18 +72,22 @@ fn a_burst_into_the_embedded_broker_loses_nothing() {
     // Each publisher's last message arrives last on its connection.
     let list = || collector.api("/api/v1/agents").1["agents"].clone();
     let done = poll_until(WAIT, || {
+        if collector.logs().contains("jumping to head") {
+            // rumqttd dropped part of its log: no need to wait for what will never come.
+            return Some(None);
+        }
         let agents = list().as_array()?.clone();
         let done = agents
             .iter()
             .filter(|agent| agent["last_sequence"].as_u64() == Some(MESSAGES - 1))
             .count();
-        (done == AGENTS).then_some(agents)
+        (done == AGENTS).then_some(Some(agents))
     });
-    let Some(agents) = done else {
+    let Some(Some(agents)) = done else {
         let logs = collector.logs();
         panic!(
-            "not every agent's last message arrived within {WAIT:?}; the broker dropped from \
-             its log: {}\n{}\n{logs}",
+            "not every agent's last message arrived (waited up to {WAIT:?}); the broker \
+             dropped from its log: {}\n{}\n{logs}",
             logs.contains("jumping to head"),
             list()
         );

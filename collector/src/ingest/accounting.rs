@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::PoisonError;
 use std::time::Duration;
 
+use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use prometheus::IntCounterVec;
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +64,8 @@ pub struct Accounting {
     dir: PathBuf,
     state: SharedState,
     errors: IntCounterVec,
+    /// A directory that stays unwritable fails every save: one log line per 10 minutes.
+    write_log: std::sync::Arc<LogLimiter>,
 }
 
 impl Accounting {
@@ -72,6 +75,7 @@ impl Accounting {
             dir: dir.to_owned(),
             state,
             errors,
+            write_log: std::sync::Arc::new(LogLimiter::new(Duration::from_secs(600))),
         }
     }
 
@@ -124,7 +128,9 @@ impl Accounting {
             },
         };
         self.errors.with_label_values(&[failure.reason()]).inc();
-        warn!(error = %failure, "sequence accounting not saved");
+        if let Verdict::Log { suppressed } = self.write_log.check("write") {
+            warn!(error = %failure, suppressed, "sequence accounting not saved");
+        }
     }
 
     /// Saves every `SAVE_INTERVAL` until `shutdown`. The last save is the caller's, once the
