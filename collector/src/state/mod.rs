@@ -284,6 +284,11 @@ impl State {
         {
             return Outcome::StaleStatus;
         }
+        // A birth from a connection newer than the last one known: the agent (re)started while
+        // the collector was not listening, and a replayed birth is news after all.
+        let new_birth = status.state == AgentState::Online
+            && status.connected_ms.is_some()
+            && status.connected_ms > agent.online_connected_ms;
         if status.state == AgentState::Online && status.connected_ms.is_some() {
             agent.online_connected_ms = status.connected_ms;
         }
@@ -298,9 +303,10 @@ impl State {
             agent.roles = status.roles;
         }
         // A replayed birth is the agent's last one, perhaps long ago: its next number is news
-        // only to a collector that has not followed the agent yet.
+        // only to a collector that has not followed the agent yet, or that has not seen this
+        // birth (restored accounting, a reconnect).
         if let Some(next) = status.next_seq
-            && (!retained || !agent.window.started())
+            && (!retained || !agent.window.started() || new_birth)
         {
             agent.window.announce(next);
         }

@@ -32,6 +32,7 @@ impl State {
                     site: agent.site.clone(),
                     last_activity_ms: now_ms.saturating_sub(millis(idle)),
                     window: agent.window.parts(),
+                    online_connected_ms: agent.online_connected_ms,
                     messages_total: agent.messages_total,
                     duplicates_total: agent.duplicates_total,
                     late_total: agent.late_total,
@@ -79,6 +80,7 @@ impl State {
 pub(super) fn take_over(agent: &mut Agent, saved: SavedAgent) {
     if let Some(window) = SeqWindow::from_parts(saved.window) {
         agent.window = window;
+        agent.online_connected_ms = saved.online_connected_ms;
         agent.messages_total = saved.messages_total;
         agent.duplicates_total = saved.duplicates_total;
         agent.late_total = saved.late_total;

@@ -10,7 +10,7 @@
 //!
 //! Layout, little-endian: `MAGIC`, the agent count (u32), the agents, then a CRC32 of all
 //! that. Each agent: id and site (u16 length + UTF-8), the wall time of its last activity
-//! (i64 Unix ms), the window (a flag and the newest number, where counting starts, missed,
+//! (i64 Unix ms), its last birth's `connected_ms` (a flag and an i64), the window (a flag and the newest number, where counting starts, missed,
 //! `WORDS` words of bitmap) and the received, duplicate and late counters.
 
 use thiserror::Error;
@@ -35,6 +35,8 @@ pub struct SavedAgent {
     /// agents that stay away.
     pub last_activity_ms: i64,
     pub window: WindowParts,
+    /// `connected_ms` of the agent's last birth, so a replayed birth is known as seen.
+    pub online_connected_ms: Option<i64>,
     pub messages_total: u64,
     pub duplicates_total: u64,
     pub late_total: u64,
@@ -66,6 +68,8 @@ pub fn encode(agents: &[SavedAgent]) -> Vec<u8> {
         put_text(&mut out, &agent.id);
         put_text(&mut out, &agent.site);
         out.extend_from_slice(&agent.last_activity_ms.to_le_bytes());
+        out.push(u8::from(agent.online_connected_ms.is_some()));
+        out.extend_from_slice(&agent.online_connected_ms.unwrap_or(0).to_le_bytes());
         let window = &agent.window;
         out.push(u8::from(window.top.is_some()));
         for value in [window.top.unwrap_or(0), window.counted_from, window.missed] {
@@ -108,6 +112,8 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<SavedAgent>, Corrupt> {
         let id = reader.text()?;
         let site = reader.text()?;
         let last_activity_ms = reader.u64()? as i64;
+        let has_connected = reader.take(1)?[0] != 0;
+        let connected_ms = reader.u64()? as i64;
         let has_top = reader.take(1)?[0] != 0;
         let top = reader.u64()?;
         let counted_from = reader.u64()?;
@@ -126,6 +132,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<SavedAgent>, Corrupt> {
                 missed,
                 seen,
             },
+            online_connected_ms: has_connected.then_some(connected_ms),
             messages_total: reader.u64()?,
             duplicates_total: reader.u64()?,
             late_total: reader.u64()?,
@@ -201,6 +208,7 @@ mod tests {
                 missed: 7,
                 seen,
             },
+            online_connected_ms: top.map(|_| 1_700_000_000_500),
             messages_total: 11,
             duplicates_total: 3,
             late_total: 1,

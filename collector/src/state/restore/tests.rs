@@ -43,7 +43,7 @@ fn metrics(agent: &str, seq: u64) -> Decoded {
     }
 }
 
-fn birth(agent: &str, next_seq: u64) -> Decoded {
+fn birth(agent: &str, next_seq: u64, connected_ms: i64) -> Decoded {
     Decoded {
         topic: Topic::new("dc", agent, Channel::Status),
         message: Message::Status(StatusMessage {
@@ -55,7 +55,7 @@ fn birth(agent: &str, next_seq: u64) -> Decoded {
             interval_seconds: Some(1),
             version: None,
             next_seq: Some(next_seq),
-            connected_ms: None,
+            connected_ms: Some(connected_ms),
             roles: Vec::new(),
             clips: Vec::new(),
         }),
@@ -95,9 +95,11 @@ fn counts(view: &AgentView) -> (u64, u64, u64, u64, u64) {
 async fn the_accounting_goes_on_where_it_stopped() {
     let start = Instant::now();
     let mut state = State::new(LIVENESS);
+    state.apply(birth("a", 0, 100), false, at(start, 0));
     send(&mut state, "a", [0, 1, 2, 4, 4], at(start, 0));
     let before = counts(&view(&state, "a", at(start, 0)));
-    assert_eq!(before, (4, 1, 0, 1, 0));
+    // The birth is a message too.
+    assert_eq!(before, (5, 1, 0, 1, 0));
 
     let mut state = restart(&mut state, at(start, 5));
     assert!(
@@ -106,7 +108,7 @@ async fn the_accounting_goes_on_where_it_stopped() {
     );
     assert_eq!(state.restored_len(), 1);
     // The retained birth of the agent's last start is replayed on subscribe: old news.
-    state.apply(birth("a", 0), true, at(start, 5));
+    state.apply(birth("a", 0, 100), true, at(start, 5));
     assert_eq!(counts(&view(&state, "a", at(start, 5))), before);
     assert_eq!(state.restored_len(), 0);
     assert_eq!(
@@ -114,7 +116,7 @@ async fn the_accounting_goes_on_where_it_stopped() {
         Outcome::Duplicate
     );
     send(&mut state, "a", [5], at(start, 6));
-    assert_eq!(counts(&view(&state, "a", at(start, 6))), (5, 2, 0, 1, 0));
+    assert_eq!(counts(&view(&state, "a", at(start, 6))), (6, 2, 0, 1, 0));
     // An agent the old collector never heard of starts from nothing.
     send(&mut state, "b", [7], at(start, 6));
     assert_eq!(counts(&view(&state, "b", at(start, 6))), (1, 0, 0, 0, 0));
@@ -196,4 +198,37 @@ async fn only_agents_the_state_admits_are_restored_and_old_ones_are_dropped() {
     let later = fresh.accounting(at(start, 3000 + 3601));
     let ids: Vec<&str> = later.iter().map(|a| a.id.as_str()).collect();
     assert_eq!(ids, ["b", "c"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_birth_missed_while_the_collector_was_down_is_news() {
+    let start = Instant::now();
+    let mut state = State::new(LIVENESS);
+    state.apply(birth("kept", 0, 100), false, at(start, 0));
+    state.apply(birth("reset", 0, 100), false, at(start, 0));
+    send(&mut state, "kept", 0..10, at(start, 0));
+    send(&mut state, "reset", 0..10, at(start, 0));
+    let mut state = restart(&mut state, at(start, 1));
+
+    // Restarted with its state while the collector was down, after sending 10..15 into a
+    // broker that lost them: its replayed birth opens that gap.
+    state.apply(birth("kept", 15, 200), true, at(start, 20));
+    send(&mut state, "kept", [15], at(start, 21));
+    // (A replayed birth is not counted as received; the live one before was.)
+    assert_eq!(
+        counts(&view(&state, "kept", at(start, 21))),
+        (12, 0, 0, 5, 0)
+    );
+
+    // Restarted without its state (numbering afresh): the window starts over at its birth
+    // instead of taking its new numbers for repeats.
+    state.apply(birth("reset", 0, 200), true, at(start, 20));
+    assert_eq!(
+        state.apply(metrics("reset", 0), false, at(start, 21)),
+        Outcome::Accepted
+    );
+    assert_eq!(
+        counts(&view(&state, "reset", at(start, 21))),
+        (12, 0, 0, 0, 0)
+    );
 }
