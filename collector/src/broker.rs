@@ -247,6 +247,36 @@ mod tests {
     }
 
     #[test]
+    fn the_collectors_log_holds_max_buffer_bytes() {
+        let config = BrokerConfig {
+            max_buffer_bytes: 256 * 1024 * 1024,
+            ..BrokerConfig::default()
+        };
+        let router = rumqttd_config(&config, None, "pantau/#").router;
+        let custom = router.custom_segment.unwrap();
+        let log = &custom["pantau/#"];
+        assert_eq!(
+            log.max_segment_size * log.max_segment_count,
+            256 * 1024 * 1024
+        );
+        assert_eq!(
+            router.max_segment_size * router.max_segment_count,
+            16 * 1024 * 1024
+        );
+        // Packets bigger than a segment make bigger segments, and still at least one.
+        let big = BrokerConfig {
+            max_packet_bytes: 8 * 1024 * 1024,
+            max_buffer_bytes: 4 * 1024 * 1024,
+            ..BrokerConfig::default()
+        };
+        let custom = rumqttd_config(&big, None, "p/#")
+            .router
+            .custom_segment
+            .unwrap();
+        assert_eq!(custom["p/#"].max_segment_count, 1);
+    }
+
+    #[test]
     fn users_log_in_with_their_own_client_id_only() {
         let gate = gate();
         assert!(gate.admit("pantau-agent-alice", "alice", "secret"));
