@@ -21,7 +21,7 @@ use std::time::Duration;
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use pantau_runtime::supervise::Supervisor;
 use prometheus::IntCounterVec;
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 use tracing::{debug, warn};
@@ -121,8 +121,15 @@ impl Gate {
     }
 }
 
+/// Bytes of one segment of rumqttd's in-memory logs (at least one packet).
+const SEGMENT_BYTES: usize = 4 * 1024 * 1024;
+/// Segments of every log other than the collector's: other subscribers (a `mosquitto_sub`
+/// for debugging) and agents' command topics.
+const OTHER_SEGMENTS: usize = 4;
+
 /// Starts the broker on its own thread, watched by `supervisor`. `refused` counts refused
-/// logins by reason.
+/// logins by reason; `collector_filter` is the collector's subscription, whose log gets
+/// `broker.max_buffer_bytes`.
 ///
 /// The caller has already checked that `listen` can be bound (`check_listen_addresses`), as
 /// rumqttd only logs a bind failure from inside its thread. Readiness is not probed here: the
@@ -133,6 +140,7 @@ pub fn spawn(
     config: &BrokerConfig,
     internal: &InternalLogin,
     refused: IntCounterVec,
+    collector_filter: &str,
 ) -> Result<(), BrokerError> {
     let gate = match &config.password_file {
         Some(path) => {
@@ -149,7 +157,7 @@ pub fn spawn(
         }
         None => None,
     };
-    let mut broker = Broker::new(rumqttd_config(config, gate));
+    let mut broker = Broker::new(rumqttd_config(config, gate, collector_filter));
     supervisor
         .spawn_thread("mqtt-broker", move || {
             broker
@@ -160,7 +168,11 @@ pub fn spawn(
         .map_err(BrokerError::Spawn)
 }
 
-fn rumqttd_config(config: &BrokerConfig, gate: Option<Arc<Gate>>) -> Config {
+fn rumqttd_config(
+    config: &BrokerConfig,
+    gate: Option<Arc<Gate>>,
+    collector_filter: &str,
+) -> Config {
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: config.max_packet_bytes,
@@ -182,13 +194,27 @@ fn rumqttd_config(config: &BrokerConfig, gate: Option<Arc<Gate>>) -> Config {
         next_connection_delay_ms: 1,
         connections,
     };
+    // rumqttd keeps each subscription filter's messages in an in-memory commit log of
+    // segments, and acknowledges a publish (PUBACK) as soon as it is appended. It never waits
+    // for a slow subscriber: when the log is full it drops its oldest segment, and a reader
+    // still behind it skips ahead ("jumping to head"), losing what it had not read. Agents
+    // publish faster than the collector decodes, so the collector's log must hold the whole
+    // of what it may fall behind by; other logs stay small. A segment must hold at least one
+    // packet.
+    let segment = config.max_packet_bytes.max(SEGMENT_BYTES);
+    let collector_log = SegmentConfig {
+        max_segment_size: segment,
+        max_segment_count: (config.max_buffer_bytes / segment).max(1),
+    };
     let router = RouterConfig {
         max_connections: config.max_connections,
         max_outgoing_packet_count: 200,
-        // rumqttd keeps each filter's messages in a commit log of segments; a segment must hold
-        // at least one packet, and four of them bound the memory a slow subscriber can pin.
-        max_segment_size: config.max_packet_bytes.max(4 * 1024 * 1024),
-        max_segment_count: 4,
+        max_segment_size: segment,
+        max_segment_count: OTHER_SEGMENTS,
+        custom_segment: Some(HashMap::from([(
+            collector_filter.to_owned(),
+            collector_log,
+        )])),
         ..RouterConfig::default()
     };
     Config {
@@ -218,6 +244,36 @@ mod tests {
             refused: IntCounterVec::new(Opts::new("r", "r"), &["reason"]).unwrap(),
             log: LogLimiter::new(Duration::from_secs(10)),
         }
+    }
+
+    #[test]
+    fn the_collectors_log_holds_max_buffer_bytes() {
+        let config = BrokerConfig {
+            max_buffer_bytes: 256 * 1024 * 1024,
+            ..BrokerConfig::default()
+        };
+        let router = rumqttd_config(&config, None, "pantau/#").router;
+        let custom = router.custom_segment.unwrap();
+        let log = &custom["pantau/#"];
+        assert_eq!(
+            log.max_segment_size * log.max_segment_count,
+            256 * 1024 * 1024
+        );
+        assert_eq!(
+            router.max_segment_size * router.max_segment_count,
+            16 * 1024 * 1024
+        );
+        // Packets bigger than a segment make bigger segments, and still at least one.
+        let big = BrokerConfig {
+            max_packet_bytes: 8 * 1024 * 1024,
+            max_buffer_bytes: 4 * 1024 * 1024,
+            ..BrokerConfig::default()
+        };
+        let custom = rumqttd_config(&big, None, "p/#")
+            .router
+            .custom_segment
+            .unwrap();
+        assert_eq!(custom["p/#"].max_segment_count, 1);
     }
 
     #[test]

@@ -89,6 +89,13 @@ pub struct BrokerConfig {
     /// Most simultaneous client connections the embedded broker admits.
     #[serde(default = "default_broker_max_connections")]
     pub max_connections: usize,
+    /// Memory the embedded broker keeps of the agents' messages on their way to the collector
+    /// (rumqttd's in-memory log for the collector's subscription). rumqttd acknowledges a
+    /// publish once it is in this log and, when the log is full, drops its oldest part, read
+    /// or not: a burst the collector falls further behind on than this is lost. The log fills
+    /// up with ordinary traffic and stays full, so this is memory the collector holds.
+    #[serde(default = "default_broker_max_buffer_bytes")]
+    pub max_buffer_bytes: usize,
     /// Who may log in to the embedded broker: a file in Mosquitto's `mosquitto_passwd` format
     /// (README, "Security"). Required when `listen` is not a loopback address, unless
     /// `allow_anonymous` is true. An empty value means none.
@@ -306,6 +313,10 @@ fn default_broker_max_packet_bytes() -> usize {
 /// Room for the topic and MQTT header on top of the largest payload the collector accepts.
 const PACKET_HEADROOM_BYTES: usize = 64 * 1024;
 
+fn default_broker_max_buffer_bytes() -> usize {
+    256 * 1024 * 1024
+}
+
 fn default_broker_max_connections() -> usize {
     10_000
 }
@@ -355,6 +366,7 @@ impl Default for BrokerConfig {
             listen: default_broker_listen(),
             max_packet_bytes: default_broker_max_packet_bytes(),
             max_connections: default_broker_max_connections(),
+            max_buffer_bytes: default_broker_max_buffer_bytes(),
             password_file: None,
             allow_anonymous: false,
         }
@@ -447,7 +459,12 @@ impl CollectorConfig {
                 "is the same address as http.listen",
             ));
         }
-        let minimums: [(&str, u64, u64); 8] = [
+        let minimums: [(&str, u64, u64); 9] = [
+            (
+                "broker.max_buffer_bytes",
+                self.broker.max_buffer_bytes as u64,
+                4 * 1024 * 1024,
+            ),
             (
                 "broker.max_packet_bytes",
                 self.broker.max_packet_bytes as u64,

@@ -81,6 +81,13 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         .with_max_agents(config.limits.max_agents),
     ));
     let telemetry = Arc::new(Telemetry::new(state.clone()).context("registering metrics")?);
+    // Before the first message: a gap that opened while the collector was down is counted.
+    let accounting = ingest::Accounting::new(
+        &config.storage.dir,
+        state.clone(),
+        telemetry.sequence_file_errors.clone(),
+    );
+    accounting.restore().await;
 
     let endpoint = config.broker_endpoint()?;
     let client_id = config
@@ -97,6 +104,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             &config.broker,
             &internal,
             telemetry.broker_refused_logins.clone(),
+            &pantau_protocol::Topic::subscription_filter(&config.mqtt.prefix),
         )?;
         let logins = match &config.broker.password_file {
             Some(path) => format!("users of {}", path.display()),
@@ -208,6 +216,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     supervisor.spawn("mqtt", connection.run(shutdown.clone()));
     supervisor.spawn("decoder", decoder.run(queue_rx));
     supervisor.spawn("sweeper", ingest::run_sweeper(state, shutdown.clone()));
+    supervisor.spawn("accounting", accounting.clone().run(shutdown.clone()));
     let http_shutdown = shutdown.clone();
     match tls {
         None => supervisor.spawn("http", async move {
@@ -232,7 +241,10 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             });
         }
     }
-    supervisor.run().await?;
+    let outcome = supervisor.run().await;
+    // Every task has ended, the decoder after applying what was received: this save is whole.
+    accounting.save().await;
+    outcome?;
     info!("collector stopped");
     Ok(())
 }

@@ -317,6 +317,13 @@ impl Session {
                         debug!("disconnected from broker");
                         return;
                     }
+                    // rumqttc has already acknowledged publishes it read before the
+                    // disconnect (some were read by the poll that shutdown interrupted): the
+                    // broker has let them go, so dropping them here would lose them. The
+                    // decoder applies them before it ends.
+                    Ok(Event::Incoming(Packet::Publish(publish))) => {
+                        let _ = self.forward(publish);
+                    }
                     Ok(_) => {}
                 },
             }

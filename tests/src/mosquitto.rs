@@ -26,6 +26,7 @@ static NEXT_SUBSCRIBER: AtomicUsize = AtomicUsize::new(0);
 pub struct MosquittoBuilder {
     persistence: bool,
     users: Vec<(String, String)>,
+    extra_lines: Vec<String>,
 }
 
 impl MosquittoBuilder {
@@ -50,6 +51,13 @@ impl MosquittoBuilder {
         self
     }
 
+    /// Appends `lines` to the config verbatim (`max_queued_messages 0`, ...).
+    pub fn config_lines(mut self, lines: &[&str]) -> MosquittoBuilder {
+        self.extra_lines
+            .extend(lines.iter().map(|line| (*line).to_owned()));
+        self
+    }
+
     /// Writes the config, starts `mosquitto` and waits until its port accepts TCP.
     pub fn start(self) -> Mosquitto {
         let dir = tempfile::Builder::new()
@@ -58,6 +66,7 @@ impl MosquittoBuilder {
             .expect("create a temp dir for mosquitto");
         let (child, port) = start_on_free_port("mosquitto", |port| {
             let config = write_config(&dir, port, self.persistence, &self.users);
+            append_lines(&config, &self.extra_lines);
             let mut child = spawn_broker(&dir, &config);
             wait_ready(&mut child, START_TIMEOUT, || port_accepts(port)).map(|()| (child, port))
         });
@@ -360,6 +369,18 @@ log_timestamp_format %Y-%m-%dT%H:%M:%S
     let path = dir.path().join("mosquitto.conf");
     fs::write(&path, config).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
     path
+}
+
+fn append_lines(config: &std::path::Path, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let mut text = fs::read_to_string(config).expect("read the mosquitto config");
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    fs::write(config, text).expect("write the mosquitto config");
 }
 
 fn spawn_broker(dir: &TempDir, config: &std::path::Path) -> ChildGuard {

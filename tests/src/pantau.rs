@@ -24,6 +24,10 @@ pub struct Collector {
     http_port: u16,
     /// The embedded broker's port, when it runs one.
     mqtt_port: Option<u16>,
+    /// How it was started, for `restart`.
+    log_dir: PathBuf,
+    config: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Collector {
@@ -106,6 +110,25 @@ impl Collector {
         mqtt_port: Option<u16>,
     ) -> Collector {
         let http_port = free_port();
+        let guard = Collector::spawn(dir.path(), config, &env, http_port);
+        let mut collector = Collector {
+            guard,
+            http_port,
+            mqtt_port,
+            log_dir: dir.path().to_owned(),
+            config: config.to_owned(),
+            env,
+        };
+        collector.wait_ready();
+        collector
+    }
+
+    fn spawn(
+        log_dir: &Path,
+        config: &Path,
+        env: &[(String, String)],
+        http_port: u16,
+    ) -> ChildGuard {
         let mut command = Command::new(pantau_binary("pantau-collector"));
         command
             .arg("--config")
@@ -114,9 +137,30 @@ impl Collector {
             .env("PANTAU_LOG", "info,pantau_collector=debug")
             // Agents in tests report every second; a short default makes silence show quickly.
             .env("PANTAU_AGENTS__DEFAULT_INTERVAL_SECONDS", "1")
-            .envs(env);
-        let mut guard = ChildGuard::spawn("collector", &mut command, dir.path());
-        let readyz = format!("http://127.0.0.1:{http_port}/readyz");
+            // Its own storage (sequence accounting, announcements) in the test's dir, kept
+            // across `restart`; a test may name another.
+            .env("PANTAU_STORAGE__DIR", log_dir.join("collector-storage"))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        ChildGuard::spawn("collector", &mut command, log_dir)
+    }
+
+    /// Stops the collector with SIGTERM (a clean shutdown), waits for it to exit, and starts
+    /// it again with the same config, ports and storage; returns once it is ready.
+    pub fn restart(&mut self) {
+        self.guard.kill_with(crate::Signal::TERM);
+        if self.guard.wait_exit(START_TIMEOUT).is_none() {
+            panic!(
+                "collector ignored SIGTERM for {START_TIMEOUT:?}\n{}",
+                self.logs()
+            );
+        }
+        self.guard = Collector::spawn(&self.log_dir, &self.config, &self.env, self.http_port);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let readyz = format!("http://127.0.0.1:{}/readyz", self.http_port);
+        let guard = &mut self.guard;
         wait_until("the collector to be ready", START_TIMEOUT, || {
             if let Some(status) = guard.try_wait() {
                 panic!(
@@ -126,11 +170,6 @@ impl Collector {
             }
             matches!(http_get(&readyz), Ok((200, _))).then_some(())
         });
-        Collector {
-            guard,
-            http_port,
-            mqtt_port,
-        }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -219,6 +258,11 @@ impl Collector {
 
     pub fn guard(&mut self) -> &mut ChildGuard {
         &mut self.guard
+    }
+
+    /// The collector's process id.
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
     }
 
     pub fn logs(&self) -> String {

@@ -55,6 +55,10 @@ pub struct Telemetry {
     /// `pantau_collector_sound_schedule_version{instance,state}`: each sound agent's schedule
     /// version the broker has (`published`) and the one the agent reported taking (`applied`).
     pub schedule_version: IntGaugeVec,
+    /// `pantau_collector_sequence_file_errors_total{reason}`: the saved sequence accounting
+    /// was `corrupt` or `unreadable` at start (the collector started afresh), or a `write`
+    /// failed.
+    pub sequence_file_errors: IntCounterVec,
 }
 
 impl Telemetry {
@@ -137,6 +141,17 @@ impl Telemetry {
             ),
             &["instance", "state"],
         )?;
+        let sequence_file_errors = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_sequence_file_errors_total",
+                "Failures of the sequence accounting file in storage.dir, by reason: corrupt or \
+                 unreadable at start (the accounting started afresh), or a failed write.",
+            ),
+            &["reason"],
+        )?;
+        for reason in crate::ingest::AccountingError::REASONS {
+            sequence_file_errors.with_label_values(&[reason]);
+        }
         let build_info = IntGauge::with_opts(
             Opts::new(
                 "pantau_collector_build_info",
@@ -165,6 +180,7 @@ impl Telemetry {
         registry.register(Box::new(broker_refused_logins.clone()))?;
         registry.register(Box::new(api_auth_failures.clone()))?;
         registry.register(Box::new(schedule_version.clone()))?;
+        registry.register(Box::new(sequence_file_errors.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -184,6 +200,7 @@ impl Telemetry {
             broker_refused_logins,
             api_auth_failures,
             schedule_version,
+            sequence_file_errors,
         })
     }
 

@@ -3,12 +3,14 @@
 //! notes agents going up and down. Bad input is counted, logged at a limited rate, and
 //! dropped; it never stops any of them.
 
+mod accounting;
 mod decoder;
 mod sweeper;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+pub use accounting::{Accounting, AccountingError};
 pub use decoder::Decoder;
 pub use sweeper::run as run_sweeper;
 

@@ -10,6 +10,8 @@
 mod agent;
 mod claims;
 mod events;
+mod restore;
+mod saved;
 mod sequence;
 mod view;
 
@@ -26,6 +28,10 @@ use tokio::time::Instant;
 pub use agent::Agent;
 pub use claims::Conflict;
 pub use events::EventRecord;
+pub use saved::{
+    Corrupt, FILE_NAME as ACCOUNTING_FILE, SavedAgent, decode as decode_accounting,
+    encode as encode_accounting,
+};
 #[cfg(test)]
 pub use sequence::WINDOW as SEQUENCE_WINDOW;
 pub use view::AgentView;
@@ -113,6 +119,8 @@ pub struct State {
     agents: HashMap<String, Agent>,
     /// The type of every metric name live agents report.
     claims: Claims,
+    /// Sequence accounting restored at start, waiting for its agent to be heard from.
+    restored: HashMap<String, SavedAgent>,
 }
 
 /// A state change worth a log line, reported by `sweep`.
@@ -134,6 +142,7 @@ impl State {
             max_agents: DEFAULT_MAX_AGENTS,
             agents: HashMap::new(),
             claims: Claims::default(),
+            restored: HashMap::new(),
         }
     }
 
@@ -240,10 +249,14 @@ impl State {
             }
         }
         let (liveness, max_events) = (self.liveness, self.max_events);
-        let agent = self
-            .agents
-            .entry(id.to_owned())
-            .or_insert_with(|| Agent::new(site, &liveness, max_events, now));
+        let restored = &mut self.restored;
+        let agent = self.agents.entry(id.to_owned()).or_insert_with(|| {
+            let mut agent = Agent::new(site, &liveness, max_events, now);
+            if let Some(saved) = restored.remove(id) {
+                restore::take_over(&mut agent, saved);
+            }
+            agent
+        });
         if agent.site != site {
             // An agent moved to another site (its config changed): follow it.
             agent.site = site.to_owned();
@@ -271,6 +284,11 @@ impl State {
         {
             return Outcome::StaleStatus;
         }
+        // A birth from a connection newer than the last one known: the agent (re)started while
+        // the collector was not listening, and a replayed birth is news after all.
+        let new_birth = status.state == AgentState::Online
+            && status.connected_ms.is_some()
+            && status.connected_ms > agent.online_connected_ms;
         if status.state == AgentState::Online && status.connected_ms.is_some() {
             agent.online_connected_ms = status.connected_ms;
         }
@@ -285,9 +303,10 @@ impl State {
             agent.roles = status.roles;
         }
         // A replayed birth is the agent's last one, perhaps long ago: its next number is news
-        // only to a collector that has not followed the agent yet.
+        // only to a collector that has not followed the agent yet, or that has not seen this
+        // birth (restored accounting, a reconnect).
         if let Some(next) = status.next_seq
-            && (!retained || !agent.window.started())
+            && (!retained || !agent.window.started() || new_birth)
         {
             agent.window.announce(next);
         }

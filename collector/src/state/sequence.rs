@@ -13,7 +13,8 @@
 
 /// Width of the window, in sequence numbers; a multiple of 64.
 pub const WINDOW: u64 = 32768;
-const WORDS: usize = (WINDOW / 64) as usize;
+/// The window's bitmap, in 64-bit words.
+pub const WORDS: usize = (WINDOW / 64) as usize;
 
 /// Where a sequence number falls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,16 @@ pub enum SeqCheck {
     Duplicate,
     /// Too far above the newest, or too far below it, to belong to this agent's sequence.
     OutOfWindow,
+}
+
+/// A window's whole contents, kept on disk across collector restarts (`saved.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowParts {
+    pub top: Option<u64>,
+    pub counted_from: u64,
+    pub missed: u64,
+    /// `WORDS` words.
+    pub seen: Vec<u64>,
 }
 
 /// One agent's window. About 4 KiB.
@@ -101,6 +112,29 @@ impl SeqWindow {
             Some(top) if last > top => self.advance(last),
             Some(_) => {}
         }
+    }
+
+    /// Everything the window holds, to be saved.
+    pub fn parts(&self) -> WindowParts {
+        WindowParts {
+            top: self.top,
+            counted_from: self.counted_from,
+            missed: self.missed,
+            seen: self.seen.to_vec(),
+        }
+    }
+
+    /// The window `parts` describe; none when the bitmap is not `WORDS` words long. Any
+    /// bitmap of that length is a valid window: bit `n % WINDOW` stands for the one number
+    /// `n` of the window that maps to it.
+    pub fn from_parts(parts: WindowParts) -> Option<Self> {
+        let seen: Box<[u64; WORDS]> = parts.seen.into_boxed_slice().try_into().ok()?;
+        Some(Self {
+            top: parts.top,
+            seen,
+            counted_from: parts.counted_from,
+            missed: parts.missed,
+        })
     }
 
     /// Whether a window has started (a message seen or a next number announced).
@@ -203,6 +237,21 @@ mod tests {
             window.record(*seq);
         }
         window
+    }
+
+    #[test]
+    fn parts_round_trip() {
+        let mut w = window(&[5, 6, 9]);
+        w.record(9 + WINDOW);
+        let back = SeqWindow::from_parts(w.parts()).unwrap();
+        assert_eq!(back.parts(), w.parts());
+        assert_eq!(
+            (back.missed(), back.open_gaps()),
+            (w.missed(), w.open_gaps())
+        );
+        let mut short = w.parts();
+        short.seen.pop();
+        assert!(SeqWindow::from_parts(short).is_none());
     }
 
     #[test]
