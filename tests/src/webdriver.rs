@@ -162,6 +162,18 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// Waits (bounded) until the first element matching `css` reads `expected`: after a click
+    /// the old page may still be showing, with the same element and another text.
+    pub fn wait_for_text(&self, css: &str, expected: &str, timeout: Duration) {
+        let found = crate::poll_until(timeout, || (self.text_of(css) == expected).then_some(()));
+        if found.is_none() {
+            panic!(
+                "'{css}' reads {:?}, not {expected:?}, after {timeout:?}",
+                self.text_of(css)
+            );
+        }
+    }
+
     /// The text of the first element matching `css`, or "" (also when the page reloaded
     /// between finding and reading).
     pub fn text_of(&self, css: &str) -> String {

@@ -172,7 +172,7 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     // Sends from the form; the estimate follows the typing (4 words at 175 a minute: 2 s).
     b.goto(&setup.url("/console/send"));
     b.type_text(&b.wait_for("#text", WAIT), "Mohon tetap memakai masker");
-    assert_eq!(b.text_of("#estimate"), "2");
+    b.wait_for_text("#estimate", "2", WAIT);
     setup.screenshots("send");
     let id = setup.send("Mohon tetap memakai masker");
     setup.wait_for_status(&id, "finished");
@@ -224,8 +224,7 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     b.click(&b.wait_for(&format!("#target-{AGENT}"), WAIT));
     b.execute("document.getElementById('priority').value = 'emergency';");
     b.click(&b.wait_for("#send-button", WAIT));
-    let text = b.text_of("#confirm-text");
-    assert_eq!(text, "Harap segera keluar gedung");
+    b.wait_for_text("#confirm-text", "Harap segera keluar gedung", WAIT);
     setup.screenshots("confirm");
 
     // A schedule made in the form, with its next run in WIB and the agent's applied version.
@@ -240,7 +239,7 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     setup.screenshots("schedule-form");
     b.click(&b.wait_for("#save-schedule", WAIT));
     b.wait_for_url(&setup.url("/console/schedules?done=saved"), WAIT);
-    let next = b.text_of("#sched-masker-pagi .next");
+    let next = b.text(&b.wait_for("#sched-masker-pagi .next", WAIT));
     assert!(next.ends_with("07:30 WIB"), "next run: '{next}'");
     let applied = poll_until(WAIT, || {
         b.goto(&setup.url("/console/schedules"));
@@ -253,7 +252,7 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     // History, filtered by outcome.
     b.goto(&setup.url("/console/history?outcome=stopped"));
     b.wait_for(&format!("#ann-{id}"), WAIT);
-    assert_eq!(b.text_of(&format!("#ann-{id} .status")), "stopped");
+    b.wait_for_text(&format!("#ann-{id} .status"), "stopped", WAIT);
     assert!(
         !b.source().contains("Mohon tetap memakai masker"),
         "filtered out"
@@ -268,13 +267,13 @@ fn staff_send_stop_schedule_and_review_in_a_real_browser() {
     setup.screenshots("users");
 
     // English on request, kept by a cookie.
-    assert_eq!(b.text_of("#nav-send"), "Kirim");
+    b.wait_for_text("#nav-send", "Kirim", WAIT);
     b.click(&b.wait_for("#lang", WAIT));
     b.wait_for_url(&setup.url("/console/users"), WAIT);
-    assert_eq!(b.text_of("#nav-send"), "Send");
-    assert_eq!(b.text_of("#logout"), "Log out");
+    b.wait_for_text("#nav-send", "Send", WAIT);
+    b.wait_for_text("#logout", "Log out", WAIT);
     b.goto(&setup.url("/console/now"));
-    assert_eq!(b.text_of("#nav-history"), "History");
+    b.wait_for_text("#nav-history", "History", WAIT);
     setup.screenshots("now-english");
     assert_eq!(b.cookie("pantau_lang").as_deref(), Some("en"));
 }
@@ -303,7 +302,7 @@ fn the_console_refuses_strangers_forged_forms_and_viewers_who_send() {
     b.click(&b.wait_for(&format!("#target-{AGENT}"), WAIT));
     b.execute("document.querySelector('#send-form input[name=csrf]').remove();");
     b.click(&b.wait_for("#send-button", WAIT));
-    let message = b.text_of("#message");
+    let message = b.text(&b.wait_for("#message", WAIT));
     assert!(message.contains("Token keamanan formulir"), "{message}");
     // The same with the session's cookie from outside the browser: 403.
     let session = b.cookie("pantau_session").expect("the session cookie");
