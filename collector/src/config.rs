@@ -576,6 +576,7 @@ impl CollectorConfig {
                 Ok(Endpoint {
                     host,
                     port: listen.port(),
+                    tls: false,
                 })
             }
         }
@@ -643,7 +644,8 @@ mod tests {
             config.broker_endpoint().unwrap(),
             Endpoint {
                 host: "127.0.0.1".to_owned(),
-                port: 1883
+                port: 1883,
+                tls: false,
             }
         );
     }

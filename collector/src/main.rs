@@ -87,7 +87,10 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         .client_id
         .clone()
         .unwrap_or_else(default_client_id);
-    let mut options = config.mqtt.options(&endpoint, &client_id);
+    let mut options = config.mqtt.options(&endpoint, &client_id)?;
+    if !config.broker.embedded {
+        endpoint.warn_if_clear_text();
+    }
     if config.broker.embedded {
         let internal = broker::InternalLogin::generate(&client_id)?;
         options.set_credentials(internal.username.clone(), internal.password.clone());

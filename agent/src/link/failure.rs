@@ -22,17 +22,21 @@ pub enum Failure {
     Refused,
     /// The broker closed the connection before answering the login.
     ClosedDuringLogin,
+    /// The TLS handshake failed: an untrusted or misnamed broker certificate, or the broker
+    /// refused ours (or has none).
+    Tls,
     /// An established connection broke.
     Lost,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 6] = [
+    pub const ALL: [Failure; 7] = [
         Failure::Unreachable,
         Failure::BadCredentials,
         Failure::NotAuthorized,
         Failure::Refused,
         Failure::ClosedDuringLogin,
+        Failure::Tls,
         Failure::Lost,
     ];
 
@@ -43,6 +47,7 @@ impl Failure {
             Failure::NotAuthorized => "not_authorized",
             Failure::Refused => "refused",
             Failure::ClosedDuringLogin => "closed_during_login",
+            Failure::Tls => "tls",
             Failure::Lost => "lost",
         }
     }
@@ -51,6 +56,9 @@ impl Failure {
     pub fn classify(error: &ConnectionError, connected: bool) -> Failure {
         if connected {
             return Failure::Lost;
+        }
+        if pantau_runtime::mqtt_tls::is_tls_error(error) {
+            return Failure::Tls;
         }
         match error {
             ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
@@ -91,7 +99,13 @@ impl Failure {
             Failure::Refused => "broker refused the connection",
             Failure::ClosedDuringLogin => {
                 "broker closed the connection during login; the credentials \
-                 (mqtt.username, mqtt.password) or the client id are the likely cause"
+                 (mqtt.username, mqtt.password), the client id, or a TLS-only port reached \
+                 with mqtt:// (use mqtts://) are the likely cause"
+            }
+            Failure::Tls => {
+                "TLS with the broker failed: check that mqtt.ca_file holds the CA of the \
+                 broker's certificate, that the certificate names the host in mqtt.url, and \
+                 that mqtt.client_cert_file is set and signed by a CA the broker trusts"
             }
             Failure::Lost => "lost the broker connection, reconnecting",
         }
