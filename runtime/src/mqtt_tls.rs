@@ -141,9 +141,11 @@ fn system_roots() -> Result<RootCertStore, ConfigError> {
 pub fn is_tls_error(error: &ConnectionError) -> bool {
     match error {
         ConnectionError::Tls(_) => true,
-        ConnectionError::Io(error) | ConnectionError::MqttState(StateError::Io(error)) => {
-            is_tls_io_error(error)
-        }
+        ConnectionError::Io(error)
+        | ConnectionError::MqttState(StateError::Io(error))
+        | ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(
+            error,
+        ))) => is_tls_io_error(error),
         _ => false,
     }
 }
@@ -202,7 +204,14 @@ mod tests {
             io::ErrorKind::InvalidData,
             rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
         );
+        let read = rumqttc::mqttbytes::Error::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+        ));
         assert!(is_tls_error(&ConnectionError::Io(alert)));
+        assert!(is_tls_error(&ConnectionError::MqttState(
+            StateError::Deserialization(read)
+        )));
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
         assert!(!is_tls_error(&ConnectionError::Io(reset)));
     }

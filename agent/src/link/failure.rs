@@ -25,18 +25,22 @@ pub enum Failure {
     /// The TLS handshake failed: an untrusted or misnamed broker certificate, or the broker
     /// refused ours (or has none).
     Tls,
+    /// The broker answered with bytes that are not MQTT, typically a TLS port's alert to a
+    /// plain `mqtt://` client.
+    NotMqtt,
     /// An established connection broke.
     Lost,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 7] = [
+    pub const ALL: [Failure; 8] = [
         Failure::Unreachable,
         Failure::BadCredentials,
         Failure::NotAuthorized,
         Failure::Refused,
         Failure::ClosedDuringLogin,
         Failure::Tls,
+        Failure::NotMqtt,
         Failure::Lost,
     ];
 
@@ -48,6 +52,7 @@ impl Failure {
             Failure::Refused => "refused",
             Failure::ClosedDuringLogin => "closed_during_login",
             Failure::Tls => "tls",
+            Failure::NotMqtt => "not_mqtt",
             Failure::Lost => "lost",
         }
     }
@@ -71,15 +76,22 @@ impl Failure {
                 Failure::Refused
             }
             ConnectionError::MqttState(StateError::ConnectionAborted) => Failure::ClosedDuringLogin,
-            ConnectionError::Io(error) | ConnectionError::MqttState(StateError::Io(error)) => {
-                match error.kind() {
-                    ErrorKind::ConnectionReset
-                    | ErrorKind::ConnectionAborted
-                    | ErrorKind::UnexpectedEof
-                    | ErrorKind::BrokenPipe => Failure::ClosedDuringLogin,
-                    _ => Failure::Unreachable,
-                }
+            ConnectionError::MqttState(StateError::Deserialization(error))
+                if !matches!(error, rumqttc::mqttbytes::Error::Io(_)) =>
+            {
+                Failure::NotMqtt
             }
+            ConnectionError::Io(error)
+            | ConnectionError::MqttState(StateError::Io(error))
+            | ConnectionError::MqttState(StateError::Deserialization(
+                rumqttc::mqttbytes::Error::Io(error),
+            )) => match error.kind() {
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::BrokenPipe => Failure::ClosedDuringLogin,
+                _ => Failure::Unreachable,
+            },
             _ => Failure::Unreachable,
         }
     }
@@ -101,6 +113,10 @@ impl Failure {
                 "broker closed the connection during login; the credentials \
                  (mqtt.username, mqtt.password), the client id, or a TLS-only port reached \
                  with mqtt:// (use mqtts://) are the likely cause"
+            }
+            Failure::NotMqtt => {
+                "the broker's answer is not MQTT: most likely a TLS port reached with mqtt:// \
+                 (use mqtts://), or not an MQTT broker at all"
             }
             Failure::Tls => {
                 "TLS with the broker failed: check that mqtt.ca_file holds the CA of the \
