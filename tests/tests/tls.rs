@@ -26,7 +26,7 @@ fn shipped(name: &str) -> String {
 /// configs/mosquitto/mosquitto.conf with its paths pointing into `dir`, the listener on
 /// 127.0.0.1 and no persistence; `dir` holds ca.pem, `server_file`.pem/.key and pantau-acl.
 fn start_mosquitto(dir: &Path, server_file: &str) -> Mosquitto {
-    std::fs::write(dir.join("pantau-acl"), shipped("pantau-acl")).unwrap();
+    std::fs::write(dir.join("pantau-acl"), shipped("pantau-acl")).expect("write pantau-acl");
     let mut config = shipped("mosquitto.conf");
     for (from, to) in [
         ("/etc/mosquitto/pantau/", format!("{}/", dir.display())),

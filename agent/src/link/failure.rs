@@ -162,6 +162,26 @@ mod tests {
                 Failure::Unreachable,
             ),
             (ConnectionError::NetworkTimeout, Failure::Unreachable),
+            // mqtt:// to a TLS port: Mosquitto resets, rustls answers with an alert record.
+            (
+                ConnectionError::MqttState(StateError::Deserialization(
+                    rumqttc::mqttbytes::Error::Io(io::Error::from(ErrorKind::ConnectionReset)),
+                )),
+                Failure::ClosedDuringLogin,
+            ),
+            (
+                ConnectionError::MqttState(StateError::Deserialization(
+                    rumqttc::mqttbytes::Error::BoundaryCrossed(768),
+                )),
+                Failure::NotMqtt,
+            ),
+            (
+                ConnectionError::Io(io::Error::new(
+                    ErrorKind::InvalidData,
+                    rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+                )),
+                Failure::Tls,
+            ),
         ];
         for (error, expected) in cases {
             assert_eq!(Failure::classify(&error, false), expected, "{error}");
