@@ -171,3 +171,58 @@ impl Proxy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> BrokerConfig {
+        let server = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        std::fs::write(dir.join("server.pem"), server.cert.pem()).unwrap();
+        std::fs::write(dir.join("server.key"), server.key_pair.serialize_pem()).unwrap();
+        BrokerConfig {
+            tls_listen: Some("127.0.0.1:8883".parse().unwrap()),
+            tls_cert_file: Some(dir.join("server.pem")),
+            tls_key_file: Some(dir.join("server.key")),
+            ..BrokerConfig::default()
+        }
+    }
+
+    #[test]
+    fn builds_with_and_without_client_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        assert!(server_config(&config).unwrap().is_some());
+        // Any CA certificate will do for the verifier; the server's own is one.
+        config.tls_client_ca_file = config.tls_cert_file.clone();
+        assert!(server_config(&config).unwrap().is_some());
+        config.tls_listen = None;
+        assert!(server_config(&config).unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_files_are_named_with_their_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        std::fs::write(dir.path().join("empty.pem"), "").unwrap();
+        config.tls_client_ca_file = Some(dir.path().join("empty.pem"));
+        let error = server_config(&config).unwrap_err();
+        assert!(
+            error.starts_with("broker.tls_client_ca_file: '") && error.ends_with("no certificate"),
+            "{error}"
+        );
+        config.tls_client_ca_file = None;
+        let other = rcgen::generate_simple_self_signed(vec!["x".to_owned()]).unwrap();
+        std::fs::write(
+            dir.path().join("server.key"),
+            other.key_pair.serialize_pem(),
+        )
+        .unwrap();
+        let error = server_config(&config).unwrap_err();
+        assert!(error.starts_with("broker.tls_key_file: '"), "{error}");
+        assert!(error.contains("does not fit the certificate"), "{error}");
+        config.tls_key_file = None;
+        let error = server_config(&config).unwrap_err();
+        assert!(error.contains("needs broker.tls_cert_file and broker.tls_key_file"));
+    }
+}

@@ -570,6 +570,20 @@ impl CollectorConfig {
     /// when other machines can reach it, as on the plain listener.
     fn validate_broker_tls(&self) -> Result<(), ConfigError> {
         let broker = &self.broker;
+        for (field, path) in [
+            ("mqtt.ca_file", &self.mqtt.ca_file),
+            ("mqtt.client_cert_file", &self.mqtt.client_cert_file),
+            ("mqtt.client_key_file", &self.mqtt.client_key_file),
+        ] {
+            if let Some(path) = path {
+                return Err(ConfigError::invalid(
+                    field,
+                    path.display(),
+                    "is for an external broker (mqtts://); the collector reaches its embedded \
+                     broker over loopback without TLS",
+                ));
+            }
+        }
         let Some(tls_listen) = broker.tls_listen else {
             for (field, path) in [
                 ("broker.tls_cert_file", &broker.tls_cert_file),
