@@ -351,6 +351,53 @@ mod tests {
     }
 
     #[test]
+    fn loopback_and_tls_are_recognised() {
+        for (url, loopback) in [
+            ("mqtt://127.0.0.1", true),
+            ("mqtt://127.8.9.1", true),
+            ("mqtt://localhost:1883", true),
+            ("mqtt://[::1]", true),
+            ("mqtt://10.20.0.5", false),
+            ("mqtt://mqtt.kominfo.lan", false),
+        ] {
+            assert_eq!(
+                Endpoint::parse(url).unwrap().is_loopback(),
+                loopback,
+                "{url}"
+            );
+        }
+        let endpoint = Endpoint::parse("mqtts://[::1]").unwrap();
+        assert!(endpoint.tls);
+        assert_eq!(endpoint.to_string(), "mqtts://[::1]:8883");
+    }
+
+    #[test]
+    fn tls_files_need_an_mqtts_url_and_one_password_source() {
+        let settings = MqttSettings {
+            url: Some("mqtt://broker".to_owned()),
+            client_cert_file: Some(PathBuf::from("/etc/pantau/a.pem")),
+            ..MqttSettings::default()
+        };
+        assert_eq!(
+            settings.validate().unwrap_err().to_string(),
+            "mqtt.client_cert_file: '/etc/pantau/a.pem' is set but mqtt.url 'mqtt://broker' is \
+             not TLS; use mqtts://"
+        );
+        let settings = MqttSettings {
+            username: Some("agent".to_owned()),
+            password: Some(Secret("x".to_owned())),
+            password_file: Some(PathBuf::from("/etc/pantau/password")),
+            ..MqttSettings::default()
+        };
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.starts_with("mqtt.password_file: '/etc/pantau/password' is set together"));
+        assert!(
+            !error.contains("'x'"),
+            "the password must not be quoted: {error}"
+        );
+    }
+
+    #[test]
     fn secrets_stay_out_of_debug_output() {
         let settings = MqttSettings {
             username: Some("agent".to_owned()),

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pantau_tests::{Agent, Collector, Mosquitto, TestCa, TestDir, free_port, run_with_timeout};
+use pantau_tests::{
+    Agent, Collector, Mosquitto, TestCa, TestDir, free_port, run_with_timeout, write_password_file,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -204,7 +206,12 @@ fn the_embedded_brokers_tls_listener() {
     let (cert, key) = ca.server("embedded", &["127.0.0.1"]);
     let agent_cert = ca.client("dc-srv-01");
     let tls_port = free_port();
+    // Logins as on the plain listener: the agent logs in with a password from a file.
+    let users = dir.join("broker-users");
+    write_password_file(&users, &[("dc-srv-01", "from-a-file")], &[]);
+    std::fs::write(dir.join("password"), "from-a-file\n").expect("write the password file");
     let env = [
+        ("PANTAU_BROKER__PASSWORD_FILE", users.display().to_string()),
         ("PANTAU_BROKER__TLS_LISTEN", format!("127.0.0.1:{tls_port}")),
         ("PANTAU_BROKER__TLS_CERT_FILE", cert.display().to_string()),
         ("PANTAU_BROKER__TLS_KEY_FILE", key.display().to_string()),
@@ -216,13 +223,18 @@ fn the_embedded_brokers_tls_listener() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let collector = Collector::embedded_with_env(&dir, &env);
     let url = format!("mqtts://127.0.0.1:{tls_port}");
-    let _agent = start_agent(
-        &dir,
-        "dc-srv-01",
-        &url,
-        &tls_env(&ca.cert(), Some(&agent_cert)),
-    );
+    let mut agent_env = tls_env(&ca.cert(), Some(&agent_cert));
+    agent_env.push(("PANTAU_MQTT__USERNAME", "dc-srv-01".to_owned()));
+    agent_env.push((
+        "PANTAU_MQTT__PASSWORD_FILE",
+        dir.join("password").display().to_string(),
+    ));
+    let agent = start_agent(&dir, "dc-srv-01", &url, &agent_env);
     collector.wait_for_sample(&up("dc-srv-01"), WAIT, |v| v == 1.0);
+    assert!(
+        !agent.logs().contains("from-a-file"),
+        "the password was logged"
+    );
 
     check_refusals(
         &dir,
