@@ -75,6 +75,26 @@ impl TestCa {
         self.issue(cn, cn, extensions)
     }
 
+    /// Revokes `<file>.pem` with `openssl ca` as README's guide does, and writes the CRL
+    /// `ca.crl`, which it returns.
+    pub fn revoke(&self, file: &str) -> PathBuf {
+        let database = self.dir.join("ca-db");
+        std::fs::create_dir_all(&database).unwrap();
+        std::fs::write(database.join("index.txt"), "").unwrap();
+        std::fs::write(database.join("crlnumber"), "1000\n").unwrap();
+        let config = "[ca]\ndefault_ca = pantau\n[pantau]\ndatabase = ca-db/index.txt\n\
+                      crlnumber = ca-db/crlnumber\ncertificate = ca.pem\nprivate_key = ca.key\n\
+                      default_md = sha256\ndefault_crl_days = 30\n";
+        std::fs::write(self.dir.join("ca.cnf"), config).unwrap();
+        let cert = format!("{file}.pem");
+        openssl(&self.dir, &["ca", "-config", "ca.cnf", "-revoke", &cert]);
+        openssl(
+            &self.dir,
+            &["ca", "-config", "ca.cnf", "-gencrl", "-out", "ca.crl"],
+        );
+        self.dir.join("ca.crl")
+    }
+
     fn issue(&self, file: &str, cn: &str, extensions: &str) -> (PathBuf, PathBuf) {
         let (key, csr, cert) = (
             format!("{file}.key"),

@@ -28,6 +28,11 @@ fn shipped(name: &str) -> String {
 /// configs/mosquitto/mosquitto.conf with its paths pointing into `dir`, the listener on
 /// 127.0.0.1 and no persistence; `dir` holds ca.pem, `server_file`.pem/.key and pantau-acl.
 fn start_mosquitto(dir: &Path, server_file: &str) -> Mosquitto {
+    start_mosquitto_with(dir, server_file, &[])
+}
+
+/// As `start_mosquitto`, with more `(from, to)` substitutions in mosquitto.conf.
+fn start_mosquitto_with(dir: &Path, server_file: &str, more: &[(&str, &str)]) -> Mosquitto {
     std::fs::write(dir.join("pantau-acl"), shipped("pantau-acl")).expect("write pantau-acl");
     let mut config = shipped("mosquitto.conf");
     for (from, to) in [
@@ -40,6 +45,10 @@ fn start_mosquitto(dir: &Path, server_file: &str) -> Mosquitto {
     ] {
         assert!(config.contains(from), "mosquitto.conf lost {from:?}");
         config = config.replace(from, &to);
+    }
+    for (from, to) in more {
+        assert!(config.contains(from), "mosquitto.conf lost {from:?}");
+        config = config.replace(from, to);
     }
     Mosquitto::builder().config(&config).start()
 }
@@ -256,4 +265,33 @@ fn the_embedded_brokers_tls_listener() {
         collector.logs()
     );
     assert_eq!(collector.sample(&up("no-cert")), None);
+}
+
+/// README's revocation steps: `openssl ca -revoke`, `-gencrl`, and the shipped `crlfile` line
+/// uncommented. The revoked agent is refused; another agent of the same CA still gets in.
+#[test]
+fn mosquitto_refuses_a_revoked_agent_certificate() {
+    let dir = TestDir::new();
+    let ca = TestCa::new(dir.path(), "Pantau test CA");
+    ca.server("server", &["localhost", "127.0.0.1"]);
+    let revoked = ca.client("dc-srv-02");
+    let kept = ca.client("dc-srv-01");
+    ca.revoke("dc-srv-02");
+    let broker = start_mosquitto_with(dir.path(), "server", &[("#crlfile", "crlfile")]);
+    let url = format!("mqtts://localhost:{}", broker.port());
+
+    let mut agent = start_agent(
+        &dir,
+        "dc-srv-02",
+        &url,
+        &tls_env(&ca.cert(), Some(&revoked)),
+    );
+    let line = log_line(&mut agent, "TLS with the broker failed");
+    assert!(line.contains("CertificateRevoked"), "{line}");
+    eprintln!("revoked: {line}");
+
+    let mut agent = start_agent(&dir, "dc-srv-01", &url, &tls_env(&ca.cert(), Some(&kept)));
+    agent
+        .guard()
+        .wait_for_log("connected to broker, publishing birth message", WAIT);
 }
