@@ -212,6 +212,13 @@ impl Session {
                             "TLS with the broker failed: check mqtt.ca_file, that the broker's \
                              certificate names the host in mqtt.url, and mqtt.client_cert_file"
                         );
+                    } else if pantau_runtime::mqtt_tls::is_not_mqtt(&error) {
+                        warn!(
+                            %error,
+                            retry_in = ?delay,
+                            "the broker's answer is not MQTT: most likely a TLS port reached \
+                             with mqtt:// (use mqtts://)"
+                        );
                     } else {
                         debug!(%error, retry_in = ?delay, "broker not reachable");
                     }

@@ -150,6 +150,16 @@ pub fn is_tls_error(error: &ConnectionError) -> bool {
     }
 }
 
+/// Whether the broker answered with bytes that are not MQTT: typically a TLS port's alert
+/// record read by a plain `mqtt://` client.
+pub fn is_not_mqtt(error: &ConnectionError) -> bool {
+    matches!(
+        error,
+        ConnectionError::MqttState(StateError::Deserialization(error))
+            if !matches!(error, rumqttc::mqttbytes::Error::Io(_))
+    )
+}
+
 fn is_tls_io_error(error: &io::Error) -> bool {
     error
         .get_ref()
@@ -211,6 +221,10 @@ mod tests {
         assert!(is_tls_error(&ConnectionError::Io(alert)));
         assert!(is_tls_error(&ConnectionError::MqttState(
             StateError::Deserialization(read)
+        )));
+        let alert_as_mqtt = rumqttc::mqttbytes::Error::BoundaryCrossed(768);
+        assert!(is_not_mqtt(&ConnectionError::MqttState(
+            StateError::Deserialization(alert_as_mqtt)
         )));
         let reset = io::Error::from(io::ErrorKind::ConnectionReset);
         assert!(!is_tls_error(&ConnectionError::Io(reset)));

@@ -76,11 +76,7 @@ impl Failure {
                 Failure::Refused
             }
             ConnectionError::MqttState(StateError::ConnectionAborted) => Failure::ClosedDuringLogin,
-            ConnectionError::MqttState(StateError::Deserialization(error))
-                if !matches!(error, rumqttc::mqttbytes::Error::Io(_)) =>
-            {
-                Failure::NotMqtt
-            }
+            error if pantau_runtime::mqtt_tls::is_not_mqtt(error) => Failure::NotMqtt,
             ConnectionError::Io(error)
             | ConnectionError::MqttState(StateError::Io(error))
             | ConnectionError::MqttState(StateError::Deserialization(
