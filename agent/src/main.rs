@@ -73,7 +73,8 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
     let role_names: Vec<String> = roles.iter().map(|r| r.kind().name().to_owned()).collect();
     let claims_commands = roles.iter().any(|role| !role.kind().commands().is_empty());
 
-    let mut options = config.mqtt.options(&endpoint, &client_id);
+    let mut options = config.mqtt.options(&endpoint, &client_id)?;
+    endpoint.warn_if_clear_text();
     options.set_clean_session(true);
     // rumqttc refuses to send packets above 10 KiB by default and treats that as a connection
     // error; allow the largest message the reporter lets through, plus topic and header.

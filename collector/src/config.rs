@@ -105,6 +105,20 @@ pub struct BrokerConfig {
     /// the port can then publish as any agent and read every message.
     #[serde(default)]
     pub allow_anonymous: bool,
+    /// Also accept MQTT over TLS here (e.g. `0.0.0.0:8883`); logins follow the same rules as
+    /// on `listen` (bind `listen` to 127.0.0.1 to accept only TLS from other machines).
+    #[serde(default)]
+    pub tls_listen: Option<SocketAddr>,
+    /// The TLS listener's certificate chain (PEM); its subjectAltName must name the host
+    /// agents put in `mqtt.url`.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Require a client certificate signed by one of these CAs (PEM) on `tls_listen`.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub tls_client_ca_file: Option<PathBuf>,
 }
 
 /// An empty string (e.g. `PANTAU_BROKER__PASSWORD_FILE=`) switches an optional path off.
@@ -369,6 +383,10 @@ impl Default for BrokerConfig {
             max_buffer_bytes: default_broker_max_buffer_bytes(),
             password_file: None,
             allow_anonymous: false,
+            tls_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_client_ca_file: None,
         }
     }
 }
@@ -409,6 +427,9 @@ impl CollectorConfig {
         }
         // The messages already name the field and the file.
         config.tls().map_err(ConfigError::Parse)?;
+        if config.broker.embedded {
+            crate::broker_tls::server_config(&config.broker).map_err(ConfigError::Parse)?;
+        }
         if let Some(path) = &config.api.token_file {
             crate::api::Tokens::load(path)
                 .map_err(|why| ConfigError::invalid("api.token_file", path.display(), why))?;
@@ -552,6 +573,7 @@ impl CollectorConfig {
         if !self.broker.embedded {
             return Ok(());
         }
+        self.validate_broker_tls()?;
         match (&self.broker.password_file, self.broker.allow_anonymous) {
             (Some(path), true) => Err(ConfigError::invalid(
                 "broker.allow_anonymous",
@@ -571,6 +593,78 @@ impl CollectorConfig {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// `broker.tls_*`: files only with a TLS listener, on its own port, and logins required
+    /// when other machines can reach it, as on the plain listener.
+    fn validate_broker_tls(&self) -> Result<(), ConfigError> {
+        let broker = &self.broker;
+        for (field, path) in [
+            ("mqtt.ca_file", &self.mqtt.ca_file),
+            ("mqtt.client_cert_file", &self.mqtt.client_cert_file),
+            ("mqtt.client_key_file", &self.mqtt.client_key_file),
+        ] {
+            if let Some(path) = path {
+                return Err(ConfigError::invalid(
+                    field,
+                    path.display(),
+                    "is for an external broker (mqtts://); the collector reaches its embedded \
+                     broker over loopback without TLS",
+                ));
+            }
+        }
+        let Some(tls_listen) = broker.tls_listen else {
+            for (field, path) in [
+                ("broker.tls_cert_file", &broker.tls_cert_file),
+                ("broker.tls_key_file", &broker.tls_key_file),
+                ("broker.tls_client_ca_file", &broker.tls_client_ca_file),
+            ] {
+                if let Some(path) = path {
+                    return Err(ConfigError::invalid(
+                        field,
+                        path.display(),
+                        "is set but broker.tls_listen is not",
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        if tls_listen.port() == 0 {
+            return Err(ConfigError::invalid(
+                "broker.tls_listen",
+                tls_listen,
+                "needs a fixed port: clients must know where to connect",
+            ));
+        }
+        for (field, address) in [
+            ("broker.listen", broker.listen),
+            ("http.listen", self.http.listen),
+        ] {
+            if address.port() == tls_listen.port()
+                && (address.ip() == tls_listen.ip()
+                    || address.ip().is_unspecified()
+                    || tls_listen.ip().is_unspecified())
+            {
+                return Err(ConfigError::invalid(
+                    "broker.tls_listen",
+                    tls_listen,
+                    format!("overlaps {field} ({address})"),
+                ));
+            }
+        }
+        if broker.password_file.is_none()
+            && !broker.allow_anonymous
+            && !tls_listen.ip().is_loopback()
+        {
+            return Err(ConfigError::invalid(
+                "broker.tls_listen",
+                tls_listen,
+                "is reachable from other machines, so the embedded broker needs \
+                 broker.password_file (users in mosquitto_passwd format) or, on a closed \
+                 network only, broker.allow_anonymous = true",
+            ));
+        }
+        Ok(())
     }
 
     /// What the decoder checks every message against.
@@ -605,6 +699,7 @@ impl CollectorConfig {
                 Ok(Endpoint {
                     host,
                     port: listen.port(),
+                    tls: false,
                 })
             }
         }
@@ -615,6 +710,9 @@ impl CollectorConfig {
         let mut addresses = vec![("http.listen", self.http.listen)];
         if self.broker.embedded {
             addresses.push(("broker.listen", self.broker.listen));
+            if let Some(tls_listen) = self.broker.tls_listen {
+                addresses.push(("broker.tls_listen", tls_listen));
+            }
         }
         for (field, address) in addresses {
             TcpListener::bind(address).map_err(|error| {
@@ -672,7 +770,8 @@ mod tests {
             config.broker_endpoint().unwrap(),
             Endpoint {
                 host: "127.0.0.1".to_owned(),
-                port: 1883
+                port: 1883,
+                tls: false,
             }
         );
     }

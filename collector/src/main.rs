@@ -9,6 +9,7 @@
 mod announce;
 mod api;
 mod broker;
+mod broker_tls;
 mod commands;
 mod config;
 mod console;
@@ -95,7 +96,10 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         .client_id
         .clone()
         .unwrap_or_else(default_client_id);
-    let mut options = config.mqtt.options(&endpoint, &client_id);
+    let mut options = config.mqtt.options(&endpoint, &client_id)?;
+    if !config.broker.embedded {
+        endpoint.warn_if_clear_text();
+    }
     if config.broker.embedded {
         let internal = broker::InternalLogin::generate(&client_id)?;
         options.set_credentials(internal.username.clone(), internal.password.clone());
@@ -111,6 +115,28 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             None => "anyone (no broker.password_file)".to_owned(),
         };
         info!(listen = %config.broker.listen, logins, "embedded MQTT broker started");
+        if let (Some(tls_listen), Some(server)) = (
+            config.broker.tls_listen,
+            broker_tls::server_config(&config.broker).map_err(anyhow::Error::msg)?,
+        ) {
+            let listener = tokio::net::TcpListener::bind(tls_listen)
+                .await
+                .with_context(|| format!("broker.tls_listen: '{tls_listen}' cannot be bound"))?;
+            let backend = std::net::SocketAddr::new(
+                endpoint.host.parse().context("embedded broker address")?,
+                endpoint.port,
+            );
+            broker_tls::spawn(
+                &mut supervisor,
+                listener,
+                server,
+                backend,
+                config.broker.max_connections,
+                telemetry.broker_tls_handshake_failures.clone(),
+            );
+            let client_certificates = config.broker.tls_client_ca_file.is_some();
+            info!(%tls_listen, client_certificates, "embedded MQTT broker accepts TLS");
+        }
     }
     // With the embedded broker, one packet limit for the broker and this client (checked
     // against the payload limit at start), so a packet the broker lets through never breaks

@@ -203,6 +203,22 @@ impl Session {
                     eventloop.pending.clear();
                     if was_connected {
                         warn!(%error, retry_in = ?delay, "lost the broker connection, reconnecting");
+                    } else if pantau_runtime::mqtt_tls::is_tls_error(&error) {
+                        // A configuration problem, not an outage: say so at every attempt
+                        // (the reconnect backoff spaces them out).
+                        warn!(
+                            %error,
+                            retry_in = ?delay,
+                            "TLS with the broker failed: check mqtt.ca_file, that the broker's \
+                             certificate names the host in mqtt.url, and mqtt.client_cert_file"
+                        );
+                    } else if pantau_runtime::mqtt_tls::is_not_mqtt(&error) {
+                        warn!(
+                            %error,
+                            retry_in = ?delay,
+                            "the broker's answer is not MQTT: most likely a TLS port reached \
+                             with mqtt:// (use mqtts://)"
+                        );
                     } else {
                         debug!(%error, retry_in = ?delay, "broker not reachable");
                     }

@@ -1,41 +1,68 @@
 //! HTTPS for `/metrics` and the API: `http.tls_cert_file` and `http.tls_key_file` (PEM), served
 //! by rustls with the `ring` provider. Both files are read at start (and by
-//! `--check-config`), so a missing or mismatched pair is named before the service runs.
+//! `--check-config`), so a missing or mismatched pair is named before the service runs. The
+//! PEM loaders are shared with the embedded broker's TLS listener (`broker_tls.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::ServerConfig;
+use rustls::{ConfigBuilder, ServerConfig, WantsVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A rustls server config from PEM files: the certificate chain and its private key.
 pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, String> {
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|error| format!("http.tls_cert_file: '{}' {error}", cert_file.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "http.tls_cert_file: '{}' holds no certificate",
-            cert_file.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|error| format!("http.tls_key_file: '{}' {error}", key_file.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| error.to_string())?
+    let (certs, key) = read_pair(
+        ("http.tls_cert_file", cert_file),
+        ("http.tls_key_file", key_file),
+    )?;
+    let mut config = builder()?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|error| {
-            format!(
-                "http.tls_key_file: '{}' does not fit the certificate: {error}",
-                key_file.display()
-            )
-        })?;
+        .map_err(|error| mismatch("http.tls_key_file", key_file, &error))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A server config builder on the `ring` provider, before its client-auth choice.
+pub fn builder() -> Result<ConfigBuilder<ServerConfig, WantsVerifier>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| error.to_string())
+}
+
+/// The certificates in a PEM file, at least one; errors name `field` and the file.
+pub fn read_certs(field: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| format!("{field}: '{}' {error}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{field}: '{}' holds no certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// A certificate chain and its private key, each from the PEM file of its field.
+pub fn read_pair(
+    (cert_field, cert_file): (&str, &Path),
+    (key_field, key_file): (&str, &Path),
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let certs = read_certs(cert_field, cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|error| format!("{key_field}: '{}' {error}", key_file.display()))?;
+    Ok((certs, key))
+}
+
+/// The error for a key that does not belong to its certificate.
+pub fn mismatch(key_field: &str, key_file: &Path, error: &rustls::Error) -> String {
+    format!(
+        "{key_field}: '{}' does not fit the certificate: {error}",
+        key_file.display()
+    )
 }
 
 #[cfg(test)]

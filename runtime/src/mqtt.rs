@@ -2,21 +2,28 @@
 //! built from them.
 
 use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use rumqttc::MqttOptions;
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use serde::Deserialize;
+use tracing::warn;
 
 use crate::config::ConfigError;
+use crate::mqtt_tls;
 
-/// Port used when a broker URL names none.
+/// Port used when an `mqtt://` URL names none.
 pub const DEFAULT_PORT: u16 = 1883;
+/// Port used when an `mqtts://` URL names none.
+pub const DEFAULT_TLS_PORT: u16 = 8883;
 
 /// `[mqtt]`: how to reach the broker.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttSettings {
-    /// Broker URL, `mqtt://host[:port]` (port 1883 when omitted).
+    /// Broker URL, `mqtt://host[:port]` (port 1883 when omitted) or, over TLS,
+    /// `mqtts://host[:port]` (port 8883).
     pub url: Option<String>,
     /// First topic level(s) of every Pantau topic.
     #[serde(default = "default_prefix")]
@@ -25,8 +32,19 @@ pub struct MqttSettings {
     pub client_id: Option<String>,
     /// Broker user name, when the broker requires a login.
     pub username: Option<String>,
-    /// Broker password; prefer `PANTAU_MQTT__PASSWORD` from a root-only environment file.
+    /// Broker password; prefer `password_file` or `PANTAU_MQTT__PASSWORD` from a root-only
+    /// environment file. Never logged.
     pub password: Option<Secret>,
+    /// A file whose first line is the broker password (instead of `password`).
+    pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) that may sign the broker's certificate, for `mqtts://`; the
+    /// system's CA store when unset.
+    pub ca_file: Option<PathBuf>,
+    /// This client's certificate chain (PEM), for brokers that require client certificates;
+    /// needs `client_key_file`.
+    pub client_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `client_cert_file`.
+    pub client_key_file: Option<PathBuf>,
     /// Interval of MQTT keep-alive pings; the broker declares the client gone (and publishes
     /// its last will) after 1.5 times this without traffic.
     #[serde(default = "default_keep_alive_seconds")]
@@ -60,6 +78,10 @@ impl Default for MqttSettings {
             client_id: None,
             username: None,
             password: None,
+            password_file: None,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             keep_alive_seconds: default_keep_alive_seconds(),
         }
     }
@@ -69,7 +91,24 @@ impl MqttSettings {
     /// Checks everything but `url`, whose presence each binary decides.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.url {
-            Endpoint::parse(url).map_err(|why| ConfigError::invalid("mqtt.url", url, why))?;
+            let endpoint =
+                Endpoint::parse(url).map_err(|why| ConfigError::invalid("mqtt.url", url, why))?;
+            if endpoint.tls {
+                // Reads the files, so that `--check-config` names a bad one.
+                mqtt_tls::client_config(self)?;
+            } else {
+                self.refuse_tls_files_without_tls(url)?;
+            }
+        }
+        if let Some(path) = &self.password_file {
+            if self.password.is_some() {
+                return Err(ConfigError::invalid(
+                    "mqtt.password_file",
+                    path.display(),
+                    "is set together with mqtt.password (or PANTAU_MQTT__PASSWORD); keep one",
+                ));
+            }
+            mqtt_tls::read_password(path)?;
         }
         pantau_protocol::validate_prefix(&self.prefix)
             .map_err(|why| ConfigError::invalid("mqtt.prefix", &self.prefix, why))?;
@@ -84,7 +123,7 @@ impl MqttSettings {
                 "must be 1 to 128 bytes long",
             ));
         }
-        if self.password.is_some() && self.username.is_none() {
+        if (self.password.is_some() || self.password_file.is_some()) && self.username.is_none() {
             return Err(ConfigError::invalid(
                 "mqtt.password",
                 "***",
@@ -101,39 +140,81 @@ impl MqttSettings {
         Ok(())
     }
 
-    /// rumqttc options for `endpoint` as `client_id`, with credentials and keep-alive applied.
-    pub fn options(&self, endpoint: &Endpoint, client_id: &str) -> MqttOptions {
+    /// TLS files only work with an `mqtts://` URL; with `mqtt://` they would be silently
+    /// ignored and the connection sent in clear text.
+    fn refuse_tls_files_without_tls(&self, url: &str) -> Result<(), ConfigError> {
+        for (field, path) in [
+            ("mqtt.ca_file", &self.ca_file),
+            ("mqtt.client_cert_file", &self.client_cert_file),
+            ("mqtt.client_key_file", &self.client_key_file),
+        ] {
+            if let Some(path) = path {
+                return Err(ConfigError::invalid(
+                    field,
+                    path.display(),
+                    format!("is set but mqtt.url '{url}' is not TLS; use mqtts://"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// rumqttc options for `endpoint` as `client_id`, with credentials, keep-alive and, for
+    /// `mqtts://`, TLS applied. Reads the TLS and password files.
+    pub fn options(
+        &self,
+        endpoint: &Endpoint,
+        client_id: &str,
+    ) -> Result<MqttOptions, ConfigError> {
         let mut options = MqttOptions::new(client_id, endpoint.host.clone(), endpoint.port);
         options.set_keep_alive(Duration::from_secs(self.keep_alive_seconds));
         if let Some(username) = &self.username {
-            let password = self
-                .password
-                .as_ref()
-                .map(|p| p.0.clone())
-                .unwrap_or_default();
+            let password = match (&self.password, &self.password_file) {
+                (Some(password), _) => password.0.clone(),
+                (None, Some(path)) => mqtt_tls::read_password(path)?,
+                (None, None) => String::new(),
+            };
             options.set_credentials(username.clone(), password);
         }
-        options
+        if endpoint.tls {
+            let config = mqtt_tls::client_config(self)?;
+            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
+        }
+        Ok(options)
     }
 }
 
-/// A broker's host and port.
+/// A broker's host and port, and whether to speak TLS to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: TLS with the broker's name verified.
+    pub tls: bool,
 }
 
 impl Endpoint {
-    /// Parses `mqtt://host[:port]` (also `tcp://`); IPv6 hosts go in brackets.
+    /// Parses `mqtt://host[:port]` (also `tcp://`) or `mqtts://host[:port]` (also `ssl://`);
+    /// IPv6 hosts go in brackets.
     pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url
+        let (rest, tls) = if let Some(rest) = url
             .strip_prefix("mqtt://")
             .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or("must start with mqtt:// (TLS is not supported yet)")?;
+        {
+            (rest, false)
+        } else if let Some(rest) = url
+            .strip_prefix("mqtts://")
+            .or_else(|| url.strip_prefix("ssl://"))
+        {
+            (rest, true)
+        } else {
+            return Err("must start with mqtt:// or mqtts:// (TLS)".to_owned());
+        };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '@']) {
-            return Err("must be mqtt://host[:port] with no path, query or user info".to_owned());
+            return Err(
+                "must be mqtt[s]://host[:port] with no path, query or user info".to_owned(),
+            );
         }
         let (host, port) = match rest.strip_prefix('[') {
             Some(bracketed) => {
@@ -155,6 +236,7 @@ impl Endpoint {
             return Err("has no host".to_owned());
         }
         let port = match port {
+            None if tls => DEFAULT_TLS_PORT,
             None => DEFAULT_PORT,
             Some(text) => match text.parse::<u16>() {
                 Ok(port) if port > 0 => port,
@@ -164,16 +246,35 @@ impl Endpoint {
         Ok(Self {
             host: host.to_owned(),
             port,
+            tls,
         })
+    }
+
+    /// Logs a warning when this is a clear-text connection to another machine. Call once per
+    /// start, for a broker the user configured (not the collector's own embedded one).
+    pub fn warn_if_clear_text(&self) {
+        if !self.tls && !self.is_loopback() {
+            warn!(
+                broker = %self,
+                "MQTT to another machine in clear text: anyone on the path can read the \
+                 messages and the password; use mqtts:// (README, \"MQTT over TLS\")"
+            );
+        }
+    }
+
+    /// Whether the broker is on this machine (`localhost` or a loopback address).
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost" || self.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
         if self.host.contains(':') {
-            write!(f, "mqtt://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "mqtt://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
@@ -190,6 +291,8 @@ mod tests {
             ("tcp://localhost:18830/", "localhost", 18830),
             ("mqtt://[::1]:1884", "::1", 1884),
             ("mqtt://[::1]", "::1", 1883),
+            ("mqtts://broker.kominfo.lan", "broker.kominfo.lan", 8883),
+            ("ssl://127.0.0.1:18883", "127.0.0.1", 18883),
         ];
         for (url, host, port) in cases {
             let endpoint = Endpoint::parse(url).unwrap();
@@ -208,8 +311,8 @@ mod tests {
     #[test]
     fn refuses_bad_urls() {
         let cases = [
-            ("http://x", "must start with mqtt://"),
-            ("mqtts://x", "must start with mqtt://"),
+            ("http://x", "must start with mqtt:// or mqtts://"),
+            ("mqtts://", "has no host"),
             ("mqtt://", "has no host"),
             ("mqtt://x:0", "invalid port '0'"),
             ("mqtt://x:99999", "invalid port '99999'"),
@@ -244,6 +347,53 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .starts_with("mqtt.prefix: 'pantau/#'")
+        );
+    }
+
+    #[test]
+    fn loopback_and_tls_are_recognised() {
+        for (url, loopback) in [
+            ("mqtt://127.0.0.1", true),
+            ("mqtt://127.8.9.1", true),
+            ("mqtt://localhost:1883", true),
+            ("mqtt://[::1]", true),
+            ("mqtt://10.20.0.5", false),
+            ("mqtt://mqtt.kominfo.lan", false),
+        ] {
+            assert_eq!(
+                Endpoint::parse(url).unwrap().is_loopback(),
+                loopback,
+                "{url}"
+            );
+        }
+        let endpoint = Endpoint::parse("mqtts://[::1]").unwrap();
+        assert!(endpoint.tls);
+        assert_eq!(endpoint.to_string(), "mqtts://[::1]:8883");
+    }
+
+    #[test]
+    fn tls_files_need_an_mqtts_url_and_one_password_source() {
+        let settings = MqttSettings {
+            url: Some("mqtt://broker".to_owned()),
+            client_cert_file: Some(PathBuf::from("/etc/pantau/a.pem")),
+            ..MqttSettings::default()
+        };
+        assert_eq!(
+            settings.validate().unwrap_err().to_string(),
+            "mqtt.client_cert_file: '/etc/pantau/a.pem' is set but mqtt.url 'mqtt://broker' is \
+             not TLS; use mqtts://"
+        );
+        let settings = MqttSettings {
+            username: Some("agent".to_owned()),
+            password: Some(Secret("x".to_owned())),
+            password_file: Some(PathBuf::from("/etc/pantau/password")),
+            ..MqttSettings::default()
+        };
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.starts_with("mqtt.password_file: '/etc/pantau/password' is set together"));
+        assert!(
+            !error.contains("'x'"),
+            "the password must not be quoted: {error}"
         );
     }
 

@@ -37,6 +37,7 @@
 mod alertmanager;
 mod audio;
 mod binary;
+mod certs;
 mod dir;
 mod http;
 mod mosquitto;
@@ -55,6 +56,7 @@ mod webhook;
 pub use alertmanager::Alertmanager;
 pub use audio::{AudioCapture, BYTES_PER_SECOND, Chunk, rms, tone_hz};
 pub use binary::pantau_binary;
+pub use certs::TestCa;
 pub use dir::TestDir;
 pub use http::{http_get, http_post, http_post_json};
 pub use mosquitto::{Message, Mosquitto, MosquittoBuilder, Subscription, mosquitto_pub};

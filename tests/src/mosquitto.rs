@@ -27,6 +27,7 @@ pub struct MosquittoBuilder {
     persistence: bool,
     users: Vec<(String, String)>,
     extra_lines: Vec<String>,
+    config: Option<String>,
 }
 
 impl MosquittoBuilder {
@@ -58,6 +59,15 @@ impl MosquittoBuilder {
         self
     }
 
+    /// Use `config` (e.g. a file from configs/mosquitto with paths substituted) instead of the
+    /// harness's own: `{port}` becomes the free port, and the harness adds `user root` and
+    /// logging to stderr (debug included, so refused publishes show as "Denied PUBLISH").
+    /// [`Mosquitto::url`] and the harness's clients then only fit if the listener does.
+    pub fn config(mut self, config: &str) -> MosquittoBuilder {
+        self.config = Some(config.to_owned());
+        self
+    }
+
     /// Writes the config, starts `mosquitto` and waits until its port accepts TCP.
     pub fn start(self) -> Mosquitto {
         let dir = tempfile::Builder::new()
@@ -65,7 +75,10 @@ impl MosquittoBuilder {
             .tempdir()
             .expect("create a temp dir for mosquitto");
         let (child, port) = start_on_free_port("mosquitto", |port| {
-            let config = write_config(&dir, port, self.persistence, &self.users);
+            let config = match &self.config {
+                Some(text) => write_given_config(&dir, port, text),
+                None => write_config(&dir, port, self.persistence, &self.users),
+            };
             append_lines(&config, &self.extra_lines);
             let mut child = spawn_broker(&dir, &config);
             wait_ready(&mut child, START_TIMEOUT, || port_accepts(port)).map(|()| (child, port))
@@ -381,6 +394,16 @@ fn append_lines(config: &std::path::Path, lines: &[String]) {
         text.push('\n');
     }
     fs::write(config, text).expect("write the mosquitto config");
+}
+
+fn write_given_config(dir: &TempDir, port: u16, text: &str) -> PathBuf {
+    let config = format!(
+        "user root\nlog_dest stderr\nlog_type all\n{}\n",
+        text.replace("{port}", &port.to_string())
+    );
+    let path = dir.path().join("mosquitto.conf");
+    fs::write(&path, config).unwrap_or_else(|err| panic!("write {}: {err}", path.display()));
+    path
 }
 
 fn spawn_broker(dir: &TempDir, config: &std::path::Path) -> ChildGuard {

@@ -22,17 +22,25 @@ pub enum Failure {
     Refused,
     /// The broker closed the connection before answering the login.
     ClosedDuringLogin,
+    /// The TLS handshake failed: an untrusted or misnamed broker certificate, or the broker
+    /// refused ours (or has none).
+    Tls,
+    /// The broker answered with bytes that are not MQTT, typically a TLS port's alert to a
+    /// plain `mqtt://` client.
+    NotMqtt,
     /// An established connection broke.
     Lost,
 }
 
 impl Failure {
-    pub const ALL: [Failure; 6] = [
+    pub const ALL: [Failure; 8] = [
         Failure::Unreachable,
         Failure::BadCredentials,
         Failure::NotAuthorized,
         Failure::Refused,
         Failure::ClosedDuringLogin,
+        Failure::Tls,
+        Failure::NotMqtt,
         Failure::Lost,
     ];
 
@@ -43,6 +51,8 @@ impl Failure {
             Failure::NotAuthorized => "not_authorized",
             Failure::Refused => "refused",
             Failure::ClosedDuringLogin => "closed_during_login",
+            Failure::Tls => "tls",
+            Failure::NotMqtt => "not_mqtt",
             Failure::Lost => "lost",
         }
     }
@@ -51,6 +61,9 @@ impl Failure {
     pub fn classify(error: &ConnectionError, connected: bool) -> Failure {
         if connected {
             return Failure::Lost;
+        }
+        if pantau_runtime::mqtt_tls::is_tls_error(error) {
+            return Failure::Tls;
         }
         match error {
             ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
@@ -63,15 +76,18 @@ impl Failure {
                 Failure::Refused
             }
             ConnectionError::MqttState(StateError::ConnectionAborted) => Failure::ClosedDuringLogin,
-            ConnectionError::Io(error) | ConnectionError::MqttState(StateError::Io(error)) => {
-                match error.kind() {
-                    ErrorKind::ConnectionReset
-                    | ErrorKind::ConnectionAborted
-                    | ErrorKind::UnexpectedEof
-                    | ErrorKind::BrokenPipe => Failure::ClosedDuringLogin,
-                    _ => Failure::Unreachable,
-                }
-            }
+            error if pantau_runtime::mqtt_tls::is_not_mqtt(error) => Failure::NotMqtt,
+            ConnectionError::Io(error)
+            | ConnectionError::MqttState(StateError::Io(error))
+            | ConnectionError::MqttState(StateError::Deserialization(
+                rumqttc::mqttbytes::Error::Io(error),
+            )) => match error.kind() {
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::UnexpectedEof
+                | ErrorKind::BrokenPipe => Failure::ClosedDuringLogin,
+                _ => Failure::Unreachable,
+            },
             _ => Failure::Unreachable,
         }
     }
@@ -91,7 +107,17 @@ impl Failure {
             Failure::Refused => "broker refused the connection",
             Failure::ClosedDuringLogin => {
                 "broker closed the connection during login; the credentials \
-                 (mqtt.username, mqtt.password) or the client id are the likely cause"
+                 (mqtt.username, mqtt.password), the client id, or a TLS-only port reached \
+                 with mqtt:// (use mqtts://) are the likely cause"
+            }
+            Failure::NotMqtt => {
+                "the broker's answer is not MQTT: most likely a TLS port reached with mqtt:// \
+                 (use mqtts://), or not an MQTT broker at all"
+            }
+            Failure::Tls => {
+                "TLS with the broker failed: check that mqtt.ca_file holds the CA of the \
+                 broker's certificate, that the certificate names the host in mqtt.url, and \
+                 that mqtt.client_cert_file is set and signed by a CA the broker trusts"
             }
             Failure::Lost => "lost the broker connection, reconnecting",
         }
@@ -132,6 +158,26 @@ mod tests {
                 Failure::Unreachable,
             ),
             (ConnectionError::NetworkTimeout, Failure::Unreachable),
+            // mqtt:// to a TLS port: Mosquitto resets, rustls answers with an alert record.
+            (
+                ConnectionError::MqttState(StateError::Deserialization(
+                    rumqttc::mqttbytes::Error::Io(io::Error::from(ErrorKind::ConnectionReset)),
+                )),
+                Failure::ClosedDuringLogin,
+            ),
+            (
+                ConnectionError::MqttState(StateError::Deserialization(
+                    rumqttc::mqttbytes::Error::BoundaryCrossed(768),
+                )),
+                Failure::NotMqtt,
+            ),
+            (
+                ConnectionError::Io(io::Error::new(
+                    ErrorKind::InvalidData,
+                    rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired),
+                )),
+                Failure::Tls,
+            ),
         ];
         for (error, expected) in cases {
             assert_eq!(Failure::classify(&error, false), expected, "{error}");
