@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 pub use crate::announce::{AnnouncementsConfig, StorageConfig};
 pub use crate::api::ApiConfig;
+pub use crate::backfill::RemoteWriteConfig;
 
 /// Sections that `PANTAU_<SECTION>__<KEY>` may override.
 const SECTIONS: &[&str] = &[
@@ -24,6 +25,7 @@ const SECTIONS: &[&str] = &[
     "api",
     "announcements",
     "storage",
+    "remote_write",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -47,6 +49,8 @@ pub struct CollectorConfig {
     pub announcements: AnnouncementsConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub remote_write: RemoteWriteConfig,
 }
 
 /// `[http]`: the Prometheus endpoint and the API.
@@ -501,6 +505,7 @@ impl CollectorConfig {
         self.limits.validate()?;
         self.announcements.validate()?;
         self.storage.validate()?;
+        self.remote_write.validate()?;
         self.validate_broker()
     }
 

@@ -8,6 +8,7 @@
 
 mod announce;
 mod api;
+mod backfill;
 mod broker;
 mod commands;
 mod config;
@@ -77,9 +78,19 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             forget_after: Duration::from_secs(config.agents.forget_after_seconds),
         })
         .with_max_events(config.agents.max_events)
-        .with_max_agents(config.limits.max_agents),
+        .with_max_agents(config.limits.max_agents)
+        .with_live_window(config.remote_write.live_window()),
     ));
     let telemetry = Arc::new(Telemetry::new(state.clone()).context("registering metrics")?);
+    let backfill_metrics = backfill::BackfillMetrics::register(telemetry.registry())
+        .context("registering metrics")?;
+    let backfill = backfill::Backfill::start(
+        &config.remote_write,
+        &config.storage.dir.join("backfill"),
+        backfill_metrics,
+        &mut supervisor,
+    )
+    .context("remote_write")?;
 
     let endpoint = config.broker_endpoint()?;
     let client_id = config
@@ -134,7 +145,8 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         state.clone(),
         telemetry.clone(),
         mqtt.clone(),
-    );
+    )
+    .with_backfill(backfill);
     let tokens = match &config.api.token_file {
         Some(path) => api::Tokens::load(path)
             .map_err(|why| anyhow::anyhow!("api.token_file: '{}' {why}", path.display()))?,

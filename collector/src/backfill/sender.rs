@@ -1,0 +1,332 @@
+//! The backfill's two threads. The writer takes history from the decoder, encodes it and
+//! appends it to the queue; the sender posts batches to the endpoint, marks them sent on 2xx,
+//! drops them (counted) on a 4xx other than 429, and otherwise retries with exponential
+//! backoff. Both are plain threads: their work is disk and blocking HTTP, and the queue
+//! between them is behind one mutex (no lock is held during a request).
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use pantau_runtime::ratelimit::{LogLimiter, Verdict};
+use prost::Message as _;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::metrics::BackfillMetrics;
+use super::proto::{self, TargetLabels};
+use super::queue::Queue;
+use super::{RemoteWriteConfig, Replayed};
+
+/// How often idle threads look at the shutdown token.
+const TICK: Duration = Duration::from_millis(250);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Longest answer body kept for the log.
+const MAX_ERROR_TEXT: u64 = 512;
+
+/// The queue and a signal that it has news.
+pub struct Shared {
+    queue: Mutex<Queue>,
+    pushed: Condvar,
+}
+
+impl Shared {
+    pub fn new(queue: Queue) -> Self {
+        Self {
+            queue: Mutex::new(queue),
+            pushed: Condvar::new(),
+        }
+    }
+}
+
+/// What the sender needs to know.
+pub struct Settings {
+    url: String,
+    batch_samples: u64,
+    http: ureq::Agent,
+}
+
+impl Settings {
+    pub fn new(url: String, config: &RemoteWriteConfig) -> Self {
+        let http = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(config.timeout_seconds)))
+            .max_redirects(0)
+            .build()
+            .into();
+        Self {
+            url,
+            batch_samples: config.batch_samples as u64,
+            http,
+        }
+    }
+}
+
+/// Encodes what the decoder hands over and queues it, until shutdown.
+pub fn write_loop(
+    shared: &Shared,
+    receiver: Receiver<Replayed>,
+    target: &TargetLabels,
+    metrics: &BackfillMetrics,
+    shutdown: &CancellationToken,
+) -> Result<(), String> {
+    let log = LogLimiter::new(Duration::from_secs(10));
+    while !shutdown.is_cancelled() {
+        let replayed = match receiver.recv_timeout(TICK) {
+            Ok(replayed) => replayed,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let request = proto::write_request(&replayed, target);
+        let samples = request.timeseries.len() as u64;
+        if samples == 0 {
+            continue;
+        }
+        let encoded = request.encode_to_vec();
+        let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = u32::try_from(samples).unwrap_or(u32::MAX);
+        match queue.push(count, replayed.timestamp_ms, &encoded) {
+            Ok(dropped) => {
+                metrics.queued.inc_by(samples);
+                if dropped > 0 {
+                    metrics.dropped("queue_full", dropped);
+                    if let Verdict::Log { suppressed } = log.check("queue_full") {
+                        warn!(dropped, suppressed, "backfill queue full: dropped the oldest samples");
+                    }
+                }
+            }
+            Err(error) => {
+                metrics.dropped("write_error", samples);
+                if let Verdict::Log { suppressed } = log.check("write_error") {
+                    warn!(%error, suppressed, "cannot queue samples for backfill");
+                }
+            }
+        }
+        metrics.observe_queue(&queue);
+        drop(queue);
+        shared.pushed.notify_one();
+    }
+    // A stop before shutdown means the decoder is gone: nothing more will come.
+    Ok(())
+}
+
+/// How one request went.
+enum Answer {
+    Sent,
+    /// 4xx other than 429: the request itself is wrong; resending would not help.
+    Refused(u16, String),
+    /// 5xx, 429 or no answer: retried.
+    Failed(String),
+}
+
+/// Posts batches until shutdown.
+pub fn send_loop(
+    shared: &Shared,
+    settings: &Settings,
+    metrics: &BackfillMetrics,
+    shutdown: &CancellationToken,
+) {
+    let log = LogLimiter::new(Duration::from_secs(10));
+    let mut backoff = FIRST_BACKOFF;
+    while !shutdown.is_cancelled() {
+        let batch = {
+            let queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            metrics.observe_queue(&queue);
+            match queue.peek(settings.batch_samples) {
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    // Woken by the writer, or at the next tick to look at the token.
+                    let _ = shared.pushed.wait_timeout(queue, TICK);
+                    continue;
+                }
+                Err(error) => {
+                    drop(queue);
+                    if let Verdict::Log { suppressed } = log.check("read") {
+                        warn!(%error, suppressed, "cannot read the backfill queue");
+                    }
+                    pause(backoff, shutdown);
+                    continue;
+                }
+            }
+        };
+        let answer = post(settings, &batch.payload);
+        if let Answer::Failed(why) = &answer {
+            metrics.failed_requests.inc();
+            metrics.failed_samples.inc_by(batch.samples);
+            if let Verdict::Log { suppressed } = log.check("failed") {
+                warn!(url = settings.url, why, retry_in = ?backoff, suppressed, "remote write failed");
+            }
+            pause(backoff, shutdown);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+            continue;
+        }
+        backoff = FIRST_BACKOFF;
+        match answer {
+            Answer::Sent => metrics.sent.inc_by(batch.samples),
+            Answer::Refused(status, body) => {
+                metrics.dropped("rejected", batch.samples);
+                if let Verdict::Log { suppressed } = log.check("rejected") {
+                    warn!(url = settings.url, status, body = ?body, samples = batch.samples, suppressed, "remote write refused samples; dropped");
+                }
+            }
+            Answer::Failed(_) => {}
+        }
+        let mut queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(error) = queue.ack(batch.end, batch.samples)
+            && let Verdict::Log { suppressed } = log.check("ack")
+        {
+            warn!(%error, suppressed, "cannot mark backfilled samples as sent");
+        }
+        metrics.observe_queue(&queue);
+    }
+}
+
+/// Sleeps `duration`, or less if shutdown comes first.
+fn pause(duration: Duration, shutdown: &CancellationToken) {
+    let until = Instant::now() + duration;
+    while !shutdown.is_cancelled() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        std::thread::sleep(left.min(TICK));
+    }
+}
+
+fn post(settings: &Settings, payload: &[u8]) -> Answer {
+    let body = match proto::compress(payload) {
+        Ok(body) => body,
+        Err(error) => return Answer::Refused(0, format!("snappy: {error}")),
+    };
+    let result = settings
+        .http
+        .post(&settings.url)
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("User-Agent", concat!("pantau-collector/", env!("CARGO_PKG_VERSION")))
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .send(&body[..]);
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => return Answer::Failed(error.to_string()),
+    };
+    let status = response.status().as_u16();
+    let mut text = || {
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_ERROR_TEXT)
+            .read_to_string()
+            .unwrap_or_default()
+    };
+    match status {
+        200..=299 => Answer::Sent,
+        429 => Answer::Failed(format!("HTTP 429: {}", text())),
+        400..=499 => Answer::Refused(status, text()),
+        _ => Answer::Failed(format!("HTTP {status}: {}", text())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// A one-connection-at-a-time HTTP server answering each request with the next status
+    /// of `statuses`, recording the bodies.
+    fn server(statuses: Vec<u16>) -> (String, std::thread::JoinHandle<Vec<Vec<u8>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut bodies = Vec::new();
+            for status in statuses {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream);
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line == "\r\n" || line.is_empty() {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:")
+                    {
+                        length = value.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                bodies.push(body);
+                let mut stream = reader.into_inner();
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+            }
+            bodies
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn retries_on_5xx_and_drops_on_4xx() {
+        let (url, server) = server(vec![503, 204, 400]);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut queue, _) = Queue::open(dir.path(), 1 << 20).unwrap();
+        let request = proto::WriteRequest {
+            timeseries: vec![proto::TimeSeries {
+                labels: vec![proto::Label {
+                    name: "__name__".to_owned(),
+                    value: "x".to_owned(),
+                }],
+                samples: vec![proto::Sample {
+                    value: 1.0,
+                    timestamp: 5,
+                }],
+            }],
+        };
+        queue.push(1, 5, &request.encode_to_vec()).unwrap();
+        let shared = Arc::new(Shared::new(queue));
+        let config = RemoteWriteConfig {
+            batch_samples: 1,
+            ..RemoteWriteConfig::default()
+        };
+        let settings = Settings::new(url, &config);
+        let metrics = BackfillMetrics::register(&prometheus::Registry::new()).unwrap();
+        let shutdown = CancellationToken::new();
+        let thread = {
+            let (shared, metrics, shutdown) = (shared.clone(), metrics.clone(), shutdown.clone());
+            std::thread::spawn(move || send_loop(&shared, &settings, &metrics, &shutdown))
+        };
+        // 503, then 204: the same sample sent twice, then marked sent.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metrics.sent.get() < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(metrics.sent.get(), 1);
+        assert_eq!(metrics.failed_requests.get(), 1);
+        // The next one is refused with 400: dropped and counted, not retried.
+        {
+            let mut queue = shared.queue.lock().unwrap();
+            queue.push(1, 6, &request.encode_to_vec()).unwrap();
+        }
+        shared.pushed.notify_one();
+        while metrics.dropped_count("rejected") < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(metrics.dropped_count("rejected"), 1);
+        shutdown.cancel();
+        thread.join().unwrap();
+        let bodies = server.join().unwrap();
+        assert_eq!(bodies.len(), 3);
+        let raw = snap::raw::Decoder::new().decompress_vec(&bodies[0]).unwrap();
+        assert_eq!(proto::WriteRequest::decode(raw.as_slice()).unwrap(), request);
+        assert_eq!(bodies[0], bodies[1], "the retry sends the same batch");
+        assert_eq!(shared.queue.lock().unwrap().unsent_samples(), 0);
+    }
+}
