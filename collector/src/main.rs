@@ -36,6 +36,15 @@ use crate::mqtt::Connection;
 use crate::readiness::Readiness;
 use crate::state::{Liveness, SharedState, State};
 
+/// Unix milliseconds now: tests' messages must carry current timestamps, or their samples
+/// are history and not shown.
+#[cfg(test)]
+pub fn test_support_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// The largest packet read from an external broker (see `run`).
 const EXTERNAL_READ_LIMIT_BYTES: usize = 32 * 1024 * 1024;
 
@@ -82,8 +91,8 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         .with_live_window(config.remote_write.live_window()),
     ));
     let telemetry = Arc::new(Telemetry::new(state.clone()).context("registering metrics")?);
-    let backfill_metrics = backfill::BackfillMetrics::register(telemetry.registry())
-        .context("registering metrics")?;
+    let backfill_metrics =
+        backfill::BackfillMetrics::register(telemetry.registry()).context("registering metrics")?;
     let backfill = backfill::Backfill::start(
         &config.remote_write,
         &config.storage.dir.join("backfill"),

@@ -93,7 +93,13 @@ impl Backfill {
             (shared.clone(), metrics.clone(), shutdown.clone());
         supervisor
             .spawn_thread("backfill-writer", move || {
-                sender::write_loop(&writer_shared, receiver, &target, &writer_metrics, &writer_stop)
+                sender::write_loop(
+                    &writer_shared,
+                    receiver,
+                    &target,
+                    &writer_metrics,
+                    &writer_stop,
+                )
             })
             .map_err(StartError::Spawn)?;
         let settings = sender::Settings::new(url, config);
@@ -134,3 +140,6 @@ pub enum StartError {
     #[error("cannot start a backfill thread: {0}")]
     Spawn(std::io::Error),
 }
+
+#[cfg(test)]
+mod tests;

@@ -115,7 +115,7 @@ mod tests {
     fn replayed() -> Replayed {
         let mut labels = BTreeMap::new();
         labels.insert("cpu".to_owned(), "0".to_owned());
-        let mut histogram = HistogramFamily::new("probe_seconds", "");
+        let mut histogram = HistogramFamily::new("dns_lookup_seconds", "");
         histogram.samples.push(HistogramSample::from_cumulative(
             BTreeMap::new(),
             &[0.5],
@@ -196,7 +196,11 @@ mod tests {
         let now = crate::state::Moment::now();
         let outcome = state.apply(
             pantau_protocol::Decoded {
-                topic: pantau_protocol::Topic::new("dc", "dc-01", pantau_protocol::Channel::Metrics),
+                topic: pantau_protocol::Topic::new(
+                    "dc",
+                    "dc-01",
+                    pantau_protocol::Channel::Metrics,
+                ),
                 message: pantau_protocol::Message::Metrics(pantau_protocol::MetricsMessage {
                     schema: 1,
                     agent: "dc-01".to_owned(),
@@ -227,7 +231,7 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         let scraped: Vec<String> = text
             .lines()
-            .filter(|line| line.starts_with("node_load1") || line.starts_with("probe_seconds"))
+            .filter(|line| line.starts_with("node_load1") || line.starts_with("dns_lookup_seconds"))
             .map(|line| line.rsplit_once(' ').unwrap().0.to_owned())
             .collect();
         let mut sent: Vec<String> = request
@@ -247,12 +251,11 @@ mod tests {
         scraped_sorted.sort();
         sent.sort();
         assert_eq!(sent, scraped_sorted);
-        assert!(
-            request.timeseries.iter().all(|s| s
-                .labels
+        assert!(request.timeseries.iter().all(|s| {
+            s.labels
                 .iter()
-                .any(|l| l.name == "job" && l.value == "pantau"))
-        );
+                .any(|l| l.name == "job" && l.value == "pantau")
+        }));
     }
 
     #[test]

@@ -205,7 +205,10 @@ impl Queue {
             Some(last) => last.bytes >= self.segment_bytes,
         };
         if rotate {
-            let id = self.segments.back().map_or(self.cursor.segment, |s| s.id + 1);
+            let id = self
+                .segments
+                .back()
+                .map_or(self.cursor.segment, |s| s.id + 1);
             let path = self.segment_path(id);
             let file = OpenOptions::new()
                 .create(true)
@@ -330,7 +333,11 @@ impl Queue {
             let path = self.segment_path(id);
             fs::remove_file(&path).map_err(io_error(&path))?;
         }
-        if self.segments.front().is_some_and(|front| front.id == end.segment) {
+        if self
+            .segments
+            .front()
+            .is_some_and(|front| front.id == end.segment)
+        {
             self.cursor = end;
         }
         self.save_cursor()
@@ -456,7 +463,10 @@ mod tests {
         let (queue, recovered) = Queue::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(recovered.samples, 24);
         let batch = queue.peek(1).unwrap().unwrap();
-        assert_eq!(batch.samples, 3, "at least one record, however small the batch");
+        assert_eq!(
+            batch.samples, 3,
+            "at least one record, however small the batch"
+        );
         assert_eq!(batch.payload, payload(2));
         let all = queue.peek(1000).unwrap().unwrap();
         assert_eq!(all.samples, 24);

@@ -92,7 +92,10 @@ pub fn write_loop(
                 if dropped > 0 {
                     metrics.dropped("queue_full", dropped);
                     if let Verdict::Log { suppressed } = log.check("queue_full") {
-                        warn!(dropped, suppressed, "backfill queue full: dropped the oldest samples");
+                        warn!(
+                            dropped,
+                            suppressed, "backfill queue full: dropped the oldest samples"
+                        );
                     }
                 }
             }
@@ -204,7 +207,10 @@ fn post(settings: &Settings, payload: &[u8]) -> Answer {
         .post(&settings.url)
         .header("Content-Encoding", "snappy")
         .header("Content-Type", "application/x-protobuf")
-        .header("User-Agent", concat!("pantau-collector/", env!("CARGO_PKG_VERSION")))
+        .header(
+            "User-Agent",
+            concat!("pantau-collector/", env!("CARGO_PKG_VERSION")),
+        )
         .header("X-Prometheus-Remote-Write-Version", "0.1.0")
         .send(&body[..]);
     let mut response = match result {
@@ -253,8 +259,7 @@ mod tests {
                     if line == "\r\n" || line.is_empty() {
                         break;
                     }
-                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:")
-                    {
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
                         length = value.trim().parse().unwrap();
                     }
                 }
@@ -324,8 +329,13 @@ mod tests {
         thread.join().unwrap();
         let bodies = server.join().unwrap();
         assert_eq!(bodies.len(), 3);
-        let raw = snap::raw::Decoder::new().decompress_vec(&bodies[0]).unwrap();
-        assert_eq!(proto::WriteRequest::decode(raw.as_slice()).unwrap(), request);
+        let raw = snap::raw::Decoder::new()
+            .decompress_vec(&bodies[0])
+            .unwrap();
+        assert_eq!(
+            proto::WriteRequest::decode(raw.as_slice()).unwrap(),
+            request
+        );
         assert_eq!(bodies[0], bodies[1], "the retry sends the same batch");
         assert_eq!(shared.queue.lock().unwrap().unsent_samples(), 0);
     }

@@ -432,11 +432,17 @@ mod tests {
     #[tokio::test]
     async fn a_type_conflict_drops_the_family_and_counts_it() {
         let mut f = fixture();
-        let payload = br#"{"schema":1,"agent":"a","site":"dc","seq":1,"timestamp_ms":1,
-            "families":[{"name":"node_load1","type":"counter","samples":[{"value":1}]},
-                        {"name":"other","type":"gauge","samples":[{"value":1}]}]}"#;
-        f.decoder
-            .handle(received("pantau/v1/dc/a/metrics", payload, false));
+        let now_ms = crate::test_support_now_ms();
+        let payload = format!(
+            r#"{{"schema":1,"agent":"a","site":"dc","seq":1,"timestamp_ms":{now_ms},
+            "families":[{{"name":"node_load1","type":"counter","samples":[{{"value":1}}]}},
+                        {{"name":"other","type":"gauge","samples":[{{"value":1}}]}}]}}"#
+        );
+        f.decoder.handle(received(
+            "pantau/v1/dc/a/metrics",
+            payload.as_bytes(),
+            false,
+        ));
         let dropped = f
             .telemetry
             .dropped_families

@@ -363,7 +363,11 @@ impl State {
                 timestamp_ms: metrics.timestamp_ms,
                 families: Arc::new(incoming),
             });
-            return if late { Outcome::Late } else { Outcome::Accepted };
+            return if late {
+                Outcome::Late
+            } else {
+                Outcome::Accepted
+            };
         }
         let (kept, conflicts) = self.claims.admit(&agent.families, incoming);
         self.claims.replace(&agent.families, &kept);
@@ -433,9 +437,9 @@ impl State {
 /// Whether samples taken at `timestamp_ms` are older than `window` at `now`. A timestamp
 /// ahead of the collector's clock counts as live.
 fn is_history(timestamp_ms: i64, now: SystemTime, window: Duration) -> bool {
-    let now_ms = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = now.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    });
     let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
     now_ms.saturating_sub(timestamp_ms) > window_ms
 }
