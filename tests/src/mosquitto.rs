@@ -26,6 +26,7 @@ static NEXT_SUBSCRIBER: AtomicUsize = AtomicUsize::new(0);
 pub struct MosquittoBuilder {
     persistence: bool,
     users: Vec<(String, String)>,
+    also_listen: Vec<String>,
 }
 
 impl MosquittoBuilder {
@@ -50,6 +51,14 @@ impl MosquittoBuilder {
         self
     }
 
+    /// Also listen on `address` (an address of a namespace pair the test made, such as
+    /// [`crate::NetnsPair::near_v4`]), on the same port as on 127.0.0.1, so an agent inside
+    /// the namespace reaches the broker across a link the test can cut.
+    pub fn also_listen(mut self, address: &str) -> MosquittoBuilder {
+        self.also_listen.push(address.to_owned());
+        self
+    }
+
     /// Writes the config, starts `mosquitto` and waits until its port accepts TCP.
     pub fn start(self) -> Mosquitto {
         let dir = tempfile::Builder::new()
@@ -57,7 +66,7 @@ impl MosquittoBuilder {
             .tempdir()
             .expect("create a temp dir for mosquitto");
         let (child, port) = start_on_free_port("mosquitto", |port| {
-            let config = write_config(&dir, port, self.persistence, &self.users);
+            let config = write_config(&dir, port, &self);
             let mut child = spawn_broker(&dir, &config);
             wait_ready(&mut child, START_TIMEOUT, || port_accepts(port)).map(|()| (child, port))
         });
@@ -302,12 +311,8 @@ fn parse_line(line: &str) -> Message {
     }
 }
 
-fn write_config(
-    dir: &TempDir,
-    port: u16,
-    persistence: bool,
-    users: &[(String, String)],
-) -> PathBuf {
+fn write_config(dir: &TempDir, port: u16, options: &MosquittoBuilder) -> PathBuf {
+    let (persistence, users) = (options.persistence, &options.users);
     let mut config = format!(
         "# Run as the invoking user: as root, mosquitto would otherwise switch to the user
 # `mosquitto`, which cannot write this 0700 temp dir (persistence fails with EACCES).
@@ -323,6 +328,9 @@ log_type unsubscribe
 log_timestamp_format %Y-%m-%dT%H:%M:%S
 "
     );
+    for address in &options.also_listen {
+        config.push_str(&format!("listener {port} {address}\n"));
+    }
     if users.is_empty() {
         config.push_str("allow_anonymous true\n");
     } else {

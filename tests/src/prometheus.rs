@@ -263,6 +263,46 @@ impl Prometheus {
         answer["data"]["result"].take()
     }
 
+    /// The raw samples of every series matching `selector` (e.g. `node_load1{job="pantau"}`)
+    /// with timestamps in (`end` - `seconds`, `end`], as `(series labels, [(unix seconds,
+    /// value)])`: an instant query of a range vector, which returns stored samples, not
+    /// evaluated steps.
+    pub fn raw_samples(&self, selector: &str, end: f64, seconds: u64) -> Vec<(Value, Vec<(f64, f64)>)> {
+        let promql = format!("{selector}[{seconds}s]");
+        let url = format!(
+            "{}/api/v1/query?query={}&time={end:.3}",
+            self.url(),
+            encode_query_value(&promql)
+        );
+        let (status, body) = http_get(&url).unwrap_or_else(|err| panic!("{err}\n{}", self.logs()));
+        let answer: Value = serde_json::from_str(&body).unwrap_or_else(|err| {
+            panic!("query {promql:?}: HTTP {status}, not JSON ({err}): {body}")
+        });
+        if status != 200 || answer["status"] != "success" {
+            panic!("query {promql:?}: HTTP {status}: {body}");
+        }
+        let series = answer["data"]["result"].as_array().cloned().unwrap_or_default();
+        series
+            .into_iter()
+            .map(|series| {
+                let points = series["values"]
+                    .as_array()
+                    .map(|values| {
+                        values
+                            .iter()
+                            .filter_map(|point| {
+                                let time = point[0].as_f64()?;
+                                let value = point[1].as_str()?.parse().ok()?;
+                                Some((time, value))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (series["metric"].clone(), points)
+            })
+            .collect()
+    }
+
     /// Repeats [`Prometheus::query`] until it returns a non-empty result, and returns it.
     ///
     /// # Panics
