@@ -93,13 +93,7 @@ impl Collector {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
-        Collector::start_at(
-            dir,
-            &example_config("collector.toml"),
-            env,
-            None,
-            http_port,
-        )
+        Collector::start_at(dir, &example_config("collector.toml"), env, None, http_port)
     }
 
     /// As `with_env`, reading `config` instead of the example config.

@@ -267,7 +267,12 @@ impl Prometheus {
     /// with timestamps in (`end` - `seconds`, `end`], as `(series labels, [(unix seconds,
     /// value)])`: an instant query of a range vector, which returns stored samples, not
     /// evaluated steps.
-    pub fn raw_samples(&self, selector: &str, end: f64, seconds: u64) -> Vec<(Value, Vec<(f64, f64)>)> {
+    pub fn raw_samples(
+        &self,
+        selector: &str,
+        end: f64,
+        seconds: u64,
+    ) -> Vec<(Value, Vec<(f64, f64)>)> {
         let promql = format!("{selector}[{seconds}s]");
         let url = format!(
             "{}/api/v1/query?query={}&time={end:.3}",
@@ -281,7 +286,10 @@ impl Prometheus {
         if status != 200 || answer["status"] != "success" {
             panic!("query {promql:?}: HTTP {status}: {body}");
         }
-        let series = answer["data"]["result"].as_array().cloned().unwrap_or_default();
+        let series = answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         series
             .into_iter()
             .map(|series| {

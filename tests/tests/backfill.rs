@@ -7,8 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pantau_tests::{
-    Agent, Collector, Mosquitto, NetnsPair, Prometheus, TestDir, free_port, poll_until,
-    wait_until,
+    Agent, Collector, Mosquitto, NetnsPair, Prometheus, TestDir, free_port, poll_until, wait_until,
 };
 
 /// The scrape job's name, configured on the collector as `remote_write.job`.
@@ -75,7 +74,10 @@ fn coverage(prometheus: &Prometheus, id: &str, from: f64, to: f64) -> Result<usi
             "samples from {first} to {last} do not span {from} to {to}"
         ));
     }
-    if let Some(gap) = times.windows(2).find(|pair| pair[1] - pair[0] > MAX_GAP_SECONDS) {
+    if let Some(gap) = times
+        .windows(2)
+        .find(|pair| pair[1] - pair[0] > MAX_GAP_SECONDS)
+    {
         return Err(format!("no sample between {} and {}", gap[0], gap[1]));
     }
     Ok(times.len())
@@ -165,7 +167,13 @@ fn a_broker_outage_leaves_no_hole_in_prometheus() {
     broker.restart();
 
     let agents: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "dc")).collect();
-    assert_no_hole(&prometheus, &collector, &agents, killed + 1.0, restarted - 1.0);
+    assert_no_hole(
+        &prometheus,
+        &collector,
+        &agents,
+        killed + 1.0,
+        restarted - 1.0,
+    );
 }
 
 #[test]
@@ -204,5 +212,11 @@ fn a_link_outage_leaves_no_hole_in_prometheus() {
     let restored = unix_now();
     pair.link_up();
 
-    assert_no_hole(&prometheus, &collector, &[(id, "gor")], cut + 1.0, restored - 1.0);
+    assert_no_hole(
+        &prometheus,
+        &collector,
+        &[(id, "gor")],
+        cut + 1.0,
+        restored - 1.0,
+    );
 }

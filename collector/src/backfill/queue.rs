@@ -98,11 +98,19 @@ impl Queue {
             }
         }
         ids.sort_unstable();
-        let cursor = read_cursor(&dir.join(CURSOR_FILE)).filter(|c| ids.contains(&c.segment));
-        let cursor = cursor.unwrap_or(Cursor {
-            segment: ids.first().copied().unwrap_or(0),
-            offset: 0,
-        });
+        let saved = read_cursor(&dir.join(CURSOR_FILE));
+        let cursor = match saved {
+            Some(saved) if ids.contains(&saved.segment) => saved,
+            // Everything was sent: new segments continue the numbering.
+            Some(saved) if ids.is_empty() => Cursor {
+                segment: saved.segment,
+                offset: 0,
+            },
+            _ => Cursor {
+                segment: ids.first().copied().unwrap_or(0),
+                offset: 0,
+            },
+        };
         let mut queue = Queue {
             dir: dir.to_owned(),
             max_bytes,
@@ -340,6 +348,23 @@ impl Queue {
         {
             self.cursor = end;
         }
+        // All sent: the last segment goes too, so an idle queue takes no disk.
+        let done = match (self.segments.len(), self.segments.front()) {
+            (1, Some(only)) => (only.id == self.cursor.segment && only.bytes == self.cursor.offset)
+                .then_some(only.id),
+            _ => None,
+        };
+        if let Some(id) = done {
+            let path = self.segment_path(id);
+            self.cursor = Cursor {
+                segment: id + 1,
+                offset: 0,
+            };
+            self.segments.clear();
+            self.writer = None;
+            self.save_cursor()?;
+            return fs::remove_file(&path).map_err(io_error(&path));
+        }
         self.save_cursor()
     }
 
@@ -470,6 +495,16 @@ mod tests {
         assert_eq!(batch.payload, payload(2));
         let all = queue.peek(1000).unwrap().unwrap();
         assert_eq!(all.samples, 24);
+        // Everything sent: no segment left on disk, and the next push starts a new one.
+        let mut queue = queue;
+        queue.ack(all.end, all.samples).unwrap();
+        assert_eq!(queue.bytes(), 0);
+        assert!(queue.peek(1000).unwrap().is_none());
+        queue.push(1, 99, &payload(9)).unwrap();
+        drop(queue);
+        let (queue, recovered) = Queue::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(recovered.samples, 1);
+        assert_eq!(queue.peek(1000).unwrap().unwrap().payload, payload(9));
     }
 
     #[test]
