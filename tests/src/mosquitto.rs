@@ -27,6 +27,7 @@ pub struct MosquittoBuilder {
     persistence: bool,
     users: Vec<(String, String)>,
     also_listen: Vec<String>,
+    max_queued_messages: Option<u32>,
 }
 
 impl MosquittoBuilder {
@@ -56,6 +57,14 @@ impl MosquittoBuilder {
     /// the namespace reaches the broker across a link the test can cut.
     pub fn also_listen(mut self, address: &str) -> MosquittoBuilder {
         self.also_listen.push(address.to_owned());
+        self
+    }
+
+    /// Messages the broker queues per disconnected persistent session (Mosquitto's default is
+    /// 1000; past it new ones are dropped, after the publisher had its PUBACK). A collector
+    /// that reconnects after its agents needs room for all of their backlogs.
+    pub fn max_queued_messages(mut self, count: u32) -> MosquittoBuilder {
+        self.max_queued_messages = Some(count);
         self
     }
 
@@ -328,6 +337,9 @@ log_type unsubscribe
 log_timestamp_format %Y-%m-%dT%H:%M:%S
 "
     );
+    if let Some(count) = options.max_queued_messages {
+        config.push_str(&format!("max_queued_messages {count}\n"));
+    }
     for address in &options.also_listen {
         config.push_str(&format!("listener {port} {address}\n"));
     }

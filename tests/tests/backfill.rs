@@ -89,6 +89,7 @@ fn assert_no_hole(
     prometheus: &Prometheus,
     collector: &Collector,
     agents: &[(&str, &str)],
+    agent_logs: &dyn Fn(&str) -> String,
     from: f64,
     to: f64,
 ) {
@@ -103,11 +104,13 @@ fn assert_no_hole(
             }
         });
         let Some(samples) = covered else {
+            let (_, view) = collector.api(&format!("/api/v1/agents/{id}"));
             panic!(
-                "agent {id}: the outage is not in Prometheus after {WAIT:?}: {why}\n\
-                 collector metrics:\n{}\n{}",
+                "agent {id}: the outage ({from} to {to}) is not in Prometheus after {WAIT:?}: \
+                 {why}\nthe collector's view: {view}\ncollector metrics:\n{}\n{}\n{}",
                 backfill_metrics(collector),
-                collector.logs()
+                collector.logs(),
+                agent_logs(id),
             );
         };
         assert!(
@@ -146,11 +149,16 @@ fn backfill_metrics(collector: &Collector) -> String {
 #[test]
 fn a_broker_outage_leaves_no_hole_in_prometheus() {
     let dir = TestDir::new();
-    // Persistence keeps the collector's session across the broker restart.
-    let mut broker = Mosquitto::builder().persistence(true).start();
+    // Persistence keeps the collector's session across the broker restart. The agents may
+    // reconnect before the collector does: the broker then holds all of their backlogs
+    // (20 x ~75 messages) for the collector's session, more than Mosquitto's default 1000.
+    let mut broker = Mosquitto::builder()
+        .persistence(true)
+        .max_queued_messages(100_000)
+        .start();
     let (prometheus, collector) = start_stack(&dir, &broker);
     let ids: Vec<String> = (0..20).map(|n| format!("dc-bf-{n:02}")).collect();
-    let _agents: Vec<Agent> = ids
+    let running: Vec<Agent> = ids
         .iter()
         .map(|id| Agent::start_with(&dir, id, "dc", &broker.url(), 1, &[COLLECTORS]))
         .collect();
@@ -167,10 +175,18 @@ fn a_broker_outage_leaves_no_hole_in_prometheus() {
     broker.restart();
 
     let agents: Vec<(&str, &str)> = ids.iter().map(|id| (id.as_str(), "dc")).collect();
+    let logs = |id: &str| {
+        running
+            .iter()
+            .find(|agent| agent.id == id)
+            .map(Agent::logs)
+            .unwrap_or_default()
+    };
     assert_no_hole(
         &prometheus,
         &collector,
         &agents,
+        &logs,
         killed + 1.0,
         restarted - 1.0,
     );
@@ -182,6 +198,7 @@ fn a_link_outage_leaves_no_hole_in_prometheus() {
     let dir = TestDir::new();
     let broker = Mosquitto::builder()
         .persistence(true)
+        .max_queued_messages(100_000)
         .also_listen(&pair.near_v4)
         .start();
     let (prometheus, collector) = start_stack(&dir, &broker);
@@ -189,7 +206,7 @@ fn a_link_outage_leaves_no_hole_in_prometheus() {
     let url = format!("mqtt://{}:{}", pair.near_v4, broker.port());
     // A short keep-alive, so the agent notices the dead link (and the broker the dead
     // session) within seconds rather than a minute.
-    let _agent = Agent::start_in_netns(
+    let agent = Agent::start_in_netns(
         &pair.name,
         &dir,
         "agent-server.toml",
@@ -212,10 +229,12 @@ fn a_link_outage_leaves_no_hole_in_prometheus() {
     let restored = unix_now();
     pair.link_up();
 
+    let logs = |_: &str| agent.logs();
     assert_no_hole(
         &prometheus,
         &collector,
         &[(id, "gor")],
+        &logs,
         cut + 1.0,
         restored - 1.0,
     );
