@@ -14,6 +14,9 @@ use pantau_tests::{
 const JOB: &str = "pantau";
 const OUTAGE: Duration = Duration::from_secs(60);
 const WAIT: Duration = Duration::from_secs(60);
+/// Agents come back up to 30 s after the broker (their reconnect backoff), the collector too,
+/// and then drain their backlogs.
+const BACKFILL_WAIT: Duration = Duration::from_secs(120);
 /// One cheap collector is enough: `node_load1` every second per agent.
 const COLLECTORS: (&str, &str) = ("PANTAU_HOST__COLLECTORS", "[loadavg]");
 /// A gap this long between two samples means a tick (one per second) is missing.
@@ -96,7 +99,7 @@ fn assert_no_hole(
     let started = std::time::Instant::now();
     for (id, site) in agents {
         let mut why = String::new();
-        let covered = poll_until(WAIT, || match coverage(prometheus, id, from, to) {
+        let covered = poll_until(BACKFILL_WAIT, || match coverage(prometheus, id, from, to) {
             Ok(samples) => Some(samples),
             Err(error) => {
                 why = error;
@@ -106,7 +109,7 @@ fn assert_no_hole(
         let Some(samples) = covered else {
             let (_, view) = collector.api(&format!("/api/v1/agents/{id}"));
             panic!(
-                "agent {id}: the outage ({from} to {to}) is not in Prometheus after {WAIT:?}: \
+                "agent {id}: the outage ({from} to {to}) is not in Prometheus after {BACKFILL_WAIT:?}: \
                  {why}\nthe collector's view: {view}\ncollector metrics:\n{}\n{}\n{}",
                 backfill_metrics(collector),
                 collector.logs(),
@@ -137,6 +140,23 @@ fn assert_no_hole(
     );
 }
 
+/// CPU seconds (user + system) process `pid` has used, from /proc/PID/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |index: usize| -> f64 {
+        fields
+            .get(index)
+            .and_then(|field| field.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in clock
+    // ticks of 1/100 s on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn backfill_metrics(collector: &Collector) -> String {
     collector
         .metrics()
@@ -158,7 +178,8 @@ fn a_broker_outage_leaves_no_hole_in_prometheus() {
         .start();
     let (prometheus, collector) = start_stack(&dir, &broker);
     let ids: Vec<String> = (0..20).map(|n| format!("dc-bf-{n:02}")).collect();
-    let running: Vec<Agent> = ids
+    let started = unix_now();
+    let mut running: Vec<Agent> = ids
         .iter()
         .map(|id| Agent::start_with(&dir, id, "dc", &broker.url(), 1, &[COLLECTORS]))
         .collect();
@@ -189,6 +210,14 @@ fn a_broker_outage_leaves_no_hole_in_prometheus() {
         &logs,
         killed + 1.0,
         restarted - 1.0,
+    );
+    let cpu: f64 = running
+        .iter_mut()
+        .map(|agent| cpu_seconds(agent.guard().pid()))
+        .sum();
+    eprintln!(
+        "20 agents used {cpu:.1} CPU seconds in {:.0} s",
+        unix_now() - started
     );
 }
 

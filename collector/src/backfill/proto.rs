@@ -61,8 +61,10 @@ pub fn write_request(replayed: &Replayed, target: &TargetLabels) -> WriteRequest
             let mut labels: Vec<Label> = Vec::with_capacity(series.labels.len() + 3);
             labels.push(label("__name__", series.name));
             for (name, value) in &series.labels {
+                // Without honor_labels the scrape renames what clashes with its target labels.
                 match (*name, &target.instance) {
                     ("instance", Some(_)) => labels.push(label("exported_instance", value)),
+                    ("job", Some(_)) => labels.push(label("exported_job", value)),
                     _ => labels.push(label(name, value)),
                 }
             }
