@@ -92,22 +92,23 @@ impl Backfill {
         let (writer_shared, writer_metrics, writer_stop) =
             (shared.clone(), metrics.clone(), shutdown.clone());
         supervisor
-            .spawn_thread("backfill-writer", move || {
+            .spawn_thread("backfill-writer", move || -> Result<(), String> {
                 sender::write_loop(
                     &writer_shared,
                     receiver,
                     &target,
                     &writer_metrics,
                     &writer_stop,
-                )
+                );
+                park_forever()
             })
             .map_err(StartError::Spawn)?;
         let settings = sender::Settings::new(url, config);
         let sender_metrics = metrics.clone();
         supervisor
-            .spawn_thread("backfill-sender", move || {
+            .spawn_thread("backfill-sender", move || -> Result<(), String> {
                 sender::send_loop(&shared, &settings, &sender_metrics, &shutdown);
-                Ok::<(), String>(())
+                park_forever()
             })
             .map_err(StartError::Spawn)?;
         Ok(Self {
@@ -130,6 +131,15 @@ impl Backfill {
                 Err(TrySendError::Disconnected(_)) => self.metrics.dropped("stopped", samples),
             }
         }
+    }
+}
+
+/// Where a backfill thread waits once its loop has ended at shutdown: a thread that returns
+/// reads as a failed essential task to the supervisor, and these end with the process.
+/// Nothing is lost by not joining them: every queued record is already written.
+fn park_forever() -> ! {
+    loop {
+        std::thread::park();
     }
 }
 

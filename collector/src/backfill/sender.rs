@@ -70,7 +70,7 @@ pub fn write_loop(
     target: &TargetLabels,
     metrics: &BackfillMetrics,
     shutdown: &CancellationToken,
-) -> Result<(), String> {
+) {
     let log = LogLimiter::new(Duration::from_secs(10));
     while !shutdown.is_cancelled() {
         let replayed = match receiver.recv_timeout(TICK) {
@@ -110,8 +110,8 @@ pub fn write_loop(
         drop(queue);
         shared.pushed.notify_one();
     }
-    // A stop before shutdown means the decoder is gone: nothing more will come.
-    Ok(())
+    // Ended by shutdown, or by the decoder's end (which its own task reports): nothing more
+    // will come.
 }
 
 /// How one request went.
