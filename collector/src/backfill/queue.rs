@@ -41,7 +41,8 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> QueueError + '_ {
 
 /// Where sending stands: everything before `offset` of segment `segment` (and every older
 /// segment) was sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered by segment, then offset: queue order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Cursor {
     pub segment: u64,
     pub offset: u64,
@@ -63,6 +64,8 @@ pub struct Batch {
     /// Payloads laid end to end.
     pub payload: Vec<u8>,
     pub samples: u64,
+    /// Records (messages) in it.
+    pub records: u64,
     /// Where the cursor goes once the batch is sent.
     pub end: Cursor,
 }
@@ -285,6 +288,7 @@ impl Queue {
         let mut batch = Batch {
             payload: Vec::new(),
             samples: 0,
+            records: 0,
             end: self.cursor,
         };
         for segment in &self.segments {
@@ -315,6 +319,7 @@ impl Queue {
                 offset += HEADER_BYTES + record.payload.len() as u64;
                 batch.payload.extend_from_slice(&record.payload);
                 batch.samples += record.samples;
+                batch.records += 1;
                 batch.end = Cursor {
                     segment: segment.id,
                     offset,

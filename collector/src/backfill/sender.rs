@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::metrics::BackfillMetrics;
 use super::proto::{self, TargetLabels};
-use super::queue::Queue;
+use super::queue::{Cursor, Queue};
 use super::{RemoteWriteConfig, Replayed};
 
 /// How often idle threads look at the shutdown token.
@@ -132,11 +132,19 @@ pub fn send_loop(
 ) {
     let log = LogLimiter::new(Duration::from_secs(10));
     let mut backoff = FIRST_BACKOFF;
+    // After a refused batch, its records go one by one up to here: the endpoint refuses a
+    // whole request for one bad sample (Prometheus: one older than its out-of-order window),
+    // and the good ones must not go with it.
+    let mut isolate: Option<Cursor> = None;
     while !shutdown.is_cancelled() {
+        let limit = match isolate {
+            Some(_) => 1,
+            None => settings.batch_samples,
+        };
         let batch = {
             let queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
             metrics.observe_queue(&queue);
-            match queue.peek(settings.batch_samples) {
+            match queue.peek(limit) {
                 Ok(Some(batch)) => batch,
                 Ok(None) => {
                     // Woken by the writer, or at the next tick to look at the token.
@@ -165,6 +173,16 @@ pub fn send_loop(
             continue;
         }
         backoff = FIRST_BACKOFF;
+        if let Answer::Refused(..) = answer
+            && batch.records > 1
+            && isolate.is_none()
+        {
+            isolate = Some(batch.end);
+            continue;
+        }
+        if isolate.is_some_and(|end| batch.end >= end) {
+            isolate = None;
+        }
         match answer {
             Answer::Sent => metrics.sent.inc_by(batch.samples),
             Answer::Refused(status, body) => {
@@ -338,5 +356,54 @@ mod tests {
         );
         assert_eq!(bodies[0], bodies[1], "the retry sends the same batch");
         assert_eq!(shared.queue.lock().unwrap().unsent_samples(), 0);
+    }
+
+    /// A refused batch is sent again record by record, so one bad message does not take the
+    /// good ones with it.
+    #[test]
+    fn a_refused_batch_is_retried_one_record_at_a_time() {
+        let (url, server) = server(vec![400, 204, 400]);
+        let dir = tempfile::tempdir().unwrap();
+        let (mut queue, _) = Queue::open(dir.path(), 1 << 20).unwrap();
+        let record = |timestamp: i64| {
+            proto::WriteRequest {
+                timeseries: vec![proto::TimeSeries {
+                    labels: Vec::new(),
+                    samples: vec![proto::Sample {
+                        value: 1.0,
+                        timestamp,
+                    }],
+                }],
+            }
+            .encode_to_vec()
+        };
+        queue.push(1, 1, &record(1)).unwrap();
+        queue.push(1, 2, &record(2)).unwrap();
+        let shared = Arc::new(Shared::new(queue));
+        let settings = Settings::new(url, &RemoteWriteConfig::default());
+        let metrics = BackfillMetrics::register(&prometheus::Registry::new()).unwrap();
+        let shutdown = CancellationToken::new();
+        let thread = {
+            let (shared, metrics, shutdown) = (shared.clone(), metrics.clone(), shutdown.clone());
+            std::thread::spawn(move || send_loop(&shared, &settings, &metrics, &shutdown))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metrics.dropped_count("rejected") < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        shutdown.cancel();
+        thread.join().unwrap();
+        assert_eq!(metrics.sent.get(), 1);
+        assert_eq!(metrics.dropped_count("rejected"), 1);
+        let bodies = server.join().unwrap();
+        let decode = |body: &Vec<u8>| {
+            let raw = snap::raw::Decoder::new().decompress_vec(body).unwrap();
+            proto::WriteRequest::decode(raw.as_slice())
+                .unwrap()
+                .timeseries
+                .len()
+        };
+        let sizes: Vec<usize> = bodies.iter().map(decode).collect();
+        assert_eq!(sizes, [2, 1, 1]);
     }
 }
