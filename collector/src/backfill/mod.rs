@@ -12,6 +12,7 @@ mod config;
 mod metrics;
 mod proto;
 mod queue;
+mod record;
 mod sender;
 
 use std::sync::Arc;

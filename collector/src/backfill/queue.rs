@@ -17,9 +17,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-const HEADER_BYTES: u64 = 20;
-/// Largest record accepted when reading: anything longer is corruption.
-const MAX_RECORD_BYTES: u64 = 64 * 1024 * 1024;
+use super::record::{HEADER_BYTES, encode, read_record, scan};
+
 const CURSOR_FILE: &str = "cursor";
 
 #[derive(Debug, Error)]
@@ -32,7 +31,7 @@ pub enum QueueError {
     },
 }
 
-fn io_error(path: &Path) -> impl FnOnce(io::Error) -> QueueError + '_ {
+pub fn io_error(path: &Path) -> impl FnOnce(io::Error) -> QueueError + '_ {
     move |source| QueueError::Io {
         path: path.to_owned(),
         source,
@@ -201,15 +200,7 @@ impl Queue {
         timestamp_ms: i64,
         payload: &[u8],
     ) -> Result<u64, QueueError> {
-        let mut record = Vec::with_capacity(payload.len() + HEADER_BYTES as usize);
-        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        record.extend_from_slice(&len.to_le_bytes());
-        record.extend_from_slice(&[0; 4]);
-        record.extend_from_slice(&samples.to_le_bytes());
-        record.extend_from_slice(&timestamp_ms.to_le_bytes());
-        record.extend_from_slice(payload);
-        let crc = crc32fast::hash(&record[8..]);
-        record[4..8].copy_from_slice(&crc.to_le_bytes());
+        let record = encode(samples, timestamp_ms, payload);
 
         let rotate = match self.segments.back() {
             None => true,
@@ -390,174 +381,6 @@ fn read_cursor(path: &Path) -> Option<Cursor> {
     Some(Cursor { segment, offset })
 }
 
-struct Record {
-    samples: u64,
-    timestamp_ms: i64,
-    payload: Vec<u8>,
-}
-
-/// The next record, `None` at the end or at a torn or corrupt one.
-fn read_record(reader: &mut impl Read) -> io::Result<Option<Record>> {
-    let mut header = [0u8; HEADER_BYTES as usize];
-    match reader.read_exact(&mut header) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error),
-    }
-    let field = |range: std::ops::Range<usize>| -> [u8; 4] {
-        let mut bytes = [0u8; 4];
-        bytes.copy_from_slice(&header[range]);
-        bytes
-    };
-    let len = u64::from(u32::from_le_bytes(field(0..4)));
-    let crc = u32::from_le_bytes(field(4..8));
-    let samples = u64::from(u32::from_le_bytes(field(8..12)));
-    let mut stamp = [0u8; 8];
-    stamp.copy_from_slice(&header[12..20]);
-    let timestamp_ms = i64::from_le_bytes(stamp);
-    if len > MAX_RECORD_BYTES {
-        return Ok(None);
-    }
-    let mut payload = vec![0u8; len as usize];
-    match reader.read_exact(&mut payload) {
-        Ok(()) => {}
-        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error),
-    }
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&header[8..]);
-    hasher.update(&payload);
-    if hasher.finalize() != crc {
-        return Ok(None);
-    }
-    Ok(Some(Record {
-        samples,
-        timestamp_ms,
-        payload,
-    }))
-}
-
-struct Scan {
-    file_bytes: u64,
-    valid_bytes: u64,
-    /// Offset and samples of every valid record.
-    records: Vec<(u64, u64)>,
-    oldest_ms: Option<i64>,
-}
-
-fn scan(path: &Path) -> Result<Scan, QueueError> {
-    let file = File::open(path).map_err(io_error(path))?;
-    let file_bytes = file.metadata().map_err(io_error(path))?.len();
-    let mut reader = io::BufReader::new(file);
-    let mut scan = Scan {
-        file_bytes,
-        valid_bytes: 0,
-        records: Vec::new(),
-        oldest_ms: None,
-    };
-    while let Some(record) = read_record(&mut reader).map_err(io_error(path))? {
-        scan.records.push((scan.valid_bytes, record.samples));
-        scan.valid_bytes += HEADER_BYTES + record.payload.len() as u64;
-        scan.oldest_ms = Some(
-            scan.oldest_ms
-                .map_or(record.timestamp_ms, |o| o.min(record.timestamp_ms)),
-        );
-    }
-    Ok(scan)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn payload(n: u8) -> Vec<u8> {
-        vec![n; 100]
-    }
-
-    #[test]
-    fn batches_follow_the_sample_limit_and_acks_survive_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut queue, recovered) = Queue::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(recovered, Recovered::default());
-        for n in 0..10 {
-            assert_eq!(queue.push(3, i64::from(n), &payload(n)).unwrap(), 0);
-        }
-        let batch = queue.peek(7).unwrap().unwrap();
-        // Two records of 3; a third would make 9 > 7.
-        assert_eq!(batch.samples, 6);
-        assert_eq!(batch.payload, [payload(0), payload(1)].concat());
-        queue.ack(batch.end, batch.samples).unwrap();
-        assert_eq!(queue.unsent_samples(), 24);
-        drop(queue);
-
-        let (queue, recovered) = Queue::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(recovered.samples, 24);
-        let batch = queue.peek(1).unwrap().unwrap();
-        assert_eq!(
-            batch.samples, 3,
-            "at least one record, however small the batch"
-        );
-        assert_eq!(batch.payload, payload(2));
-        let all = queue.peek(1000).unwrap().unwrap();
-        assert_eq!(all.samples, 24);
-        // Everything sent: no segment left on disk, and the next push starts a new one.
-        let mut queue = queue;
-        queue.ack(all.end, all.samples).unwrap();
-        assert_eq!(queue.bytes(), 0);
-        assert!(queue.peek(1000).unwrap().is_none());
-        queue.push(1, 99, &payload(9)).unwrap();
-        drop(queue);
-        let (queue, recovered) = Queue::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(recovered.samples, 1);
-        assert_eq!(queue.peek(1000).unwrap().unwrap().payload, payload(9));
-    }
-
-    #[test]
-    fn a_torn_tail_is_cut_off_and_never_sent() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut queue, _) = Queue::open(dir.path(), 1 << 20).unwrap();
-        queue.push(1, 1, &payload(1)).unwrap();
-        queue.push(1, 2, &payload(2)).unwrap();
-        drop(queue);
-        let segment = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "seg"))
-            .unwrap();
-        let len = fs::metadata(&segment).unwrap().len();
-        OpenOptions::new()
-            .write(true)
-            .open(&segment)
-            .unwrap()
-            .set_len(len - 7)
-            .unwrap();
-        let (mut queue, recovered) = Queue::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(recovered.samples, 1);
-        assert_eq!(recovered.cut_bytes, HEADER_BYTES + 100 - 7);
-        queue.push(1, 3, &payload(3)).unwrap();
-        let batch = queue.peek(100).unwrap().unwrap();
-        assert_eq!(batch.payload, [payload(1), payload(3)].concat());
-    }
-
-    #[test]
-    fn the_byte_limit_drops_the_oldest_and_counts_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let max = 1024 * 1024;
-        let (mut queue, _) = Queue::open(dir.path(), max).unwrap();
-        let big = vec![7u8; 10_000];
-        let mut dropped = 0;
-        let pushed = 300u64;
-        for n in 0..pushed {
-            dropped += queue.push(2, n as i64, &big).unwrap();
-        }
-        assert!(queue.bytes() <= max, "{} bytes", queue.bytes());
-        assert!(dropped > 0);
-        assert_eq!(dropped + queue.unsent_samples(), pushed * 2);
-        // The oldest went first: what is left starts later than the first record.
-        assert!(queue.oldest_ms().unwrap() > 0);
-        drop(queue);
-        let (queue, recovered) = Queue::open(dir.path(), max).unwrap();
-        assert_eq!(recovered.samples + dropped, pushed * 2);
-        assert!(queue.bytes() <= max);
-    }
-}
+#[path = "queue_tests.rs"]
+mod tests;
