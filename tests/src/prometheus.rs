@@ -87,11 +87,24 @@ impl PrometheusBuilder {
     /// active. That last wait takes about 5 s (Prometheus's service discovery publishes its
     /// first targets after 5 s); a server with neither is ready in well under a second.
     pub fn start(self) -> Prometheus {
+        self.launch(None)
+    }
+
+    /// As [`PrometheusBuilder::start`], on `port` of 127.0.0.1 (one a collector was told to
+    /// send to before Prometheus ran).
+    ///
+    /// # Panics
+    /// When the port is taken.
+    pub fn start_on(self, port: u16) -> Prometheus {
+        self.launch(Some(port))
+    }
+
+    fn launch(self, fixed_port: Option<u16>) -> Prometheus {
         let dir = tempfile::Builder::new()
             .prefix("pantau-prometheus-")
             .tempdir()
             .expect("create a temp dir for prometheus");
-        let (child, port) = start_on_free_port("prometheus", |port| {
+        let attempt = |port: u16| {
             let config = dir.path().join("prometheus.yml");
             fs::write(&config, self.config(port))
                 .unwrap_or_else(|err| panic!("write {}: {err}", config.display()));
@@ -115,7 +128,12 @@ impl PrometheusBuilder {
                 matches!(http_get(&ready), Ok((200, _)))
             })
             .map(|()| (child, port))
-        });
+        };
+        let (child, port) = match fixed_port {
+            None => start_on_free_port("prometheus", attempt),
+            Some(port) => attempt(port)
+                .unwrap_or_else(|_| panic!("prometheus: port {port} is taken by another process")),
+        };
         let prometheus = Prometheus {
             child,
             port,
