@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 pub use crate::announce::{AnnouncementsConfig, StorageConfig};
 pub use crate::api::ApiConfig;
+pub use crate::backfill::RemoteWriteConfig;
 
 /// Sections that `PANTAU_<SECTION>__<KEY>` may override.
 const SECTIONS: &[&str] = &[
@@ -25,6 +26,7 @@ const SECTIONS: &[&str] = &[
     "announcements",
     "storage",
     "console",
+    "remote_write",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -50,6 +52,7 @@ pub struct CollectorConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub console: crate::console::ConsoleConfig,
+    pub remote_write: RemoteWriteConfig,
 }
 
 /// `[http]`: the Prometheus endpoint and the API.
@@ -551,6 +554,7 @@ impl CollectorConfig {
         self.limits.validate()?;
         self.announcements.validate()?;
         self.storage.validate()?;
+        self.remote_write.validate()?;
         self.validate_broker()
     }
 

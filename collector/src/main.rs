@@ -8,6 +8,7 @@
 
 mod announce;
 mod api;
+mod backfill;
 mod broker;
 mod broker_tls;
 mod commands;
@@ -36,6 +37,15 @@ use crate::ingest::Decoder;
 use crate::mqtt::Connection;
 use crate::readiness::Readiness;
 use crate::state::{Liveness, SharedState, State};
+
+/// Unix milliseconds now: tests' messages must carry current timestamps, or their samples
+/// are history and not shown.
+#[cfg(test)]
+pub fn test_support_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// The largest packet read from an external broker (see `run`).
 const EXTERNAL_READ_LIMIT_BYTES: usize = 32 * 1024 * 1024;
@@ -79,7 +89,8 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             forget_after: Duration::from_secs(config.agents.forget_after_seconds),
         })
         .with_max_events(config.agents.max_events)
-        .with_max_agents(config.limits.max_agents),
+        .with_max_agents(config.limits.max_agents)
+        .with_live_window(config.remote_write.live_window()),
     ));
     let telemetry = Arc::new(Telemetry::new(state.clone()).context("registering metrics")?);
     // Before the first message: a gap that opened while the collector was down is counted.
@@ -89,6 +100,15 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         telemetry.sequence_file_errors.clone(),
     );
     accounting.restore().await;
+    let backfill_metrics =
+        backfill::BackfillMetrics::register(telemetry.registry()).context("registering metrics")?;
+    let backfill = backfill::Backfill::start(
+        &config.remote_write,
+        &config.storage.dir.join("backfill"),
+        backfill_metrics,
+        &mut supervisor,
+    )
+    .context("remote_write")?;
 
     let endpoint = config.broker_endpoint()?;
     let client_id = config
@@ -169,7 +189,8 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         state.clone(),
         telemetry.clone(),
         mqtt.clone(),
-    );
+    )
+    .with_backfill(backfill);
     let tokens = match &config.api.token_file {
         Some(path) => api::Tokens::load(path)
             .map_err(|why| anyhow::anyhow!("api.token_file: '{}' {why}", path.display()))?,

@@ -28,6 +28,8 @@ pub struct MosquittoBuilder {
     users: Vec<(String, String)>,
     extra_lines: Vec<String>,
     config: Option<String>,
+    also_listen: Vec<String>,
+    max_queued_messages: Option<u32>,
 }
 
 impl MosquittoBuilder {
@@ -68,6 +70,22 @@ impl MosquittoBuilder {
         self
     }
 
+    /// Also listen on `address` (an address of a namespace pair the test made, such as
+    /// [`crate::NetnsPair::near_v4`]), on the same port as on 127.0.0.1, so an agent inside
+    /// the namespace reaches the broker across a link the test can cut.
+    pub fn also_listen(mut self, address: &str) -> MosquittoBuilder {
+        self.also_listen.push(address.to_owned());
+        self
+    }
+
+    /// Messages the broker queues per disconnected persistent session (Mosquitto's default is
+    /// 1000; past it new ones are dropped, after the publisher had its PUBACK). A collector
+    /// that reconnects after its agents needs room for all of their backlogs.
+    pub fn max_queued_messages(mut self, count: u32) -> MosquittoBuilder {
+        self.max_queued_messages = Some(count);
+        self
+    }
+
     /// Writes the config, starts `mosquitto` and waits until its port accepts TCP.
     pub fn start(self) -> Mosquitto {
         let dir = tempfile::Builder::new()
@@ -77,7 +95,7 @@ impl MosquittoBuilder {
         let (child, port) = start_on_free_port("mosquitto", |port| {
             let config = match &self.config {
                 Some(text) => write_given_config(&dir, port, text),
-                None => write_config(&dir, port, self.persistence, &self.users),
+                None => write_config(&dir, port, &self),
             };
             append_lines(&config, &self.extra_lines);
             let mut child = spawn_broker(&dir, &config);
@@ -324,12 +342,8 @@ fn parse_line(line: &str) -> Message {
     }
 }
 
-fn write_config(
-    dir: &TempDir,
-    port: u16,
-    persistence: bool,
-    users: &[(String, String)],
-) -> PathBuf {
+fn write_config(dir: &TempDir, port: u16, options: &MosquittoBuilder) -> PathBuf {
+    let (persistence, users) = (options.persistence, &options.users);
     let mut config = format!(
         "# Run as the invoking user: as root, mosquitto would otherwise switch to the user
 # `mosquitto`, which cannot write this 0700 temp dir (persistence fails with EACCES).
@@ -345,6 +359,12 @@ log_type unsubscribe
 log_timestamp_format %Y-%m-%dT%H:%M:%S
 "
     );
+    if let Some(count) = options.max_queued_messages {
+        config.push_str(&format!("max_queued_messages {count}\n"));
+    }
+    for address in &options.also_listen {
+        config.push_str(&format!("listener {port} {address}\n"));
+    }
     if users.is_empty() {
         config.push_str("allow_anonymous true\n");
     } else {

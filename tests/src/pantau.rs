@@ -80,6 +80,26 @@ impl Collector {
         Collector::with_config(dir, broker, &example_config("collector.toml"), extra)
     }
 
+    /// As `with_env`, serving HTTP on `http_port` of 127.0.0.1 (a port the test chose first,
+    /// e.g. for a Prometheus scrape job written before the collector starts).
+    pub fn with_env_at(
+        dir: &TestDir,
+        broker: &Mosquitto,
+        http_port: u16,
+        extra: &[(&str, &str)],
+    ) -> Collector {
+        let mut env = vec![
+            ("PANTAU_BROKER__EMBEDDED".to_owned(), "false".to_owned()),
+            ("PANTAU_MQTT__URL".to_owned(), broker.url()),
+        ];
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        Collector::start_at(dir, &example_config("collector.toml"), env, None, http_port)
+    }
+
     /// As `with_env`, reading `config` instead of the example config.
     pub fn with_config(
         dir: &TestDir,
@@ -109,7 +129,16 @@ impl Collector {
         env: Vec<(String, String)>,
         mqtt_port: Option<u16>,
     ) -> Collector {
-        let http_port = free_port();
+        Collector::start_at(dir, config, env, mqtt_port, free_port())
+    }
+
+    fn start_at(
+        dir: &TestDir,
+        config: &Path,
+        env: Vec<(String, String)>,
+        mqtt_port: Option<u16>,
+        http_port: u16,
+    ) -> Collector {
         let guard = Collector::spawn(dir.path(), config, &env, http_port);
         let mut collector = Collector {
             guard,
@@ -320,8 +349,61 @@ impl Agent {
         interval_seconds: u64,
         extra: &[(&str, &str)],
     ) -> Agent {
+        let command = Command::new(pantau_binary("pantau-agent"));
+        Agent::start_command(
+            command,
+            dir,
+            config,
+            id,
+            site,
+            broker_url,
+            interval_seconds,
+            extra,
+        )
+    }
+
+    /// As `start_config`, running inside network namespace `netns` (a [`crate::NetnsPair`]'s
+    /// `name`): `ip netns exec` replaces itself with the agent, so the guard's process is the
+    /// agent's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_in_netns(
+        netns: &str,
+        dir: &TestDir,
+        config: &str,
+        id: &str,
+        site: &str,
+        broker_url: &str,
+        interval_seconds: u64,
+        extra: &[(&str, &str)],
+    ) -> Agent {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", netns])
+            .arg(pantau_binary("pantau-agent"));
+        Agent::start_command(
+            command,
+            dir,
+            config,
+            id,
+            site,
+            broker_url,
+            interval_seconds,
+            extra,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_command(
+        mut command: Command,
+        dir: &TestDir,
+        config: &str,
+        id: &str,
+        site: &str,
+        broker_url: &str,
+        interval_seconds: u64,
+        extra: &[(&str, &str)],
+    ) -> Agent {
         let state_dir = dir.join(id);
-        let mut command = Command::new(pantau_binary("pantau-agent"));
         command
             .arg("--config")
             .arg(example_config(config))

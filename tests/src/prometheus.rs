@@ -87,11 +87,24 @@ impl PrometheusBuilder {
     /// active. That last wait takes about 5 s (Prometheus's service discovery publishes its
     /// first targets after 5 s); a server with neither is ready in well under a second.
     pub fn start(self) -> Prometheus {
+        self.launch(None)
+    }
+
+    /// As [`PrometheusBuilder::start`], on `port` of 127.0.0.1 (one a collector was told to
+    /// send to before Prometheus ran).
+    ///
+    /// # Panics
+    /// When the port is taken.
+    pub fn start_on(self, port: u16) -> Prometheus {
+        self.launch(Some(port))
+    }
+
+    fn launch(self, fixed_port: Option<u16>) -> Prometheus {
         let dir = tempfile::Builder::new()
             .prefix("pantau-prometheus-")
             .tempdir()
             .expect("create a temp dir for prometheus");
-        let (child, port) = start_on_free_port("prometheus", |port| {
+        let attempt = |port: u16| {
             let config = dir.path().join("prometheus.yml");
             fs::write(&config, self.config(port))
                 .unwrap_or_else(|err| panic!("write {}: {err}", config.display()));
@@ -115,7 +128,12 @@ impl PrometheusBuilder {
                 matches!(http_get(&ready), Ok((200, _)))
             })
             .map(|()| (child, port))
-        });
+        };
+        let (child, port) = match fixed_port {
+            None => start_on_free_port("prometheus", attempt),
+            Some(port) => attempt(port)
+                .unwrap_or_else(|_| panic!("prometheus: port {port} is taken by another process")),
+        };
         let prometheus = Prometheus {
             child,
             port,
@@ -261,6 +279,54 @@ impl Prometheus {
             panic!("query {promql:?}: HTTP {status}: {body}");
         }
         answer["data"]["result"].take()
+    }
+
+    /// The raw samples of every series matching `selector` (e.g. `node_load1{job="pantau"}`)
+    /// with timestamps in (`end` - `seconds`, `end`], as `(series labels, [(unix seconds,
+    /// value)])`: an instant query of a range vector, which returns stored samples, not
+    /// evaluated steps.
+    pub fn raw_samples(
+        &self,
+        selector: &str,
+        end: f64,
+        seconds: u64,
+    ) -> Vec<(Value, Vec<(f64, f64)>)> {
+        let promql = format!("{selector}[{seconds}s]");
+        let url = format!(
+            "{}/api/v1/query?query={}&time={end:.3}",
+            self.url(),
+            encode_query_value(&promql)
+        );
+        let (status, body) = http_get(&url).unwrap_or_else(|err| panic!("{err}\n{}", self.logs()));
+        let answer: Value = serde_json::from_str(&body).unwrap_or_else(|err| {
+            panic!("query {promql:?}: HTTP {status}, not JSON ({err}): {body}")
+        });
+        if status != 200 || answer["status"] != "success" {
+            panic!("query {promql:?}: HTTP {status}: {body}");
+        }
+        let series = answer["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        series
+            .into_iter()
+            .map(|series| {
+                let points = series["values"]
+                    .as_array()
+                    .map(|values| {
+                        values
+                            .iter()
+                            .filter_map(|point| {
+                                let time = point[0].as_f64()?;
+                                let value = point[1].as_str()?.parse().ok()?;
+                                Some((time, value))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (series["metric"].clone(), points)
+            })
+            .collect()
     }
 
     /// Repeats [`Prometheus::query`] until it returns a non-empty result, and returns it.

@@ -8,8 +8,13 @@ use pantau_tests::{Agent, Collector, Mosquitto, TestDir, http_get, sample};
 const WAIT: Duration = Duration::from_secs(20);
 
 fn metrics_payload(agent: &str, site: &str, seq: u64, families: &str) -> String {
+    // Taken now: older samples are history, never shown as current.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis();
     format!(
-        r#"{{"schema":1,"agent":"{agent}","site":"{site}","seq":{seq},"timestamp_ms":1,"families":{families}}}"#
+        r#"{{"schema":1,"agent":"{agent}","site":"{site}","seq":{seq},"timestamp_ms":{now_ms},"families":{families}}}"#
     )
 }
 

@@ -146,8 +146,13 @@ impl Rig {
 }
 
 fn metrics_payload(agent: &str, seq: u64, families: &str) -> String {
+    // Taken now: older samples are history, never shown as current.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis();
     format!(
-        r#"{{"schema":1,"agent":"{agent}","site":"dc","seq":{seq},"timestamp_ms":1,"families":{families}}}"#
+        r#"{{"schema":1,"agent":"{agent}","site":"dc","seq":{seq},"timestamp_ms":{now_ms},"families":{families}}}"#
     )
 }
 

@@ -23,8 +23,9 @@ fn fixture() -> AppState {
 }
 
 fn add_agent(app: &AppState, id: &str) {
+    let now_ms = crate::test_support_now_ms();
     let payload = format!(
-        r#"{{"schema":1,"agent":"{id}","site":"dc","seq":3,"timestamp_ms":1,
+        r#"{{"schema":1,"agent":"{id}","site":"dc","seq":3,"timestamp_ms":{now_ms},
             "families":[{{"name":"node_load1","type":"gauge","samples":[{{"value":0.5}}]}}]}}"#
     );
     let topic = format!("pantau/v1/dc/{id}/metrics");

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 #[cfg(test)]
 pub use snapshot::render_snapshot;
-pub use snapshot::{ChunkWriter, Snapshot};
+pub use snapshot::{ChunkWriter, Snapshot, agent_labels, for_each_series};
 
 use crate::state::SharedState;
 
@@ -211,6 +211,12 @@ impl Telemetry {
             schedule_version,
             sequence_file_errors,
         })
+    }
+
+    /// The registry of the collector's own metrics, for a part (the backfill) that keeps its
+    /// own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Writes the exposition of everything to `sink` in chunks of about `CHUNK_BYTES`; stops

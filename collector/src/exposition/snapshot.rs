@@ -217,19 +217,10 @@ impl Snapshot {
                     };
                     header(out, name, first.help(), first.kind());
                     for (row, family) in rows {
-                        let base = [("instance", row.id.as_str()), ("site", row.site.as_str())];
-                        match family {
-                            AnyFamily::Plain(family) => {
-                                for sample in &family.samples {
-                                    let labels = with_base(&sample.labels, base, None);
-                                    sample_line(&mut line, name, &labels, sample.value);
-                                    out.write(&line);
-                                }
-                            }
-                            AnyFamily::Histogram(family) => {
-                                write_histogram(out, &mut line, name, family, base);
-                            }
-                        }
+                        for_each_series(family, agent_labels(&row.id, &row.site), |series| {
+                            sample_line(&mut line, series.name, &series.labels, series.value);
+                            out.write(&line);
+                        });
                     }
                 }
                 Source::PerAgent(series) => {
@@ -241,7 +232,7 @@ impl Snapshot {
                                 header(out, name, help, kind);
                                 started = true;
                             }
-                            let base = [("instance", row.id.as_str()), ("site", row.site.as_str())];
+                            let base = agent_labels(&row.id, &row.site);
                             let labels: Vec<(&str, &str)> = base.into_iter().chain(extra).collect();
                             sample_line(&mut line, name, &labels, value);
                             out.write(&line);
@@ -250,6 +241,42 @@ impl Snapshot {
                 }
             }
         }
+    }
+}
+
+/// The labels the scrape gives every series of agent `id` of site `site`, besides its own.
+pub fn agent_labels<'a>(id: &'a str, site: &'a str) -> [(&'a str, &'a str); 2] {
+    [("instance", id), ("site", site)]
+}
+
+/// One series of a relayed family as `/metrics` shows it.
+pub struct Series<'a> {
+    /// The series' name: the family's, or a histogram's `_bucket`, `_sum` or `_count`.
+    pub name: &'a str,
+    /// The sample's labels plus the agent's (and `le` for a bucket), sorted by name.
+    pub labels: Vec<(&'a str, &'a str)>,
+    pub value: f64,
+}
+
+/// Calls `each` for every series of one agent's `family`, exactly as the scrape exposes them:
+/// `/metrics` is written from this, and so is what remote write backfills, so the two always
+/// land in the same Prometheus series.
+pub fn for_each_series<'a>(
+    family: &'a AnyFamily,
+    base: [(&'a str, &'a str); 2],
+    mut each: impl FnMut(Series<'_>),
+) {
+    match family {
+        AnyFamily::Plain(family) => {
+            for sample in &family.samples {
+                each(Series {
+                    name: &family.name,
+                    labels: with_base(&sample.labels, base, None),
+                    value: sample.value,
+                });
+            }
+        }
+        AnyFamily::Histogram(family) => for_each_histogram_series(family, base, each),
     }
 }
 
@@ -269,14 +296,13 @@ fn with_base<'a>(
     all
 }
 
-/// A histogram's `_bucket{le}`, `_sum` and `_count` lines, as Prometheus writes them.
-fn write_histogram<F: FnMut(Vec<u8>) -> bool>(
-    out: &mut ChunkWriter<F>,
-    line: &mut String,
-    name: &str,
+/// A histogram's `_bucket{le}`, `_sum` and `_count` series, as Prometheus writes them.
+fn for_each_histogram_series(
     family: &HistogramFamily,
     base: [(&str, &str); 2],
+    mut each: impl FnMut(Series<'_>),
 ) {
+    let name = &family.name;
     let bucket = format!("{name}_bucket");
     let sum = format!("{name}_sum");
     let count = format!("{name}_count");
@@ -286,15 +312,23 @@ fn write_histogram<F: FnMut(Vec<u8>) -> bool>(
                 f64::INFINITY => "+Inf".to_owned(),
                 le => le.to_string(),
             };
-            let labels = with_base(&sample.labels, base, Some(&le));
-            sample_line(line, &bucket, &labels, step.count as f64);
-            out.write(line);
+            each(Series {
+                name: &bucket,
+                labels: with_base(&sample.labels, base, Some(&le)),
+                value: step.count as f64,
+            });
         }
         let labels = with_base(&sample.labels, base, None);
-        sample_line(line, &sum, &labels, sample.sum);
-        out.write(line);
-        sample_line(line, &count, &labels, sample.count as f64);
-        out.write(line);
+        each(Series {
+            name: &sum,
+            labels: labels.clone(),
+            value: sample.sum,
+        });
+        each(Series {
+            name: &count,
+            labels,
+            value: sample.count as f64,
+        });
     }
 }
 

@@ -141,9 +141,11 @@ async fn a_large_render_comes_in_chunks_and_stops_when_nobody_reads() {
     let samples: Vec<String> = (0..1000)
         .map(|i| format!(r#"{{"labels":{{"n":"{i}"}},"value":{i}}}"#))
         .collect();
+    // Samples taken now: older ones are history, not shown.
+    let now_ms = crate::test_support_now_ms();
     for agent in 0..20 {
         let payload = format!(
-            r#"{{"schema":1,"agent":"a{agent}","site":"dc","seq":1,"timestamp_ms":1,
+            r#"{{"schema":1,"agent":"a{agent}","site":"dc","seq":1,"timestamp_ms":{now_ms},
                 "families":[{{"name":"many","type":"gauge","samples":[{}]}}]}}"#,
             samples.join(",")
         );

@@ -19,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::Received;
 use crate::announce::Tap;
+use crate::backfill::Backfill;
 use crate::exposition::Telemetry;
 use crate::mqtt::MqttHandle;
 use crate::state::{FAMILY_DROPPED, MESSAGE_REJECTED, Moment, Outcome, SharedState};
@@ -37,6 +38,8 @@ pub struct Decoder {
     clears: JoinSet<()>,
     /// Where statuses and events go for the announcements, when they are on.
     tap: Option<Tap>,
+    /// Where samples that are history go (late, or older than the live window).
+    backfill: Option<Backfill>,
 }
 
 impl Decoder {
@@ -58,7 +61,15 @@ impl Decoder {
             clear_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
             clears: JoinSet::new(),
             tap: None,
+            backfill: None,
         }
+    }
+
+    /// Hands samples that are history to `backfill` (without one they are only left out of
+    /// `/metrics`).
+    pub fn with_backfill(mut self, backfill: Backfill) -> Self {
+        self.backfill = Some(backfill);
+        self
     }
 
     /// Also offers every accepted status and announcement events to `tap`.
@@ -122,10 +133,16 @@ impl Decoder {
         };
         let agent = decoded.topic.agent.clone();
         let observation = self.tap.as_ref().and_then(|_| Tap::observe(&decoded));
-        let outcome = {
+        let (outcome, replayed) = {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-            state.apply(decoded, received.retained, now)
+            let outcome = state.apply(decoded, received.retained, now);
+            (outcome, state.take_replayed())
         };
+        if let Some(backfill) = &self.backfill
+            && !replayed.is_empty()
+        {
+            backfill.offer(replayed);
+        }
         // Only what the state took (not a duplicate, a stale will or a refused message).
         if let (Some(tap), Some(observation)) = (&self.tap, observation)
             && matches!(
@@ -415,11 +432,17 @@ mod tests {
     #[tokio::test]
     async fn a_type_conflict_drops_the_family_and_counts_it() {
         let mut f = fixture();
-        let payload = br#"{"schema":1,"agent":"a","site":"dc","seq":1,"timestamp_ms":1,
-            "families":[{"name":"node_load1","type":"counter","samples":[{"value":1}]},
-                        {"name":"other","type":"gauge","samples":[{"value":1}]}]}"#;
-        f.decoder
-            .handle(received("pantau/v1/dc/a/metrics", payload, false));
+        let now_ms = crate::test_support_now_ms();
+        let payload = format!(
+            r#"{{"schema":1,"agent":"a","site":"dc","seq":1,"timestamp_ms":{now_ms},
+            "families":[{{"name":"node_load1","type":"counter","samples":[{{"value":1}}]}},
+                        {{"name":"other","type":"gauge","samples":[{{"value":1}}]}}]}}"#
+        );
+        f.decoder.handle(received(
+            "pantau/v1/dc/a/metrics",
+            payload.as_bytes(),
+            false,
+        ));
         let dropped = f
             .telemetry
             .dropped_families

@@ -17,7 +17,7 @@ mod view;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pantau_protocol::{
     AgentState, AnyFamily, Decoded, EventsMessage, Message, MetricsMessage, RejectReason, Severity,
@@ -36,6 +36,7 @@ pub use saved::{
 pub use sequence::WINDOW as SEQUENCE_WINDOW;
 pub use view::AgentView;
 
+use crate::backfill::Replayed;
 use claims::Claims;
 use sequence::SeqCheck;
 
@@ -96,7 +97,8 @@ pub enum Outcome {
         conflicts: Vec<Conflict>,
     },
     /// Accepted from below the agent's newest sequence number (its outbox replaying a
-    /// backlog): events are kept, but the samples are older than those shown and dropped.
+    /// backlog): events are kept; the samples are older than those shown and go to the
+    /// backfill (`State::take_replayed`).
     Late,
     /// A sequence number already seen (a QoS 1 redelivery): dropped, counted per agent.
     Duplicate,
@@ -121,6 +123,12 @@ pub struct State {
     claims: Claims,
     /// Sequence accounting restored at start, waiting for its agent to be heard from.
     restored: HashMap<String, SavedAgent>,
+    /// Samples older than this are history (backfilled), never current; `None`: twice the
+    /// agent's interval.
+    live_window: Option<Duration>,
+    /// History waiting for `take_replayed`: late messages' samples and those older than the
+    /// live window.
+    replayed: Vec<Replayed>,
 }
 
 /// A state change worth a log line, reported by `sweep`.
@@ -143,7 +151,22 @@ impl State {
             agents: HashMap::new(),
             claims: Claims::default(),
             restored: HashMap::new(),
+            live_window: None,
+            replayed: Vec::new(),
         }
+    }
+
+    /// Samples older than `window` are history; without it, older than twice the agent's
+    /// interval.
+    pub fn with_live_window(mut self, window: Option<Duration>) -> Self {
+        self.live_window = window;
+        self
+    }
+
+    /// The samples of messages applied since the last call that are history, not news:
+    /// for the backfill, which sends them with their own timestamps.
+    pub fn take_replayed(&mut self) -> Vec<Replayed> {
+        std::mem::take(&mut self.replayed)
     }
 
     /// Keep the last `max_events` events of each agent.
@@ -334,20 +357,37 @@ impl State {
         let Some(agent) = self.agents.get_mut(id) else {
             return Outcome::Ignored;
         };
-        match check_sequence(agent, metrics.seq, now) {
-            SeqCheck::Newest => {}
-            SeqCheck::Late => return Outcome::Late,
+        let late = match check_sequence(agent, metrics.seq, now) {
+            SeqCheck::Newest => false,
+            SeqCheck::Late => true,
             SeqCheck::Duplicate => return Outcome::Duplicate,
             SeqCheck::OutOfWindow => {
                 return Outcome::Rejected(RejectReason::SequenceOutOfWindow);
             }
-        }
+        };
         let incoming: Vec<AnyFamily> = metrics
             .families
             .into_iter()
             .map(AnyFamily::Plain)
             .chain(metrics.histograms.into_iter().map(AnyFamily::Histogram))
             .collect();
+        let window = self
+            .live_window
+            .unwrap_or_else(|| agent.interval.saturating_mul(2));
+        if late || is_history(metrics.timestamp_ms, now.wall, window) {
+            // Never shown as current: what `/metrics` shows stays the newest live samples.
+            self.replayed.push(Replayed {
+                agent: id.to_owned(),
+                site: agent.site.clone(),
+                timestamp_ms: metrics.timestamp_ms,
+                families: Arc::new(incoming),
+            });
+            return if late {
+                Outcome::Late
+            } else {
+                Outcome::Accepted
+            };
+        }
         let (kept, conflicts) = self.claims.admit(&agent.families, incoming);
         self.claims.replace(&agent.families, &kept);
         agent.families = Arc::new(kept);
@@ -411,6 +451,16 @@ impl State {
         });
         transitions
     }
+}
+
+/// Whether samples taken at `timestamp_ms` are older than `window` at `now`. A timestamp
+/// ahead of the collector's clock counts as live.
+fn is_history(timestamp_ms: i64, now: SystemTime, window: Duration) -> bool {
+    let now_ms = now.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    });
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    now_ms.saturating_sub(timestamp_ms) > window_ms
 }
 
 /// Checks and records a message's sequence number, counting it as the agent's; for a number
