@@ -170,6 +170,11 @@ pub struct ScheduleEntry {
     /// Last day the entry plays, `YYYY-MM-DD` (local).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until: Option<String>,
+    /// IANA time zone of this entry's times and dates, when it is not the schedule's own
+    /// `time_zone`: one agent's schedule gathers entries from schedules made in different
+    /// zones (a collector in Jakarta scheduling a speaker in Makassar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
     /// What to play and how (priority `scheduled` unless it says otherwise).
     pub announce: AnnounceArgs,
 }

@@ -145,6 +145,7 @@ impl SoundRole {
                         args,
                         expires_ms: command.message.expires_ms,
                         received: Instant::now(),
+                        schedule: None,
                     }),
                 )?;
                 Ok("taken; its events follow".to_owned())
@@ -344,6 +345,7 @@ async fn run_schedule(
                     args,
                     expires_ms: Some(at.as_millisecond() + SCHEDULED_VALIDITY.as_millis() as i64),
                     received: Instant::now(),
+                    schedule: Some(entry.name.clone()),
                 };
                 if requests.try_send(Request::Play(announcement)).is_err() {
                     warn!(entry = %entry.name, "the audio thread is not taking requests; entry skipped");

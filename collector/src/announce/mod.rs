@@ -27,7 +27,7 @@ use tracing::{debug, info, warn};
 
 pub use config::{AnnouncementsConfig, StorageConfig, Zone};
 pub use request::AnnouncementRequest;
-pub use store::{AnnouncementRow, Store, StoreError};
+pub use store::{AnnouncementRow, HistoryFilter, PendingStop, Store, StoreError};
 pub use tap::{Observation, Tap};
 
 use crate::mqtt::MqttHandle;
@@ -80,8 +80,6 @@ pub struct Announcer {
     sequence: Mutex<u32>,
     /// `pantau_collector_sound_schedule_version{instance,state}`, when registered.
     schedule_gauge: Option<prometheus::IntGaugeVec>,
-    /// When each alert was last announced.
-    alert_limit: alerts::RateLimit,
 }
 
 impl Announcer {
@@ -92,7 +90,6 @@ impl Announcer {
             mqtt,
             sequence: Mutex::new(0),
             schedule_gauge: None,
-            alert_limit: alerts::RateLimit::default(),
         }
     }
 
@@ -142,6 +139,7 @@ impl Announcer {
                 AnnounceError::Invalid(format!("announcement cannot be encoded: {error}"))
             })?,
             stopped_ms: None,
+            schedule: None,
             targets: Vec::new(),
         };
         {
@@ -190,20 +188,41 @@ impl Announcer {
             }
             row
         };
+        // Kept until answered, and resent until the announcement could no longer start (at
+        // least a minute, so a stop of an already expired one still reaches a playing agent).
+        let expires_ms = row.expires_ms.max(now_ms + 60_000);
         for target in &row.targets {
-            let args = StopArgs {
-                announcement: Some(target.command_id.clone()),
-                up_to: None,
-            };
-            let args = serde_json::to_value(args).unwrap_or_default();
             // Unique per stop: the agent refuses a repeated id as a replay, and a second stop
             // (say, of an announcement the agent queued again after a reconnect) must work.
-            let stop_id = format!("{}-stop-{now_ms}", target.command_id);
-            self.send(&target.agent, &stop_id, STOP, args, Some(now_ms + 60_000))
-                .await;
+            let stop = PendingStop {
+                stop_id: format!("{}-stop-{now_ms}", target.command_id),
+                agent: target.agent.clone(),
+                announcement: row.id.clone(),
+                target: target.command_id.clone(),
+                expires_ms,
+            };
+            self.store().insert_stop(&stop)?;
+            self.send_stop(&stop).await;
         }
         let store = self.store();
         Ok(store.announcement(id)?.unwrap_or(row))
+    }
+
+    /// Sends one stop (signed; its answer removes it from the store).
+    async fn send_stop(&self, stop: &PendingStop) -> bool {
+        let args = StopArgs {
+            announcement: Some(stop.target.clone()),
+            up_to: None,
+        };
+        let args = serde_json::to_value(args).unwrap_or_default();
+        self.send(
+            &stop.agent,
+            &stop.stop_id,
+            STOP,
+            args,
+            Some(stop.expires_ms),
+        )
+        .await
     }
 
     fn next_id(&self, now_ms: i64) -> String {
@@ -271,7 +290,9 @@ impl Announcer {
             }
             Observation::Events { agent, events } => events.iter().try_for_each(|event| {
                 schedules::apply_event(&store, &agent, event)?;
-                tap::apply_event(&store, &agent, event, now_ms)
+                tap::apply_event(&store, &agent, event, now_ms, |name| {
+                    self.scheduled_args(&store, name)
+                })
             }),
         };
         drop(store);
@@ -279,6 +300,23 @@ impl Announcer {
         if let Err(error) = result {
             warn!(%error, "cannot store an announcement update");
         }
+    }
+
+    /// What schedule entry `name` plays (config first, then the API's), for the history; null
+    /// if it is gone (deleted while the agent still played it).
+    fn scheduled_args(&self, store: &Store, name: &str) -> serde_json::Value {
+        let config = self.settings.schedules.iter().find(|s| s.name == name);
+        let spec = match config {
+            Some(spec) => Some(spec.clone()),
+            None => schedules::stored(store).ok().and_then(|stored| {
+                stored
+                    .into_iter()
+                    .map(|(spec, _)| spec)
+                    .find(|spec| spec.name == name)
+            }),
+        };
+        spec.and_then(|spec| serde_json::to_value(spec.announce).ok())
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// Applies observations and resends pending targets until `shutdown`.
@@ -320,11 +358,33 @@ impl Announcer {
             ),
             Err(error) => warn!(%error, "cannot delete old history"),
         }
+        let longest = self
+            .settings
+            .alert_rules
+            .iter()
+            .map(|rule| rule.repeat_interval_seconds)
+            .max()
+            .unwrap_or(0);
+        let before = now
+            .checked_sub(Duration::from_secs(longest))
+            .unwrap_or(UNIX_EPOCH);
+        if let Err(error) = self.store().prune_alert_limits(unix_ms(before)) {
+            warn!(%error, "cannot prune the alert rate limit");
+        }
     }
 
-    /// Sends every pending target again, or marks it expired.
+    /// Sends every pending target and every unanswered stop again, or marks it expired.
     pub async fn resend(&self, now: SystemTime) {
         let now_ms = unix_ms(now);
+        let stops = self.store().pending_stops(now_ms);
+        match stops {
+            Ok(stops) => {
+                for stop in stops {
+                    self.send_stop(&stop).await;
+                }
+            }
+            Err(error) => warn!(%error, "cannot read pending stops"),
+        }
         let pending = match self.store().pending() {
             Ok(pending) => pending,
             Err(error) => {

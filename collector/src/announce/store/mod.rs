@@ -64,6 +64,25 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL DEFAULT ''
     );
 ",
+    r"
+    ALTER TABLE announcements ADD COLUMN schedule TEXT;
+    CREATE INDEX announcements_schedule ON announcements(schedule);
+    CREATE TABLE stops (
+        stop_id TEXT PRIMARY KEY,
+        agent TEXT NOT NULL,
+        announcement TEXT NOT NULL,
+        target TEXT NOT NULL,
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE TABLE alert_limits (
+        rule TEXT NOT NULL,
+        alert TEXT NOT NULL,
+        status TEXT NOT NULL,
+        last_ms INTEGER NOT NULL,
+        PRIMARY KEY (rule, alert, status)
+    );
+    CREATE INDEX alert_limits_last ON alert_limits(last_ms);
+",
 ];
 
 /// Why the store cannot be used.
@@ -111,7 +130,21 @@ pub struct AnnouncementRow {
     pub expires_ms: i64,
     pub args: serde_json::Value,
     pub stopped_ms: Option<i64>,
+    /// The schedule entry that played it (priority `scheduled`); none for API and alerts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     pub targets: Vec<TargetRow>,
+}
+
+/// Optional narrowing of `Store::history`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryFilter<'a> {
+    /// Only announcements with this target agent.
+    pub agent: Option<&'a str>,
+    /// Only those with a target in this status.
+    pub outcome: Option<&'a str>,
+    /// Only the plays of this schedule entry.
+    pub schedule: Option<&'a str>,
 }
 
 /// One write through the API: who did what to which, when.
@@ -306,6 +339,10 @@ impl Store {
             params![before_ms],
         )?;
         tx.execute("DELETE FROM audit WHERE at_ms < ?1", params![before_ms])?;
+        tx.execute(
+            "DELETE FROM stops WHERE expires_ms < ?1",
+            params![before_ms],
+        )?;
         tx.commit()?;
         Ok(gone)
     }
@@ -323,7 +360,7 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT id, created_ms, created_by, expires_ms, args, stopped_ms FROM announcements WHERE id = ?1",
+                "SELECT id, created_ms, created_by, expires_ms, args, stopped_ms, schedule FROM announcements WHERE id = ?1",
                 params![id],
                 read_announcement,
             )
@@ -353,26 +390,32 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Announcements created in `[from_ms, to_ms]`, newest first, at most `limit`, optionally
-    /// only those with a target `agent` and with a target whose status is `outcome`.
+    /// Announcements created in `[from_ms, to_ms]`, newest first, at most `limit`, narrowed
+    /// by `filter`.
     pub fn history(
         &self,
         from_ms: i64,
         to_ms: i64,
-        agent: Option<&str>,
-        outcome: Option<&str>,
+        filter: &HistoryFilter<'_>,
         limit: u32,
     ) -> Result<Vec<AnnouncementRow>, StoreError> {
         let mut statement = self.conn.prepare(
-            "SELECT id, created_ms, created_by, expires_ms, args, stopped_ms FROM announcements a
-             WHERE created_ms BETWEEN ?1 AND ?2
+            "SELECT id, created_ms, created_by, expires_ms, args, stopped_ms, schedule FROM announcements a
+             WHERE created_ms BETWEEN ?1 AND ?2 AND (?6 IS NULL OR a.schedule = ?6)
                AND EXISTS (SELECT 1 FROM targets t WHERE t.announcement = a.id
                            AND (?3 IS NULL OR t.agent = ?3) AND (?4 IS NULL OR t.status = ?4))
              ORDER BY created_ms DESC, id DESC LIMIT ?5",
         )?;
         let rows = statement
             .query_map(
-                params![from_ms, to_ms, agent, outcome, limit],
+                params![
+                    from_ms,
+                    to_ms,
+                    filter.agent,
+                    filter.outcome,
+                    limit,
+                    filter.schedule
+                ],
                 read_announcement,
             )?
             .collect::<Result<Vec<_>, _>>()?;
@@ -427,9 +470,15 @@ fn read_announcement(row: &rusqlite::Row<'_>) -> rusqlite::Result<AnnouncementRo
         expires_ms: row.get(3)?,
         args: serde_json::from_str(&args).unwrap_or(serde_json::Value::Null),
         stopped_ms: row.get(5)?,
+        schedule: row.get(6)?,
         targets: Vec::new(),
     })
 }
 
+mod limits;
+pub mod scheduled;
+mod stops;
+
+pub use stops::PendingStop;
 #[cfg(test)]
 mod tests;

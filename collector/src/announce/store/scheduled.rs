@@ -1,0 +1,112 @@
+//! Scheduled plays in the history. A sound agent plays its schedule by itself, so the
+//! collector learns of a play only from the agent's events (`announcement_queued`, `_started`,
+//! `_finished`, ...), which carry the entry's name in a `schedule` label and the agent's id
+//! of the play, `<entry>@<unix seconds>`. The first event of a play creates its row; every
+//! agent playing the same entry at the same moment is one target of that one row.
+
+use rusqlite::params;
+
+use super::{Store, StoreError};
+
+/// `created_by` of a scheduled play.
+pub const SCHEDULER: &str = "schedule";
+
+/// The target's command id: unique across agents (the play's id is the same on each).
+pub fn target_id(agent: &str, play: &str) -> String {
+    format!("{agent}/{play}")
+}
+
+impl Store {
+    /// Records `outcome` of agent `agent`'s play `play` (the agent's id) of schedule entry
+    /// `schedule`, creating the announcement and its target at the first event. `args` is
+    /// what the entry plays, as the collector knows it (null if the entry is gone).
+    pub fn record_scheduled(
+        &self,
+        agent: &str,
+        schedule: &str,
+        play: &str,
+        outcome: &str,
+        detail: &str,
+        args: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        // The play's due time, from its id; an id without one counts from now.
+        let due_ms = play
+            .rsplit_once('@')
+            .and_then(|(_, seconds)| seconds.parse::<i64>().ok())
+            .map_or(now_ms, |seconds| seconds.saturating_mul(1000));
+        let command_id = target_id(agent, play);
+        let tx = self.conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO announcements (id, created_ms, created_by, expires_ms, args, schedule)
+             VALUES (?1, ?2, ?3, ?2, ?4, ?5)",
+            params![play, due_ms, SCHEDULER, args.to_string(), schedule],
+        )?;
+        tx.execute(
+            "INSERT INTO targets (announcement, agent, command_id, status, detail, updated_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(command_id) DO UPDATE SET status = ?4, detail = ?5, updated_ms = ?6",
+            params![play, agent, command_id, outcome, detail, now_ms],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::HistoryFilter;
+    use super::*;
+
+    #[test]
+    fn a_play_is_one_row_whatever_the_number_of_agents_and_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let args = serde_json::json!({"text": "Selamat pagi"});
+        let play = "pagi@1764300000";
+        for (agent, outcome, at) in [
+            ("aula", "queued", 1),
+            ("lobi", "queued", 2),
+            ("aula", "started", 3),
+            ("aula", "finished", 4),
+            ("lobi", "refused", 5),
+        ] {
+            store
+                .record_scheduled(agent, "pagi", play, outcome, "", &args, at)
+                .unwrap();
+        }
+        let row = store.announcement(play).unwrap().unwrap();
+        assert_eq!(row.schedule.as_deref(), Some("pagi"));
+        assert_eq!(row.created_by, SCHEDULER);
+        assert_eq!(
+            row.created_ms, 1_764_300_000_000,
+            "the due time, not the first event"
+        );
+        assert_eq!(row.args, args);
+        let statuses: Vec<_> = row
+            .targets
+            .iter()
+            .map(|t| (t.agent.as_str(), t.status.as_str(), t.command_id.as_str()))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("aula", "finished", "aula/pagi@1764300000"),
+                ("lobi", "refused", "lobi/pagi@1764300000")
+            ]
+        );
+        // The history's filters see it; scheduled plays are never resent.
+        let filter = HistoryFilter {
+            agent: Some("aula"),
+            outcome: Some("finished"),
+            schedule: Some("pagi"),
+        };
+        assert_eq!(store.history(0, i64::MAX, &filter, 10).unwrap().len(), 1);
+        let other = HistoryFilter {
+            schedule: Some("sore"),
+            ..HistoryFilter::default()
+        };
+        assert!(store.history(0, i64::MAX, &other, 10).unwrap().is_empty());
+        assert!(store.pending().unwrap().is_empty());
+    }
+}
