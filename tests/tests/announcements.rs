@@ -275,10 +275,16 @@ fn an_api_announcement_plays_and_its_history_survives_a_restart() {
     assert_eq!(body["entries"][0]["action"], "announce", "{body}");
     // A backup while the collector runs is a whole SQLite database holding the history.
     let copy = setup.dir.join("backup.sqlite");
+    // It finds the database through the collector's config, as the service does.
     let storage = setup.dir.join("storage").display().to_string();
+    let config = setup
+        .dir
+        .write("backup.toml", format!("[storage]\ndir = {storage:?}\n"));
     let out = run_with_timeout(
         Command::new(pantau_binary("pantau-collector"))
-            .args(["backup", "--dir", &storage])
+            .arg("backup")
+            .arg("--config")
+            .arg(&config)
             .arg(&copy),
         b"",
         Duration::from_secs(30),
@@ -292,13 +298,36 @@ fn an_api_announcement_plays_and_its_history_survives_a_restart() {
     );
     let again = run_with_timeout(
         Command::new(pantau_binary("pantau-collector"))
-            .args(["backup", "--dir", &storage])
+            .arg("backup")
+            .arg("--config")
+            .arg(&config)
             .arg(&copy),
         b"",
         Duration::from_secs(30),
     );
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists; give a new file"));
+    let elsewhere = setup.dir.write(
+        "elsewhere.toml",
+        format!(
+            "[storage]\ndir = {:?}\n",
+            setup.dir.join("empty").display().to_string()
+        ),
+    );
+    let wrong = run_with_timeout(
+        Command::new(pantau_binary("pantau-collector"))
+            .arg("backup")
+            .arg("--config")
+            .arg(&elsewhere)
+            .arg(setup.dir.join("other.sqlite")),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("storage.dir: no database in"),
+        "{wrong:?}"
+    );
     // The agent's site was kept: a new announcement goes out before any new birth.
     let (status, body) =
         setup.announce(json!({"text": "Sekali lagi", "targets": [AGENT], "chime": false}));
