@@ -11,6 +11,7 @@ pub mod config;
 mod request;
 mod scheduler;
 pub mod schedules;
+mod stopping;
 pub mod store;
 mod tap;
 
@@ -18,7 +19,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pantau_protocol::sound::{ANNOUNCE, SCHEDULE, STOP, StopArgs};
+use pantau_protocol::sound::{ANNOUNCE, SCHEDULE};
 use pantau_protocol::{CommandMessage, SCHEMA_VERSION};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -162,69 +163,6 @@ impl Announcer {
         Ok(row)
     }
 
-    /// Stops announcement `id` on every target: pending targets are not sent any more, the
-    /// others get a signed `cmd/stop`.
-    pub async fn stop(
-        &self,
-        who: &str,
-        id: &str,
-        now: SystemTime,
-    ) -> Result<AnnouncementRow, AnnounceError> {
-        let now_ms = unix_ms(now);
-        let row = {
-            let store = self.store();
-            let row = store
-                .announcement(id)?
-                .ok_or_else(|| AnnounceError::NotFound(format!("no announcement '{id}'")))?;
-            store.mark_stopped(id, now_ms)?;
-            store.audit(now_ms, who, "stop", id, "")?;
-            for target in row.targets.iter().filter(|t| t.status == PENDING) {
-                store.set_status(
-                    &target.command_id,
-                    "stopped",
-                    "stopped before delivery",
-                    now_ms,
-                )?;
-            }
-            row
-        };
-        // Kept until answered, and resent until the announcement could no longer start (at
-        // least a minute, so a stop of an already expired one still reaches a playing agent).
-        let expires_ms = row.expires_ms.max(now_ms + 60_000);
-        for target in &row.targets {
-            // Unique per stop: the agent refuses a repeated id as a replay, and a second stop
-            // (say, of an announcement the agent queued again after a reconnect) must work.
-            let stop = PendingStop {
-                stop_id: format!("{}-stop-{now_ms}", target.command_id),
-                agent: target.agent.clone(),
-                announcement: row.id.clone(),
-                target: target.command_id.clone(),
-                expires_ms,
-            };
-            self.store().insert_stop(&stop)?;
-            self.send_stop(&stop).await;
-        }
-        let store = self.store();
-        Ok(store.announcement(id)?.unwrap_or(row))
-    }
-
-    /// Sends one stop (signed; its answer removes it from the store).
-    async fn send_stop(&self, stop: &PendingStop) -> bool {
-        let args = StopArgs {
-            announcement: Some(stop.target.clone()),
-            up_to: None,
-        };
-        let args = serde_json::to_value(args).unwrap_or_default();
-        self.send(
-            &stop.agent,
-            &stop.stop_id,
-            STOP,
-            args,
-            Some(stop.expires_ms),
-        )
-        .await
-    }
-
     fn next_id(&self, now_ms: i64) -> String {
         let mut sequence = self.sequence.lock().unwrap_or_else(PoisonError::into_inner);
         *sequence = sequence.wrapping_add(1) % 10_000;
@@ -233,7 +171,7 @@ impl Announcer {
 
     /// Signs and publishes one command (a schedule retained); true once the broker has it. A
     /// failure is logged and left to the resend.
-    async fn send(
+    pub(super) async fn send(
         &self,
         agent: &str,
         command_id: &str,
@@ -376,15 +314,7 @@ impl Announcer {
     /// Sends every pending target and every unanswered stop again, or marks it expired.
     pub async fn resend(&self, now: SystemTime) {
         let now_ms = unix_ms(now);
-        let stops = self.store().pending_stops(now_ms);
-        match stops {
-            Ok(stops) => {
-                for stop in stops {
-                    self.send_stop(&stop).await;
-                }
-            }
-            Err(error) => warn!(%error, "cannot read pending stops"),
-        }
+        self.resend_stops(now_ms).await;
         let pending = match self.store().pending() {
             Ok(pending) => pending,
             Err(error) => {

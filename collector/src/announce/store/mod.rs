@@ -10,80 +10,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use thiserror::Error;
 
+use schema::MIGRATIONS;
+
 /// The database file inside `storage.dir`.
 pub const FILE_NAME: &str = "pantau.sqlite";
-
-const MIGRATIONS: &[&str] = &[
-    r"
-    CREATE TABLE agents (
-        id TEXT PRIMARY KEY,
-        site TEXT NOT NULL,
-        clips TEXT NOT NULL DEFAULT '[]',
-        updated_ms INTEGER NOT NULL
-    );
-    CREATE TABLE announcements (
-        id TEXT PRIMARY KEY,
-        created_ms INTEGER NOT NULL,
-        created_by TEXT NOT NULL,
-        expires_ms INTEGER NOT NULL,
-        args TEXT NOT NULL,
-        stopped_ms INTEGER
-    );
-    CREATE TABLE targets (
-        announcement TEXT NOT NULL REFERENCES announcements(id),
-        agent TEXT NOT NULL,
-        command_id TEXT NOT NULL UNIQUE,
-        status TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT '',
-        sends INTEGER NOT NULL DEFAULT 0,
-        updated_ms INTEGER NOT NULL,
-        PRIMARY KEY (announcement, agent)
-    );
-    CREATE INDEX announcements_created ON announcements(created_ms);
-    CREATE TABLE audit (
-        at_ms INTEGER NOT NULL,
-        who TEXT NOT NULL,
-        action TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-",
-    r"
-    CREATE TABLE schedules (
-        name TEXT PRIMARY KEY,
-        spec TEXT NOT NULL,
-        updated_ms INTEGER NOT NULL,
-        updated_by TEXT NOT NULL
-    );
-    CREATE TABLE agent_schedules (
-        agent TEXT PRIMARY KEY,
-        version INTEGER NOT NULL,
-        args TEXT NOT NULL,
-        published INTEGER NOT NULL DEFAULT 0,
-        applied_version INTEGER,
-        detail TEXT NOT NULL DEFAULT ''
-    );
-",
-    r"
-    ALTER TABLE announcements ADD COLUMN schedule TEXT;
-    CREATE INDEX announcements_schedule ON announcements(schedule);
-    CREATE TABLE stops (
-        stop_id TEXT PRIMARY KEY,
-        agent TEXT NOT NULL,
-        announcement TEXT NOT NULL,
-        target TEXT NOT NULL,
-        expires_ms INTEGER NOT NULL
-    );
-    CREATE TABLE alert_limits (
-        rule TEXT NOT NULL,
-        alert TEXT NOT NULL,
-        status TEXT NOT NULL,
-        last_ms INTEGER NOT NULL,
-        PRIMARY KEY (rule, alert, status)
-    );
-    CREATE INDEX alert_limits_last ON alert_limits(last_ms);
-",
-];
 
 /// Why the store cannot be used.
 #[derive(Debug, Error)]
@@ -134,27 +64,6 @@ pub struct AnnouncementRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
     pub targets: Vec<TargetRow>,
-}
-
-/// Optional narrowing of `Store::history`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct HistoryFilter<'a> {
-    /// Only announcements with this target agent.
-    pub agent: Option<&'a str>,
-    /// Only those with a target in this status.
-    pub outcome: Option<&'a str>,
-    /// Only the plays of this schedule entry.
-    pub schedule: Option<&'a str>,
-}
-
-/// One write through the API: who did what to which, when.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditRow {
-    pub at_ms: i64,
-    pub who: String,
-    pub action: String,
-    pub subject: String,
-    pub detail: String,
 }
 
 /// The open database.
@@ -389,76 +298,6 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// Announcements created in `[from_ms, to_ms]`, newest first, at most `limit`, narrowed
-    /// by `filter`.
-    pub fn history(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        filter: &HistoryFilter<'_>,
-        limit: u32,
-    ) -> Result<Vec<AnnouncementRow>, StoreError> {
-        let mut statement = self.conn.prepare(
-            "SELECT id, created_ms, created_by, expires_ms, args, stopped_ms, schedule FROM announcements a
-             WHERE created_ms BETWEEN ?1 AND ?2 AND (?6 IS NULL OR a.schedule = ?6)
-               AND EXISTS (SELECT 1 FROM targets t WHERE t.announcement = a.id
-                           AND (?3 IS NULL OR t.agent = ?3) AND (?4 IS NULL OR t.status = ?4))
-             ORDER BY created_ms DESC, id DESC LIMIT ?5",
-        )?;
-        let rows = statement
-            .query_map(
-                params![
-                    from_ms,
-                    to_ms,
-                    filter.agent,
-                    filter.outcome,
-                    limit,
-                    filter.schedule
-                ],
-                read_announcement,
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|mut row| {
-                row.targets = self.targets(&row.id)?;
-                Ok(row)
-            })
-            .collect()
-    }
-
-    /// Appends one row to the audit log.
-    pub fn audit(
-        &self,
-        now_ms: i64,
-        who: &str,
-        action: &str,
-        subject: &str,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO audit (at_ms, who, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![now_ms, who, action, subject, detail],
-        )?;
-        Ok(())
-    }
-
-    /// The audit log, newest first, at most `limit` rows.
-    pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
-        let mut statement = self.conn.prepare(
-            "SELECT at_ms, who, action, subject, detail FROM audit ORDER BY rowid DESC LIMIT ?1",
-        )?;
-        let rows = statement.query_map(params![limit], |row| {
-            Ok(AuditRow {
-                at_ms: row.get(0)?,
-                who: row.get(1)?,
-                action: row.get(2)?,
-                subject: row.get(3)?,
-                detail: row.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
 }
 
 fn read_announcement(row: &rusqlite::Row<'_>) -> rusqlite::Result<AnnouncementRow> {
@@ -475,10 +314,13 @@ fn read_announcement(row: &rusqlite::Row<'_>) -> rusqlite::Result<AnnouncementRo
     })
 }
 
+mod history;
 mod limits;
 pub mod scheduled;
+mod schema;
 mod stops;
 
+pub use history::HistoryFilter;
 pub use stops::PendingStop;
 #[cfg(test)]
 mod tests;
