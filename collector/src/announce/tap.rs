@@ -6,6 +6,7 @@ use pantau_protocol::{COMMAND_COMPLETED, COMMAND_REJECTED, Decoded, Message};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::store::scheduled::PlayEvent;
 use super::{Store, StoreError, schedules};
 
 /// Messages waiting between the decoder and the announcer; beyond it they are dropped (and
@@ -93,15 +94,16 @@ pub(super) fn apply_event(
             return Ok(());
         };
         match event.labels.get("schedule") {
-            Some(schedule) => store.record_scheduled(
-                agent,
-                schedule,
-                command_id,
-                outcome,
-                &event.message,
-                &scheduled_args(schedule),
-                now_ms,
-            )?,
+            Some(schedule) => {
+                let play = PlayEvent {
+                    agent,
+                    schedule,
+                    play: command_id,
+                    outcome,
+                    detail: &event.message,
+                };
+                store.record_scheduled(&play, &scheduled_args(schedule), now_ms)?;
+            }
             None => {
                 store.set_status_of(agent, command_id, outcome, &event.message, now_ms)?;
             }

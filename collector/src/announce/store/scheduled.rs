@@ -16,20 +16,36 @@ pub fn target_id(agent: &str, play: &str) -> String {
     format!("{agent}/{play}")
 }
 
+/// One event of a scheduled play.
+#[derive(Debug, Clone, Copy)]
+pub struct PlayEvent<'a> {
+    pub agent: &'a str,
+    /// The schedule entry's name (the `schedule` label).
+    pub schedule: &'a str,
+    /// The agent's id of the play, `<entry>@<unix seconds>` (the `announcement` label).
+    pub play: &'a str,
+    /// `queued`, `started`, `finished`, ...
+    pub outcome: &'a str,
+    pub detail: &'a str,
+}
+
 impl Store {
-    /// Records `outcome` of agent `agent`'s play `play` (the agent's id) of schedule entry
-    /// `schedule`, creating the announcement and its target at the first event. `args` is
-    /// what the entry plays, as the collector knows it (null if the entry is gone).
+    /// Records `event`, creating the play's announcement and the agent's target at the first
+    /// event. `args` is what the entry plays, as the collector knows it (null if the entry is
+    /// gone).
     pub fn record_scheduled(
         &self,
-        agent: &str,
-        schedule: &str,
-        play: &str,
-        outcome: &str,
-        detail: &str,
+        event: &PlayEvent<'_>,
         args: &serde_json::Value,
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        let PlayEvent {
+            agent,
+            schedule,
+            play,
+            outcome,
+            detail,
+        } = *event;
         // The play's due time, from its id; an id without one counts from now.
         let due_ms = play
             .rsplit_once('@')
@@ -71,9 +87,14 @@ mod tests {
             ("aula", "finished", 4),
             ("lobi", "refused", 5),
         ] {
-            store
-                .record_scheduled(agent, "pagi", play, outcome, "", &args, at)
-                .unwrap();
+            let event = PlayEvent {
+                agent,
+                schedule: "pagi",
+                play,
+                outcome,
+                detail: "",
+            };
+            store.record_scheduled(&event, &args, at).unwrap();
         }
         let row = store.announcement(play).unwrap().unwrap();
         assert_eq!(row.schedule.as_deref(), Some("pagi"));
