@@ -24,6 +24,13 @@ impl Announcer {
             let row = store
                 .announcement(id)?
                 .ok_or_else(|| AnnounceError::NotFound(format!("no announcement '{id}'")))?;
+            // The agent names a scheduled play `<entry>@<seconds>`, which is not a command id
+            // a stop can carry: say so rather than send a stop the agent must refuse.
+            if let Some(schedule) = &row.schedule {
+                return Err(AnnounceError::Conflict(format!(
+                    "'{id}' is a play of schedule '{schedule}', which the agent started by itself; it cannot be stopped by id (pause the schedule for the next plays)"
+                )));
+            }
             store.mark_stopped(id, now_ms)?;
             store.audit(now_ms, who, "stop", id, "")?;
             for target in row.targets.iter().filter(|t| t.status == PENDING) {

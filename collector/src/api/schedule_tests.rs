@@ -402,7 +402,20 @@ async fn scheduled_plays_are_in_the_history_from_the_agents_events() {
     )
     .await;
     assert_eq!(value["targets"][0]["status"], "finished", "{value}");
-    // Nothing is resent for a play the agent started by itself.
+    // Nothing is resent for a play the agent started by itself, and it cannot be stopped by id.
     f.announcer.resend(SystemTime::now()).await;
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements/config-pagi@1764291600/stop",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{value}");
+    assert!(
+        error(&value).starts_with("'config-pagi@1764291600' is a play of schedule 'config-pagi'"),
+        "{value}"
+    );
     assert!(f.sent.lock().unwrap().is_empty());
 }
