@@ -4,6 +4,7 @@
 //! of the play, `<entry>@<unix seconds>`. The first event of a play creates its row; every
 //! agent playing the same entry at the same moment is one target of that one row.
 
+use pantau_protocol::sound::SCHEDULED_VALIDITY_MS;
 use rusqlite::params;
 
 use super::{Store, StoreError};
@@ -55,8 +56,15 @@ impl Store {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
             "INSERT OR IGNORE INTO announcements (id, created_ms, created_by, expires_ms, args, schedule)
-             VALUES (?1, ?2, ?3, ?2, ?4, ?5)",
-            params![play, due_ms, SCHEDULER, args.to_string(), schedule],
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                play,
+                due_ms,
+                SCHEDULER,
+                due_ms.saturating_add(SCHEDULED_VALIDITY_MS),
+                args.to_string(),
+                schedule
+            ],
         )?;
         tx.execute(
             "INSERT INTO targets (announcement, agent, command_id, status, detail, updated_ms)
