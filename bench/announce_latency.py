@@ -115,9 +115,9 @@ def main():
             peer.append(first_loud_after(log, t0) - t0)
         history = get(api + "/announcements?outcome=finished&limit=1000")["announcements"]
         for name, values in (("collector API -> agent", pantau), ("espeak-ng | aplay", peer)):
-            print("%-24s median %6.1f ms  p99 %6.1f ms  min %6.1f  max %6.1f  (n=%d)" % (
+            print("%-24s median %6.1f ms  p99 %6.1f ms  min %6.1f  max %6.1f  over 300 ms: %d  (n=%d)" % (
                 name, statistics.median(values) * 1000, percentile(values, 0.99) * 1000,
-                min(values) * 1000, max(values) * 1000, len(values)))
+                min(values) * 1000, max(values) * 1000, sum(v > 0.3 for v in values), len(values)))
         print("history: %d announcements finished (of %d sent)" % (len(history), RUNS + 1))
         print("load average at the end: %s" % open("/proc/loadavg").read().split()[:3])
     finally:
