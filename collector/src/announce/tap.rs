@@ -102,7 +102,14 @@ pub(super) fn apply_event(
                     outcome,
                     detail: &event.message,
                 };
-                store.record_scheduled(&play, &scheduled_args(schedule), now_ms)?;
+                match store.record_scheduled(&play, &scheduled_args(schedule), now_ms) {
+                    // Not from a Pantau sound agent's schedule: left out of the history, and
+                    // the rest of the agent's events still count.
+                    Err(StoreError::NotAPlay(id)) => {
+                        debug!(agent, announcement = %id, "scheduled-play event with a foreign id ignored");
+                    }
+                    other => other?,
+                }
             }
             None => {
                 store.set_status_of(agent, command_id, outcome, &event.message, now_ms)?;

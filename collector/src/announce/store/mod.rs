@@ -38,6 +38,9 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// An agent's event named a scheduled play with an id that is not `<schedule>@<seconds>`.
+    #[error("'{0}' is not the id of a scheduled play (<schedule>@<unix seconds>)")]
+    NotAPlay(String),
 }
 
 /// One target of an announcement as stored.

@@ -47,11 +47,20 @@ impl Store {
             outcome,
             detail,
         } = *event;
-        // The play's due time, from its id; an id without one counts from now.
-        let due_ms = play
-            .rsplit_once('@')
-            .and_then(|(_, seconds)| seconds.parse::<i64>().ok())
-            .map_or(now_ms, |seconds| seconds.saturating_mul(1000));
+        // The play's id is `<schedule>@<due seconds>`, nothing else: so an agent's event can
+        // never add a target to an announcement made through the API (ids without '@').
+        let due_ms = match play
+            .strip_prefix(schedule)
+            .and_then(|rest| rest.strip_prefix('@'))
+        {
+            Some(seconds) if !seconds.is_empty() && seconds.bytes().all(|b| b.is_ascii_digit()) => {
+                seconds
+                    .parse::<i64>()
+                    .map_err(|_| StoreError::NotAPlay(play.to_owned()))?
+            }
+            _ => return Err(StoreError::NotAPlay(play.to_owned())),
+        }
+        .saturating_mul(1000);
         let command_id = target_id(agent, play);
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
@@ -137,5 +146,52 @@ mod tests {
         };
         assert!(store.history(0, i64::MAX, &other, 10).unwrap().is_empty());
         assert!(store.pending().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_event_cannot_touch_an_announcement_that_is_not_its_play() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let row = super::super::AnnouncementRow {
+            id: "a17643000000001".to_owned(),
+            created_ms: 1,
+            created_by: "token:ops".to_owned(),
+            expires_ms: 100,
+            args: serde_json::json!({"text": "halo"}),
+            stopped_ms: None,
+            schedule: None,
+            targets: Vec::new(),
+        };
+        store
+            .insert_announcement(&row, &[("aula".to_owned(), "a17643000000001-0".to_owned())])
+            .unwrap();
+        for (schedule, play) in [
+            ("pagi", "a17643000000001"),
+            ("a17643000000001", "a17643000000001"),
+            ("pagi", "sore@1764300000"),
+            ("pagi", "pagi@"),
+            ("pagi", "pagi@12x"),
+        ] {
+            let event = PlayEvent {
+                agent: "lobi",
+                schedule,
+                play,
+                outcome: "finished",
+                detail: "",
+            };
+            let error = store
+                .record_scheduled(&event, &serde_json::Value::Null, 5)
+                .unwrap_err();
+            assert!(matches!(error, StoreError::NotAPlay(_)), "{play}: {error}");
+        }
+        assert_eq!(
+            store
+                .announcement("a17643000000001")
+                .unwrap()
+                .unwrap()
+                .targets
+                .len(),
+            1
+        );
     }
 }
