@@ -63,8 +63,12 @@ def main():
         log = os.path.join(tmp, "played.log")
         reader = os.path.join(tmp, "reader.py")
         open(reader, "w").write(READER)
-        procs.append(subprocess.Popen([sys.executable, reader, fifo, os.path.join(tmp, "played.raw"), log],
-                                      stdout=subprocess.DEVNULL))
+        reader = subprocess.Popen([sys.executable, reader, fifo, os.path.join(tmp, "played.raw"), log],
+                                  stdout=subprocess.PIPE, text=True)
+        procs.append(reader)
+        # The pipe can be shrunk only while empty: nothing may open the device before this.
+        if reader.stdout.readline().strip() != "reader ready":
+            raise SystemExit("the capture reader did not start")
         os.makedirs(os.path.join(tmp, "xdg/alsa"))
         open(os.path.join(tmp, "xdg/alsa/asoundrc"), "w").write(
             'pcm.!default {\n type plug\n slave { pcm "capture"; format S16_LE; rate 48000; channels 2 }\n}\n'
