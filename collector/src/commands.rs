@@ -4,16 +4,17 @@
 //!   `/etc/pantau/api-users`). The password is read from the first line of standard input, so
 //!   it never shows in the process list or the shell history:
 //!   `printf '%s\n' "$PASSWORD" | pantau-collector user add rina --role operator`.
-//! - `pantau-collector backup FILE`: a consistent copy of the SQLite database in
-//!   `storage.dir`, safe while the collector runs.
+//! - `pantau-collector backup --config CONFIG FILE`: a consistent copy of the SQLite database
+//!   in the `[storage] dir` of the collector's config, safe while the collector runs.
 
 use std::io::BufRead;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
 use crate::api::accounts::{Accounts, Role};
+use crate::config::CollectorConfig;
 
 /// The collector's subcommands.
 #[derive(Debug, Subcommand)]
@@ -24,13 +25,14 @@ pub enum Command {
         action: UserAction,
     },
     /// Copy the announcement database (history, audit log, schedules) to FILE, consistently,
-    /// while the collector runs; FILE must not exist. Restore by stopping the collector and
-    /// putting FILE in storage.dir as pantau.sqlite.
+    /// while the collector runs; FILE must not exist. The database is found through the
+    /// collector's config ([storage] dir, PANTAU_STORAGE__DIR). Restore by stopping the
+    /// collector and putting FILE in storage.dir as pantau.sqlite.
     Backup {
         file: PathBuf,
-        /// The collector's storage.dir.
-        #[arg(long, default_value = "/var/lib/pantau-collector")]
-        dir: PathBuf,
+        /// The collector's config file (the one it runs with).
+        #[arg(long, value_name = "CONFIG")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -66,7 +68,7 @@ const DEFAULT_FILE: &str = "/etc/pantau/api-users";
 pub fn run(command: Command) -> ExitCode {
     let (name, result) = match command {
         Command::User { action } => ("user", user(action)),
-        Command::Backup { file, dir } => ("backup", backup(&file, &dir)),
+        Command::Backup { file, config } => ("backup", backup(&file, config.as_deref())),
     };
     match result {
         Ok(done) => {
@@ -102,10 +104,13 @@ fn user(action: UserAction) -> Result<String, String> {
     Ok(done)
 }
 
-fn backup(file: &std::path::Path, dir: &std::path::Path) -> Result<String, String> {
+fn backup(file: &Path, config: Option<&Path>) -> Result<String, String> {
+    let dir =
+        CollectorConfig::storage_dir(config).map_err(|error| format!("invalid config: {error}"))?;
+    let dir = dir.as_path();
     if !dir.join(crate::announce::store::FILE_NAME).exists() {
         return Err(format!(
-            "no database in '{}' (give the collector's storage.dir with --dir)",
+            "storage.dir: no database in '{}' (give the collector's config with --config)",
             dir.display()
         ));
     }

@@ -52,6 +52,7 @@ pub struct CollectorConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub console: crate::console::ConsoleConfig,
+    #[serde(default)]
     pub remote_write: RemoteWriteConfig,
 }
 
@@ -417,6 +418,15 @@ impl Default for AgentsConfig {
 impl CollectorConfig {
     /// Reads `path` (optional: every key has a default) plus environment overrides and
     /// validates the result.
+    /// `storage.dir` of the config at `path` (and the environment), as the collector would
+    /// read it, for subcommands that need only that: the file is parsed and `[storage]`
+    /// checked, but the files the service reads (keys, users) are not opened.
+    pub fn storage_dir(path: Option<&Path>) -> Result<std::path::PathBuf, ConfigError> {
+        let config: Self = config::load(path, SECTIONS)?;
+        config.storage.validate()?;
+        Ok(config.storage.dir)
+    }
+
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Self = config::load(path, SECTIONS)?;
         config.validate()?;

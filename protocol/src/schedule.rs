@@ -29,6 +29,8 @@ pub struct Schedule {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub name: String,
+    /// The entry's own zone, or the schedule's.
+    pub time_zone: TimeZone,
     when: When,
     valid_from: Option<Date>,
     valid_until: Option<Date>,
@@ -95,11 +97,14 @@ impl Schedule {
     /// Checks and prepares `args`; the error names the entry and the field.
     pub fn parse(args: &ScheduleArgs) -> Result<Self, String> {
         args.validate()?;
-        let time_zone = TimeZone::get(&args.time_zone)
-            .map_err(|_| format!("time_zone {:?} is not an IANA time zone", args.time_zone))?;
+        let time_zone = parse_time_zone(&args.time_zone)?;
         let mut entries = Vec::with_capacity(args.entries.len());
         for (index, entry) in args.entries.iter().enumerate() {
             let at = |why: String| format!("entries[{index}] ({}): {why}", entry.name);
+            let entry_zone = match &entry.time_zone {
+                Some(name) => parse_time_zone(name).map_err(at)?,
+                None => time_zone.clone(),
+            };
             let when = match &entry.cron {
                 Some(cron) => When::Cron(Cron::parse(cron).map_err(at)?),
                 None => {
@@ -132,6 +137,7 @@ impl Schedule {
             }
             entries.push(Entry {
                 name: entry.name.clone(),
+                time_zone: entry_zone,
                 when,
                 valid_from,
                 valid_until,
@@ -150,13 +156,15 @@ impl Schedule {
     pub fn next_due(&self, after: Timestamp) -> Option<(Timestamp, &Entry)> {
         self.entries
             .iter()
-            .filter_map(|entry| Some((entry.next_due(&self.time_zone, after)?, entry)))
+            .filter_map(|entry| Some((entry.next_due(after)?, entry)))
             .min_by_key(|(at, _)| *at)
     }
 }
 
 impl Entry {
-    fn next_due(&self, time_zone: &TimeZone, after: Timestamp) -> Option<Timestamp> {
+    /// The next moment strictly after `after` at which this entry is due, in its own zone.
+    pub fn next_due(&self, after: Timestamp) -> Option<Timestamp> {
+        let time_zone = &self.time_zone;
         let local = time_zone.to_datetime(after);
         let mut date = local.date();
         for day in 0..HORIZON_DAYS {
@@ -301,6 +309,11 @@ fn parse_field(text: &str, min: u32, max: u32) -> Result<u64, String> {
         }
     }
     Ok(bits)
+}
+
+/// An IANA time zone name, from the bundled database (so a host without tzdata knows it).
+pub fn parse_time_zone(name: &str) -> Result<TimeZone, String> {
+    TimeZone::get(name).map_err(|_| format!("time_zone {name:?} is not an IANA time zone"))
 }
 
 /// `HH:MM`, or `HH:MM:SS` for an entry that must start on a given second.
@@ -516,5 +529,27 @@ mod tests {
             "entries": []}),
         );
         assert!(error.contains("Mars/Olympus"), "{error}");
+        let error = parse(serde_json::json!({"version": 1, "entries": [
+            entry("w", serde_json::json!({"times": ["08:00"], "time_zone": "Asia/Bandung"}))]}));
+        assert_eq!(
+            error,
+            "entries[0] (w): time_zone \"Asia/Bandung\" is not an IANA time zone"
+        );
+    }
+
+    #[test]
+    fn an_entry_may_have_its_own_time_zone() {
+        // Jakarta (UTC+7) by default, one entry in Jayapura (WIT, UTC+9): both at 08:00 local.
+        let s = schedule(serde_json::json!({"version": 1, "entries": [
+            entry("jakarta", serde_json::json!({"times": ["08:00"]})),
+            entry("jayapura", serde_json::json!({"times": ["08:00"], "time_zone": "Asia/Jayapura"}))]}));
+        assert_eq!(
+            next(&s, "2026-11-30T00:00:00Z"),
+            Some(("2026-11-30T01:00:00Z".to_owned(), "jakarta".to_owned()))
+        );
+        assert_eq!(
+            next(&s, "2026-11-29T22:00:00Z"),
+            Some(("2026-11-29T23:00:00Z".to_owned(), "jayapura".to_owned()))
+        );
     }
 }

@@ -21,6 +21,9 @@ pub const MAX_REPEAT: u32 = 10;
 pub const MAX_SCHEDULE_ENTRIES: usize = 200;
 /// Longest test tone, in seconds.
 pub const MAX_TONE_SECONDS: f64 = 30.0;
+/// How long after its due time a scheduled play may still start (it waits in the queue behind
+/// more urgent ones at most this long); the collector's history shows it as the play's expiry.
+pub const SCHEDULED_VALIDITY_MS: i64 = 300_000;
 
 /// How urgent an announcement is; a higher one pre-empts a lower one at once.
 #[derive(
@@ -170,6 +173,11 @@ pub struct ScheduleEntry {
     /// Last day the entry plays, `YYYY-MM-DD` (local).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until: Option<String>,
+    /// IANA time zone of this entry's times and dates, when it is not the schedule's own
+    /// `time_zone`: one agent's schedule gathers entries from schedules made in different
+    /// zones (a collector in Jakarta scheduling a speaker in Makassar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
     /// What to play and how (priority `scheduled` unless it says otherwise).
     pub announce: AnnounceArgs,
 }

@@ -275,10 +275,16 @@ fn an_api_announcement_plays_and_its_history_survives_a_restart() {
     assert_eq!(body["entries"][0]["action"], "announce", "{body}");
     // A backup while the collector runs is a whole SQLite database holding the history.
     let copy = setup.dir.join("backup.sqlite");
+    // It finds the database through the collector's config, as the service does.
     let storage = setup.dir.join("storage").display().to_string();
+    let config = setup
+        .dir
+        .write("backup.toml", format!("[storage]\ndir = {storage:?}\n"));
     let out = run_with_timeout(
         Command::new(pantau_binary("pantau-collector"))
-            .args(["backup", "--dir", &storage])
+            .arg("backup")
+            .arg("--config")
+            .arg(&config)
             .arg(&copy),
         b"",
         Duration::from_secs(30),
@@ -292,13 +298,36 @@ fn an_api_announcement_plays_and_its_history_survives_a_restart() {
     );
     let again = run_with_timeout(
         Command::new(pantau_binary("pantau-collector"))
-            .args(["backup", "--dir", &storage])
+            .arg("backup")
+            .arg("--config")
+            .arg(&config)
             .arg(&copy),
         b"",
         Duration::from_secs(30),
     );
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists; give a new file"));
+    let elsewhere = setup.dir.write(
+        "elsewhere.toml",
+        format!(
+            "[storage]\ndir = {:?}\n",
+            setup.dir.join("empty").display().to_string()
+        ),
+    );
+    let wrong = run_with_timeout(
+        Command::new(pantau_binary("pantau-collector"))
+            .arg("backup")
+            .arg("--config")
+            .arg(&elsewhere)
+            .arg(setup.dir.join("other.sqlite")),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("storage.dir: no database in"),
+        "{wrong:?}"
+    );
     // The agent's site was kept: a new announcement goes out before any new birth.
     let (status, body) =
         setup.announce(json!({"text": "Sekali lagi", "targets": [AGENT], "chime": false}));
@@ -358,15 +387,34 @@ fn stop_ends_a_playing_announcement() {
     );
 }
 
+/// `HH:MM:SS` in UTC, `ahead` from now: a schedule time that is due soon.
+fn utc_time_of_day_in(ahead: Duration) -> String {
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        + ahead;
+    let seconds = at.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
 #[test]
-fn a_schedule_made_through_the_api_is_applied_by_the_agent() {
+fn a_schedule_made_through_the_api_plays_at_its_time_and_is_in_the_history() {
     let setup = Setup::start();
     setup.wait_for_agent();
     let url = format!("{}/api/v1/schedules", setup.collector().url());
     // adi:rahasia-adi, an admin.
     let admin = "Basic YWRpOnJhaGFzaWEtYWRp";
-    let body = json!({"name": "masker-pagi", "targets": [AGENT], "cron": "0 3 * * *",
-                      "announce": {"text": "Mohon tetap memakai masker"}});
+    // Due 20 s from now, given in UTC (the field is checked, carried to the agent and used by
+    // it): time enough to publish and apply the schedule on a loaded machine.
+    let due = utc_time_of_day_in(Duration::from_secs(20));
+    let body = json!({"name": "masker-pagi", "targets": [AGENT], "times": [due],
+                      "time_zone": "UTC",
+                      "announce": {"text": "Mohon tetap memakai masker", "chime": false}});
     let body = serde_json::to_vec(&body).unwrap();
     let (status, text) = http_post(
         &url,
@@ -394,6 +442,45 @@ fn a_schedule_made_through_the_api_is_applied_by_the_agent() {
     setup
         .collector()
         .wait_for_sample(&agent_series, WAIT, |value| value == version as f64);
+    // The collector and the agent agree on when it is due.
+    let (_, body) = setup.collector().api("/api/v1/schedules");
+    let next_run_ms = body["schedules"][0]["next_run_ms"]
+        .as_i64()
+        .expect("a next run");
+    let next_series = format!(
+        r#"pantau_sound_next_scheduled_timestamp_seconds{{instance="{AGENT}",site="office"}}"#
+    );
+    setup
+        .collector()
+        .wait_for_sample(&next_series, WAIT, |value| {
+            (value * 1000.0).round() as i64 == next_run_ms
+        });
+
+    // It plays by itself at its time, and the agent's events put it in the history.
+    let play = wait_until(
+        "the scheduled play to finish",
+        Duration::from_secs(60),
+        || {
+            let (_, body) = setup
+                .collector()
+                .api("/api/v1/announcements?schedule=masker-pagi&outcome=finished");
+            let play = &body["announcements"][0];
+            play.is_object().then(|| play.clone())
+        },
+    );
+    assert_eq!(play["created_ms"].as_i64(), Some(next_run_ms), "{play}");
+    assert_eq!(play["created_by"], "schedule", "{play}");
+    assert_eq!(play["args"]["text"], "Mohon tetap memakai masker", "{play}");
+    assert_eq!(play["targets"][0]["agent"], AGENT, "{play}");
+    assert_eq!(play["targets"][0]["status"], "finished", "{play}");
+    let spans = setup.capture.loud_spans(LOUD, 25);
+    assert_eq!(spans.len(), 1, "played once: {spans:?}");
+    let (first, _) = &spans[0];
+    let started = first.time * 1000.0;
+    assert!(
+        started >= next_run_ms as f64 - 500.0,
+        "played before its time: {started} < {next_run_ms}"
+    );
 }
 
 #[test]

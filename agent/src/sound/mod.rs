@@ -40,8 +40,6 @@ use crate::role::{EventSender, RoleContext};
 
 /// Requests waiting for the audio thread; more are refused.
 const REQUEST_QUEUE: usize = 64;
-/// How long a scheduled announcement may wait in the queue before it is stale.
-const SCHEDULED_VALIDITY: Duration = Duration::from_secs(300);
 /// The timer looks again at least this often, so a changed clock is noticed.
 const SCHEDULER_MAX_SLEEP: Duration = Duration::from_secs(30);
 /// Audio file extensions offered as clips.
@@ -145,6 +143,7 @@ impl SoundRole {
                         args,
                         expires_ms: command.message.expires_ms,
                         received: Instant::now(),
+                        schedule: None,
                     }),
                 )?;
                 Ok("taken; its events follow".to_owned())
@@ -342,8 +341,9 @@ async fn run_schedule(
                 let announcement = Announcement {
                     id: format!("{}@{}", entry.name, at.as_second()),
                     args,
-                    expires_ms: Some(at.as_millisecond() + SCHEDULED_VALIDITY.as_millis() as i64),
+                    expires_ms: Some(at.as_millisecond() + protocol::SCHEDULED_VALIDITY_MS),
                     received: Instant::now(),
+                    schedule: Some(entry.name.clone()),
                 };
                 if requests.try_send(Request::Play(announcement)).is_err() {
                     warn!(entry = %entry.name, "the audio thread is not taking requests; entry skipped");

@@ -417,6 +417,9 @@ impl AudioThread {
             ),
         ]
         .into();
+        if let Some(schedule) = &announcement.schedule {
+            labels.insert("schedule".to_owned(), schedule.clone());
+        }
         for (key, value) in extra {
             labels.insert((*key).to_owned(), (*value).to_owned());
         }

@@ -19,6 +19,9 @@ pub struct Announcement {
     pub expires_ms: Option<i64>,
     /// When it was taken (monotonic), for the collapse window.
     pub received: Instant,
+    /// The schedule entry it plays, if scheduled: the `schedule` label of its events, so the
+    /// collector can put scheduled plays in the history.
+    pub schedule: Option<String>,
 }
 
 impl Announcement {
@@ -174,6 +177,7 @@ mod tests {
             },
             expires_ms: None,
             received: at,
+            schedule: None,
         }
     }
 

@@ -3,10 +3,10 @@
 //! its message template (`{{ $labels.link }}`, `{{ $annotations.summary }}`) and announces it
 //! to its targets; a resolved alert is announced only if the rule has a `resolved_message`.
 //! The same alert and rule are announced at most once per `repeat_interval_seconds` (per
-//! status), so Alertmanager's repeats do not make the speakers nag.
+//! status), so Alertmanager's repeats do not make the speakers nag; when each was last
+//! announced is kept in the store, so a collector restart does not forget it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use pantau_protocol::sound::Priority;
@@ -145,10 +145,6 @@ impl AlertRule {
     }
 }
 
-/// When each (rule, alert, status) was last announced, in Unix milliseconds.
-#[derive(Debug, Default)]
-pub struct RateLimit(Mutex<HashMap<(String, String, String), i64>>);
-
 impl Announcer {
     /// Announces what the rules make of a webhook; `who` is the caller (a token or a user).
     pub async fn alertmanager(
@@ -188,24 +184,25 @@ impl Announcer {
                     outcome.skipped.push(skip("no resolved_message"));
                     continue;
                 };
-                let slot = (rule.name.clone(), key.clone(), alert.status.clone());
-                {
-                    let mut last = self
-                        .alert_limit
-                        .0
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    let interval_ms =
-                        i64::try_from(rule.repeat_interval_seconds.saturating_mul(1000))
-                            .unwrap_or(i64::MAX);
-                    if last
-                        .get(&slot)
-                        .is_some_and(|at| now_ms.saturating_sub(*at) < interval_ms)
-                    {
+                let interval_ms = i64::try_from(rule.repeat_interval_seconds.saturating_mul(1000))
+                    .unwrap_or(i64::MAX);
+                let limited = self.store().alert_rate_limited(
+                    &rule.name,
+                    &key,
+                    &alert.status,
+                    now_ms,
+                    interval_ms,
+                );
+                match limited {
+                    Ok(true) => {
                         outcome.skipped.push(skip("rate_limited"));
                         continue;
                     }
-                    last.insert(slot, now_ms);
+                    Ok(false) => {}
+                    // Better said twice than not at all: an unreadable limit announces.
+                    Err(error) => {
+                        warn!(%error, rule = %rule.name, "cannot read the alert rate limit")
+                    }
                 }
                 let text = match render(template, &alert.labels, &alert.annotations) {
                     Ok(text) => text,

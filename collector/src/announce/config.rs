@@ -161,6 +161,13 @@ impl AnnouncementsConfig {
                     "is used twice",
                 ));
             }
+            pantau_protocol::schedule::parse_time_zone(&spec.time_zone).map_err(|_| {
+                ConfigError::invalid(
+                    format!("{field}.time_zone"),
+                    &spec.time_zone,
+                    "is not an IANA time zone (such as Asia/Jakarta)",
+                )
+            })?;
             spec.entry()
                 .and_then(|_| spec.agents(&self.zones))
                 .map_err(|why| ConfigError::invalid(&field, &spec.name, why))?;

@@ -11,6 +11,7 @@ pub mod config;
 mod request;
 mod scheduler;
 pub mod schedules;
+mod stopping;
 pub mod store;
 mod tap;
 
@@ -18,7 +19,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pantau_protocol::sound::{ANNOUNCE, SCHEDULE, STOP, StopArgs};
+use pantau_protocol::sound::{ANNOUNCE, SCHEDULE};
 use pantau_protocol::{CommandMessage, SCHEMA_VERSION};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -27,7 +28,7 @@ use tracing::{debug, info, warn};
 
 pub use config::{AnnouncementsConfig, StorageConfig, Zone};
 pub use request::AnnouncementRequest;
-pub use store::{AnnouncementRow, Store, StoreError};
+pub use store::{AnnouncementRow, HistoryFilter, PendingStop, Store, StoreError};
 pub use tap::{Observation, Tap};
 
 use crate::mqtt::MqttHandle;
@@ -80,8 +81,6 @@ pub struct Announcer {
     sequence: Mutex<u32>,
     /// `pantau_collector_sound_schedule_version{instance,state}`, when registered.
     schedule_gauge: Option<prometheus::IntGaugeVec>,
-    /// When each alert was last announced.
-    alert_limit: alerts::RateLimit,
 }
 
 impl Announcer {
@@ -92,7 +91,6 @@ impl Announcer {
             mqtt,
             sequence: Mutex::new(0),
             schedule_gauge: None,
-            alert_limit: alerts::RateLimit::default(),
         }
     }
 
@@ -147,6 +145,7 @@ impl Announcer {
                 AnnounceError::Invalid(format!("announcement cannot be encoded: {error}"))
             })?,
             stopped_ms: None,
+            schedule: None,
             targets: Vec::new(),
         };
         {
@@ -169,48 +168,6 @@ impl Announcer {
         Ok(row)
     }
 
-    /// Stops announcement `id` on every target: pending targets are not sent any more, the
-    /// others get a signed `cmd/stop`.
-    pub async fn stop(
-        &self,
-        who: &str,
-        id: &str,
-        now: SystemTime,
-    ) -> Result<AnnouncementRow, AnnounceError> {
-        let now_ms = unix_ms(now);
-        let row = {
-            let store = self.store();
-            let row = store
-                .announcement(id)?
-                .ok_or_else(|| AnnounceError::NotFound(format!("no announcement '{id}'")))?;
-            store.mark_stopped(id, now_ms)?;
-            store.audit(now_ms, who, "stop", id, "")?;
-            for target in row.targets.iter().filter(|t| t.status == PENDING) {
-                store.set_status(
-                    &target.command_id,
-                    "stopped",
-                    "stopped before delivery",
-                    now_ms,
-                )?;
-            }
-            row
-        };
-        for target in &row.targets {
-            let args = StopArgs {
-                announcement: Some(target.command_id.clone()),
-                up_to: None,
-            };
-            let args = serde_json::to_value(args).unwrap_or_default();
-            // Unique per stop: the agent refuses a repeated id as a replay, and a second stop
-            // (say, of an announcement the agent queued again after a reconnect) must work.
-            let stop_id = format!("{}-stop-{now_ms}", target.command_id);
-            self.send(&target.agent, &stop_id, STOP, args, Some(now_ms + 60_000))
-                .await;
-        }
-        let store = self.store();
-        Ok(store.announcement(id)?.unwrap_or(row))
-    }
-
     fn next_id(&self, now_ms: i64) -> String {
         let mut sequence = self.sequence.lock().unwrap_or_else(PoisonError::into_inner);
         *sequence = sequence.wrapping_add(1) % 10_000;
@@ -219,7 +176,7 @@ impl Announcer {
 
     /// Signs and publishes one command (a schedule retained); true once the broker has it. A
     /// failure is logged and left to the resend.
-    async fn send(
+    pub(super) async fn send(
         &self,
         agent: &str,
         command_id: &str,
@@ -276,7 +233,9 @@ impl Announcer {
             }
             Observation::Events { agent, events } => events.iter().try_for_each(|event| {
                 schedules::apply_event(&store, &agent, event)?;
-                tap::apply_event(&store, &agent, event, now_ms)
+                tap::apply_event(&store, &agent, event, now_ms, |name| {
+                    self.scheduled_args(&store, name)
+                })
             }),
         };
         drop(store);
@@ -284,6 +243,23 @@ impl Announcer {
         if let Err(error) = result {
             warn!(%error, "cannot store an announcement update");
         }
+    }
+
+    /// What schedule entry `name` plays (config first, then the API's), for the history; null
+    /// if it is gone (deleted while the agent still played it).
+    fn scheduled_args(&self, store: &Store, name: &str) -> serde_json::Value {
+        let config = self.settings.schedules.iter().find(|s| s.name == name);
+        let spec = match config {
+            Some(spec) => Some(spec.clone()),
+            None => schedules::stored(store).ok().and_then(|stored| {
+                stored
+                    .into_iter()
+                    .map(|(spec, _)| spec)
+                    .find(|spec| spec.name == name)
+            }),
+        };
+        spec.and_then(|spec| serde_json::to_value(spec.announce).ok())
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// Applies observations and resends pending targets until `shutdown`.
@@ -325,11 +301,25 @@ impl Announcer {
             ),
             Err(error) => warn!(%error, "cannot delete old history"),
         }
+        let longest = self
+            .settings
+            .alert_rules
+            .iter()
+            .map(|rule| rule.repeat_interval_seconds)
+            .max()
+            .unwrap_or(0);
+        let before = now
+            .checked_sub(Duration::from_secs(longest))
+            .unwrap_or(UNIX_EPOCH);
+        if let Err(error) = self.store().prune_alert_limits(unix_ms(before)) {
+            warn!(%error, "cannot prune the alert rate limit");
+        }
     }
 
-    /// Sends every pending target again, or marks it expired.
+    /// Sends every pending target and every unanswered stop again, or marks it expired.
     pub async fn resend(&self, now: SystemTime) {
         let now_ms = unix_ms(now);
+        self.resend_stops(now_ms).await;
         let pending = match self.store().pending() {
             Ok(pending) => pending,
             Err(error) => {

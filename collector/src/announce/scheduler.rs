@@ -12,12 +12,14 @@ use pantau_protocol::sound::SCHEDULE;
 
 impl Announcer {
     /// Config schedules first, then the API's, each with where it comes from.
-    pub fn schedule_views(&self) -> Result<Vec<ScheduleView>, AnnounceError> {
+    pub fn schedule_views(&self, now: SystemTime) -> Result<Vec<ScheduleView>, AnnounceError> {
+        let now_ms = unix_ms(now);
         let mut views: Vec<ScheduleView> = self
             .settings
             .schedules
             .iter()
             .map(|spec| ScheduleView {
+                next_run_ms: spec.next_run_ms(now_ms),
                 spec: spec.clone(),
                 source: "config",
                 updated_by: None,
@@ -25,6 +27,7 @@ impl Announcer {
             .collect();
         for (spec, by) in schedules::stored(&self.store())? {
             views.push(ScheduleView {
+                next_run_ms: spec.next_run_ms(now_ms),
                 spec,
                 source: "api",
                 updated_by: Some(by),

@@ -38,6 +38,9 @@ pub struct ScheduleSpec {
     pub valid_from: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until: Option<String>,
+    /// IANA time zone of `times`, `cron` and the validity dates (default `Asia/Jakarta`).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
     /// What to play (priority `scheduled` unless given).
     pub announce: AnnounceArgs,
     /// A paused schedule is kept but not sent to the agents.
@@ -53,6 +56,8 @@ pub struct ScheduleView {
     /// `config` (read-only) or `api`.
     pub source: &'static str,
     pub updated_by: Option<String>,
+    /// When it plays next (Unix ms), computed in its `time_zone`; none if paused or never.
+    pub next_run_ms: Option<i64>,
 }
 
 /// What one agent was sent and took.
@@ -79,6 +84,7 @@ impl ScheduleSpec {
             weekdays: self.weekdays.clone(),
             valid_from: self.valid_from.clone(),
             valid_until: self.valid_until.clone(),
+            time_zone: Some(self.time_zone.clone()),
             announce: self.announce.clone(),
         };
         // The agent's own parser: times, weekdays, dates and cron expressions are refused here,
@@ -92,6 +98,23 @@ impl ScheduleSpec {
             .map_err(|why| why.replacen("entries[0] ", "", 1))?;
         entry.announce.validate()?;
         Ok(entry)
+    }
+
+    /// When it is next due strictly after `after_ms` (Unix ms), by the agents' own arithmetic
+    /// in the schedule's time zone; none if paused, invalid or never again.
+    pub fn next_run_ms(&self, after_ms: i64) -> Option<i64> {
+        if self.paused {
+            return None;
+        }
+        let args = ScheduleArgs {
+            version: 1,
+            time_zone: default_time_zone(),
+            entries: vec![self.entry().ok()?],
+        };
+        let schedule = pantau_protocol::schedule::Schedule::parse(&args).ok()?;
+        let after = jiff::Timestamp::from_millisecond(after_ms).ok()?;
+        let (at, _) = schedule.next_due(after)?;
+        Some(at.as_millisecond())
     }
 
     /// The agents it targets, each once.

@@ -15,7 +15,9 @@ use serde_json::json;
 use super::auth::Writer;
 use super::{ApiError, AppState};
 use crate::announce::alerts::{Webhook, WebhookOutcome};
-use crate::announce::{AnnounceError, AnnouncementRequest, AnnouncementRow, Announcer, unix_ms};
+use crate::announce::{
+    AnnounceError, AnnouncementRequest, AnnouncementRow, Announcer, HistoryFilter, unix_ms,
+};
 
 /// Most rows a history or audit request returns.
 const MAX_LIMIT: u32 = 1000;
@@ -87,6 +89,8 @@ pub struct HistoryQuery {
     target: Option<String>,
     /// Only announcements with a target in this status (`finished`, `expired`, ...).
     outcome: Option<String>,
+    /// Only the plays of this schedule.
+    schedule: Option<String>,
     /// At most this many, newest first (default 100, at most 1000).
     limit: Option<u32>,
 }
@@ -119,7 +123,7 @@ fn check_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     Ok(limit)
 }
 
-/// `GET /api/v1/announcements?from=&to=&target=&outcome=&limit=`, newest first.
+/// `GET /api/v1/announcements?from=&to=&target=&outcome=&schedule=&limit=`, newest first.
 pub async fn history(
     State(app): State<AppState>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
@@ -134,8 +138,11 @@ pub async fn history(
         .history(
             from,
             to,
-            query.target.as_deref(),
-            query.outcome.as_deref(),
+            &HistoryFilter {
+                agent: query.target.as_deref(),
+                outcome: query.outcome.as_deref(),
+                schedule: query.schedule.as_deref(),
+            },
             limit,
         )
         .map_err(ApiError::internal)?;

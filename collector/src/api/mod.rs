@@ -228,6 +228,8 @@ mod announcement_tests;
 #[cfg(test)]
 mod schedule_tests;
 #[cfg(test)]
+mod stop_tests;
+#[cfg(test)]
 pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;

@@ -216,6 +216,57 @@ async fn admins_create_edit_pause_and_delete_and_each_change_is_a_new_version() 
 }
 
 #[tokio::test]
+async fn the_time_zone_is_carried_to_the_agent_and_used_for_the_next_run() {
+    let f = fixture();
+    f.announcer.sync_schedules(SystemTime::now()).await;
+    let admin = basic("adi:rahasia-adi");
+    let mut body = schedule_body("jayapura");
+    body["time_zone"] = json!("Asia/Jayapura");
+    body["targets"] = json!(["lobi"]);
+    body["zones"] = json!([]);
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/schedules",
+        Some(&admin),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{value}");
+    assert_eq!(value["time_zone"], "Asia/Jayapura");
+    let sent = f.sent.lock().unwrap().clone();
+    let (_, message, _) = sent
+        .iter()
+        .rev()
+        .find(|(topic, _, _)| topic == "pantau/v1/dc/lobi/cmd/schedule")
+        .unwrap();
+    message.verify(KEY).unwrap();
+    assert_eq!(message.args["entries"][0]["time_zone"], "Asia/Jayapura");
+
+    let (_, value) = call(&f.app, "GET", "/api/v1/schedules", None, None).await;
+    let listed = value["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "jayapura")
+        .unwrap()
+        .clone();
+    assert_eq!(listed["time_zone"], "Asia/Jayapura");
+    // Fridays 12:00 in Jayapura (UTC+9) are 03:00 UTC, whatever this machine's zone.
+    let next = listed["next_run_ms"].as_i64().unwrap();
+    let next = jiff::Timestamp::from_millisecond(next).unwrap();
+    let utc = jiff::tz::TimeZone::UTC.to_datetime(next);
+    assert_eq!(
+        (utc.weekday(), utc.hour(), utc.minute()),
+        (jiff::civil::Weekday::Friday, 3, 0)
+    );
+    // A config schedule without a zone is in Jakarta.
+    let config = &value["schedules"][0];
+    assert_eq!(config["source"], "config");
+    assert_eq!(config["time_zone"], "Asia/Jakarta");
+}
+
+#[tokio::test]
 async fn bad_schedules_name_what_is_wrong() {
     let f = fixture();
     let admin = basic("adi:rahasia-adi");
@@ -233,7 +284,13 @@ async fn bad_schedules_name_what_is_wrong() {
     cron["cron"] = json!("61 8 * * *");
     let mut day = schedule_body("x");
     day["weekdays"] = json!(["jumat"]);
+    let mut zone = schedule_body("x");
+    zone["time_zone"] = json!("Asia/Bandung");
     let cases = [
+        (
+            zone,
+            "(x): time_zone \"Asia/Bandung\" is not an IANA time zone",
+        ),
         (
             cron,
             "(x): cron minute \"61\": \"61\" is not a number from 0 to 59",
@@ -285,4 +342,80 @@ async fn bad_schedules_name_what_is_wrong() {
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error(&value), "no schedule 'x'");
+}
+
+#[tokio::test]
+async fn scheduled_plays_are_in_the_history_from_the_agents_events() {
+    let f = fixture();
+    let event = |kind: &str| Event {
+        kind: kind.to_owned(),
+        severity: Severity::Info,
+        message: format!("config-pagi@1764291600: {kind}"),
+        labels: [
+            (
+                "announcement".to_owned(),
+                "config-pagi@1764291600".to_owned(),
+            ),
+            ("priority".to_owned(), "scheduled".to_owned()),
+            ("schedule".to_owned(), "config-pagi".to_owned()),
+        ]
+        .into(),
+    };
+    for kind in [
+        "announcement_queued",
+        "announcement_started",
+        "announcement_finished",
+    ] {
+        f.announcer.observe(
+            Observation::Events {
+                agent: "aula".to_owned(),
+                events: vec![event(kind)],
+            },
+            SystemTime::now(),
+        );
+    }
+    let (status, value) = call(
+        &f.app,
+        "GET",
+        "/api/v1/announcements?schedule=config-pagi&outcome=finished&target=aula",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{value}");
+    let play = &value["announcements"][0];
+    assert_eq!(play["id"], "config-pagi@1764291600");
+    assert_eq!(play["schedule"], "config-pagi");
+    assert_eq!(play["created_by"], "schedule");
+    // 2025-11-28 01:00 UTC: the due time in the play's id.
+    assert_eq!(play["created_ms"], 1_764_291_600_000_i64);
+    assert_eq!(play["args"]["text"], "Selamat pagi");
+    assert_eq!(play["args"]["priority"], "scheduled");
+    assert_eq!(play["targets"][0]["agent"], "aula");
+    assert_eq!(play["targets"][0]["status"], "finished");
+    let (_, value) = call(
+        &f.app,
+        "GET",
+        "/api/v1/announcements/config-pagi@1764291600",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(value["targets"][0]["status"], "finished", "{value}");
+    // Nothing is resent for a play the agent started by itself, and it cannot be stopped by id.
+    f.announcer.resend(SystemTime::now()).await;
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements/config-pagi@1764291600/stop",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{value}");
+    assert!(
+        error(&value).starts_with("'config-pagi@1764291600' is a play of schedule 'config-pagi'"),
+        "{value}"
+    );
+    assert!(f.sent.lock().unwrap().is_empty());
 }

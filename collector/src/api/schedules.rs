@@ -24,7 +24,7 @@ pub struct Schedules {
 pub async fn list(State(app): State<AppState>) -> Result<Json<Schedules>, ApiError> {
     let announcer = announcer(&app)?;
     Ok(Json(Schedules {
-        schedules: announcer.schedule_views()?,
+        schedules: announcer.schedule_views(SystemTime::now())?,
         agents: announcer.agent_schedules()?,
     }))
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::now::{Row, sound_agents};
 use super::{ConsoleError, Page, Visitor, render};
+use crate::announce::HistoryFilter;
 use crate::api::AppState;
 
 /// Rows shown at most.
@@ -87,7 +88,16 @@ pub async fn page(
     let outcome = Some(filter.outcome.as_str()).filter(|o| !o.is_empty());
     let history = announcer
         .store()
-        .history(from, to, target, outcome, LIMIT)
+        .history(
+            from,
+            to,
+            &HistoryFilter {
+                agent: target,
+                outcome,
+                schedule: None,
+            },
+            LIMIT,
+        )
         .map_err(|error| visitor.announce_error(error.into()))?;
     Ok(render(&HistoryPage {
         page: visitor.page("history"),

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::{ConsoleError, Page, Visitor, is_final, render, summary, wib};
-use crate::announce::{AnnouncementRequest, AnnouncementRow};
+use crate::announce::{AnnouncementRequest, AnnouncementRow, HistoryFilter};
 use crate::api::AppState;
 use crate::api::accounts::Role;
 use crate::state::AgentView;
@@ -115,7 +115,16 @@ pub async fn page(
     let announcer = visitor.announcer(&app)?;
     let history = announcer
         .store()
-        .history(0, i64::MAX, None, None, RECENT)
+        .history(
+            0,
+            i64::MAX,
+            &HistoryFilter {
+                agent: None,
+                outcome: None,
+                schedule: None,
+            },
+            RECENT,
+        )
         .map_err(|error| visitor.announce_error(error.into()))?;
     let rows: Vec<Row> = history.iter().map(Row::new).collect();
     let speakers = sound_agents(&app)

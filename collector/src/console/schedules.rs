@@ -123,7 +123,7 @@ fn render_list(
 ) -> Result<Response, ConsoleError> {
     let announcer = visitor.announcer(app)?;
     let views = announcer
-        .schedule_views()
+        .schedule_views(SystemTime::now())
         .map_err(|error| visitor.announce_error(error))?;
     let agents = announcer
         .agent_schedules()
@@ -198,6 +198,7 @@ pub async fn new_form(
         weekdays: Vec::new(),
         valid_from: None,
         valid_until: None,
+        time_zone: default_time_zone(),
         announce: AnnounceArgs::default(),
         paused: false,
     };
@@ -213,7 +214,7 @@ pub async fn edit_form(
     visitor.require(&app, Role::Admin, "schedules")?;
     let announcer = visitor.announcer(&app)?;
     let view = announcer
-        .schedule_views()
+        .schedule_views(SystemTime::now())
         .map_err(|error| visitor.announce_error(error))?
         .into_iter()
         .find(|view| view.spec.name == name && view.source == "api")
@@ -258,6 +259,8 @@ fn spec_of(fields: &[(String, String)], paused: bool) -> Result<ScheduleSpec, St
         weekdays: values(fields, "weekdays"),
         valid_from: text("valid_from"),
         valid_until: text("valid_until"),
+        // Kept from the schedule being edited (a hidden field); WIB for a new one.
+        time_zone: text("time_zone").unwrap_or_else(default_time_zone),
         announce: AnnounceArgs {
             text: text("text"),
             priority,

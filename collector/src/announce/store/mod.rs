@@ -10,61 +10,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use thiserror::Error;
 
+use schema::MIGRATIONS;
+
 /// The database file inside `storage.dir`.
 pub const FILE_NAME: &str = "pantau.sqlite";
-
-const MIGRATIONS: &[&str] = &[
-    r"
-    CREATE TABLE agents (
-        id TEXT PRIMARY KEY,
-        site TEXT NOT NULL,
-        clips TEXT NOT NULL DEFAULT '[]',
-        updated_ms INTEGER NOT NULL
-    );
-    CREATE TABLE announcements (
-        id TEXT PRIMARY KEY,
-        created_ms INTEGER NOT NULL,
-        created_by TEXT NOT NULL,
-        expires_ms INTEGER NOT NULL,
-        args TEXT NOT NULL,
-        stopped_ms INTEGER
-    );
-    CREATE TABLE targets (
-        announcement TEXT NOT NULL REFERENCES announcements(id),
-        agent TEXT NOT NULL,
-        command_id TEXT NOT NULL UNIQUE,
-        status TEXT NOT NULL,
-        detail TEXT NOT NULL DEFAULT '',
-        sends INTEGER NOT NULL DEFAULT 0,
-        updated_ms INTEGER NOT NULL,
-        PRIMARY KEY (announcement, agent)
-    );
-    CREATE INDEX announcements_created ON announcements(created_ms);
-    CREATE TABLE audit (
-        at_ms INTEGER NOT NULL,
-        who TEXT NOT NULL,
-        action TEXT NOT NULL,
-        subject TEXT NOT NULL,
-        detail TEXT NOT NULL
-    );
-",
-    r"
-    CREATE TABLE schedules (
-        name TEXT PRIMARY KEY,
-        spec TEXT NOT NULL,
-        updated_ms INTEGER NOT NULL,
-        updated_by TEXT NOT NULL
-    );
-    CREATE TABLE agent_schedules (
-        agent TEXT PRIMARY KEY,
-        version INTEGER NOT NULL,
-        args TEXT NOT NULL,
-        published INTEGER NOT NULL DEFAULT 0,
-        applied_version INTEGER,
-        detail TEXT NOT NULL DEFAULT ''
-    );
-",
-];
 
 /// Why the store cannot be used.
 #[derive(Debug, Error)]
@@ -89,6 +38,9 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// An agent's event named a scheduled play with an id that is not `<schedule>@<seconds>`.
+    #[error("'{0}' is not the id of a scheduled play (<schedule>@<unix seconds>)")]
+    NotAPlay(String),
 }
 
 /// One target of an announcement as stored.
@@ -111,17 +63,10 @@ pub struct AnnouncementRow {
     pub expires_ms: i64,
     pub args: serde_json::Value,
     pub stopped_ms: Option<i64>,
+    /// The schedule entry that played it (priority `scheduled`); none for API and alerts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
     pub targets: Vec<TargetRow>,
-}
-
-/// One write through the API: who did what to which, when.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AuditRow {
-    pub at_ms: i64,
-    pub who: String,
-    pub action: String,
-    pub subject: String,
-    pub detail: String,
 }
 
 /// The open database.
@@ -306,6 +251,10 @@ impl Store {
             params![before_ms],
         )?;
         tx.execute("DELETE FROM audit WHERE at_ms < ?1", params![before_ms])?;
+        tx.execute(
+            "DELETE FROM stops WHERE expires_ms < ?1",
+            params![before_ms],
+        )?;
         tx.commit()?;
         Ok(gone)
     }
@@ -323,7 +272,7 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT id, created_ms, created_by, expires_ms, args, stopped_ms FROM announcements WHERE id = ?1",
+                "SELECT id, created_ms, created_by, expires_ms, args, stopped_ms, schedule FROM announcements WHERE id = ?1",
                 params![id],
                 read_announcement,
             )
@@ -352,70 +301,6 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
-
-    /// Announcements created in `[from_ms, to_ms]`, newest first, at most `limit`, optionally
-    /// only those with a target `agent` and with a target whose status is `outcome`.
-    pub fn history(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        agent: Option<&str>,
-        outcome: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<AnnouncementRow>, StoreError> {
-        let mut statement = self.conn.prepare(
-            "SELECT id, created_ms, created_by, expires_ms, args, stopped_ms FROM announcements a
-             WHERE created_ms BETWEEN ?1 AND ?2
-               AND EXISTS (SELECT 1 FROM targets t WHERE t.announcement = a.id
-                           AND (?3 IS NULL OR t.agent = ?3) AND (?4 IS NULL OR t.status = ?4))
-             ORDER BY created_ms DESC, id DESC LIMIT ?5",
-        )?;
-        let rows = statement
-            .query_map(
-                params![from_ms, to_ms, agent, outcome, limit],
-                read_announcement,
-            )?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|mut row| {
-                row.targets = self.targets(&row.id)?;
-                Ok(row)
-            })
-            .collect()
-    }
-
-    /// Appends one row to the audit log.
-    pub fn audit(
-        &self,
-        now_ms: i64,
-        who: &str,
-        action: &str,
-        subject: &str,
-        detail: &str,
-    ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO audit (at_ms, who, action, subject, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![now_ms, who, action, subject, detail],
-        )?;
-        Ok(())
-    }
-
-    /// The audit log, newest first, at most `limit` rows.
-    pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditRow>, StoreError> {
-        let mut statement = self.conn.prepare(
-            "SELECT at_ms, who, action, subject, detail FROM audit ORDER BY rowid DESC LIMIT ?1",
-        )?;
-        let rows = statement.query_map(params![limit], |row| {
-            Ok(AuditRow {
-                at_ms: row.get(0)?,
-                who: row.get(1)?,
-                action: row.get(2)?,
-                subject: row.get(3)?,
-                detail: row.get(4)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
 }
 
 fn read_announcement(row: &rusqlite::Row<'_>) -> rusqlite::Result<AnnouncementRow> {
@@ -427,9 +312,18 @@ fn read_announcement(row: &rusqlite::Row<'_>) -> rusqlite::Result<AnnouncementRo
         expires_ms: row.get(3)?,
         args: serde_json::from_str(&args).unwrap_or(serde_json::Value::Null),
         stopped_ms: row.get(5)?,
+        schedule: row.get(6)?,
         targets: Vec::new(),
     })
 }
 
+mod history;
+mod limits;
+pub mod scheduled;
+mod schema;
+mod stops;
+
+pub use history::HistoryFilter;
+pub use stops::PendingStop;
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,7 @@ fn migrates_and_keeps_history_across_reopen() {
             expires_ms: 100,
             args: serde_json::json!({"text": "halo"}),
             stopped_ms: None,
+            schedule: None,
             targets: Vec::new(),
         };
         store
@@ -36,18 +37,40 @@ fn migrates_and_keeps_history_across_reopen() {
     assert_eq!(row.targets[0].status, "queued");
     assert_eq!(
         store
-            .history(0, 20, Some("aula"), Some("queued"), 10)
+            .history(
+                0,
+                20,
+                &HistoryFilter {
+                    agent: Some("aula"),
+                    outcome: Some("queued"),
+                    schedule: None,
+                },
+                10,
+            )
             .unwrap()
             .len(),
         1
     );
     assert!(
         store
-            .history(0, 20, Some("lobby"), None, 10)
+            .history(
+                0,
+                20,
+                &HistoryFilter {
+                    agent: Some("lobby"),
+                    ..HistoryFilter::default()
+                },
+                10,
+            )
             .unwrap()
             .is_empty()
     );
-    assert!(store.history(11, 20, None, None, 10).unwrap().is_empty());
+    assert!(
+        store
+            .history(11, 20, &HistoryFilter::default(), 10)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -62,6 +85,7 @@ fn prune_drops_old_history_and_backup_copies_the_rest() {
             expires_ms: created_ms + 100,
             args: serde_json::json!({}),
             stopped_ms: None,
+            schedule: None,
             targets: Vec::new(),
         };
         let target = [("aula".to_owned(), format!("{id}-0"))];
