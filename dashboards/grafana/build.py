@@ -260,6 +260,15 @@ def pantau():
             [target('process_resident_memory_bytes{job="pantau"}', "{{instance}}")])
     b.panel("timeseries", "API authentication failures", "401 and 403 answers per 5 minutes.", "none",
             [target('increase(pantau_collector_api_auth_failures_total[5m])', "{{reason}}")])
+    b.panel("timeseries", "Remote-write backlog", "History waiting on disk for the remote-write endpoint, and the age of its oldest sample.", "bytes",
+            [target('pantau_collector_backfill_queue_bytes', "queued bytes"),
+             target('pantau_collector_backfill_queue_oldest_sample_age_seconds', "oldest sample age (s)")],
+            overrides=[{"matcher": {"id": "byName", "options": "oldest sample age (s)"},
+                        "properties": [{"id": "unit", "value": "s"}]}])
+    b.panel("timeseries", "Remote-write traffic", "History samples sent, failed (retried) and dropped by reason, per 5 minutes.", "none",
+            [target('increase(pantau_collector_backfill_sent_samples_total[5m])', "sent"),
+             target('increase(pantau_collector_backfill_failed_samples_total[5m])', "failed (retried)"),
+             target('sum by (reason) (increase(pantau_collector_backfill_dropped_samples_total[5m]))', "dropped {{reason}}")])
     return b
 
 
