@@ -362,6 +362,37 @@ impl Agent {
         )
     }
 
+    /// A sound agent from `configs/agent-sound.toml` playing into `capture`, with the
+    /// command key in `key_file`, a `clips` dir of its own and no quiet hours; returns once it
+    /// listens for commands.
+    pub fn start_sound(
+        dir: &TestDir,
+        id: &str,
+        site: &str,
+        broker_url: &str,
+        capture: &crate::AudioCapture,
+        key_file: &Path,
+    ) -> Agent {
+        let clips = dir.join(format!("{id}-clips"));
+        std::fs::create_dir_all(&clips).expect("create the clips dir");
+        let mut env = capture.env();
+        env.push((
+            "PANTAU_SOUND__KEY_FILE".to_owned(),
+            key_file.display().to_string(),
+        ));
+        env.push((
+            "PANTAU_SOUND__CLIPS_DIR".to_owned(),
+            clips.display().to_string(),
+        ));
+        env.push(("PANTAU_SOUND__QUIET_HOURS".to_owned(), String::new()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut agent = Agent::start_config(dir, "agent-sound.toml", id, site, broker_url, 1, &env);
+        agent
+            .guard()
+            .wait_for_log("subscribed to commands", Duration::from_secs(30));
+        agent
+    }
+
     /// As `start_config`, running inside network namespace `netns` (a [`crate::NetnsPair`]'s
     /// `name`): `ip netns exec` replaces itself with the agent, so the guard's process is the
     /// agent's.

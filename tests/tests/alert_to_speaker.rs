@@ -103,7 +103,6 @@ fn a_cut_link_is_spoken_and_the_loss_behind_it_is_not() {
     let broker = Mosquitto::start();
     dir.write("sound.key", KEY);
     let token_file = dir.write("api-tokens", format!("{TOKEN}\n"));
-    std::fs::create_dir_all(dir.join("clips")).expect("clips dir");
 
     let collector_config = std::fs::read_to_string(example_config("collector.toml"))
         .expect("collector example")
@@ -167,22 +166,14 @@ interval_seconds = 1
     );
 
     let capture = AudioCapture::new(&dir);
-    let clips = dir.join("clips").display().to_string();
-    let mut env = capture.env();
-    env.push(("PANTAU_SOUND__KEY_FILE".to_owned(), key.clone()));
-    env.push(("PANTAU_SOUND__CLIPS_DIR".to_owned(), clips));
-    env.push(("PANTAU_SOUND__QUIET_HOURS".to_owned(), String::new()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut sound = Agent::start_config(
+    let _sound = Agent::start_sound(
         &dir,
-        "agent-sound.toml",
         SPEAKER,
         "office",
         &broker.url(),
-        1,
-        &env,
+        &capture,
+        &dir.join("sound.key"),
     );
-    sound.guard().wait_for_log("subscribed to commands", WAIT);
 
     let alertmanager = Alertmanager::start_config(&alertmanager_config(&collector, &token_file));
     let prometheus = Prometheus::builder()

@@ -171,7 +171,6 @@ fn every_panel_query_returns_data_from_a_live_system() {
     let broker = Mosquitto::start();
     dir.write("sound.key", KEY);
     dir.write("api-tokens", format!("{TOKEN}\n"));
-    std::fs::create_dir_all(dir.join("clips")).expect("clips dir");
     let collector_config = std::fs::read_to_string(example_config("collector.toml"))
         .expect("collector example")
         + r#"
@@ -261,22 +260,14 @@ link = "loopback"
     );
 
     let capture = AudioCapture::new(&dir);
-    let clips = dir.join("clips").display().to_string();
-    let mut env = capture.env();
-    env.push(("PANTAU_SOUND__KEY_FILE".to_owned(), key.clone()));
-    env.push(("PANTAU_SOUND__CLIPS_DIR".to_owned(), clips));
-    env.push(("PANTAU_SOUND__QUIET_HOURS".to_owned(), String::new()));
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut sound = Agent::start_config(
+    let _sound = Agent::start_sound(
         &dir,
-        "agent-sound.toml",
         "dash-sound",
         "office",
         &broker.url(),
-        1,
-        &env,
+        &capture,
+        &dir.join("sound.key"),
     );
-    sound.guard().wait_for_log("subscribed to commands", WAIT);
 
     // One short announcement, so "last success" has a value.
     let url = format!("{}/api/v1/announcements", collector.url());
