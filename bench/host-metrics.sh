@@ -6,6 +6,7 @@
 # rounds. Also the collector's cost per message.
 #
 #   ROUNDS=60 ./bench/host-metrics.sh
+#   AGENT_PROFILE=small ROUNDS=60 ./bench/host-metrics.sh   # the agent from another cargo profile
 #
 # CPU is user+system time from /proc/<pid>/stat between the first and the last round, so start-up
 # is excluded; RSS is VmRSS at the end. Everything listens on 127.0.0.1, on ports the OS picks.
@@ -14,7 +15,10 @@ cd "$(dirname "$0")/.."
 rounds="${ROUNDS:-60}"
 (( rounds >= 5 && rounds <= 3600 )) || { echo "ROUNDS must be 5..3600" >&2; exit 2; }
 
+agent_profile="${AGENT_PROFILE:-release}"
+[[ "$agent_profile" =~ ^[a-z][a-z0-9-]*$ ]] || { echo "AGENT_PROFILE must be a cargo profile name" >&2; exit 2; }
 cargo build --release --bins --quiet
+cargo build --profile "$agent_profile" -p pantau-agent --quiet
 tmp="$(mktemp -d)"
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
@@ -38,7 +42,7 @@ wait_for "the collector" 20 curl -sf "http://127.0.0.1:$http/readyz" -o /dev/nul
 
 PANTAU_MQTT__URL="mqtt://127.0.0.1:$mqtt" PANTAU_AGENT__ID=bench PANTAU_AGENT__SITE=bench \
 PANTAU_AGENT__STATE_DIR="$tmp/agent" PANTAU_AGENT__INTERVAL_SECONDS=1 \
-    ./target/release/pantau-agent --config configs/agent-server.toml 2>"$tmp/agent.log" &
+    "./target/$agent_profile/pantau-agent" --config configs/agent-server.toml 2>"$tmp/agent.log" &
 agent=$!; pids+=("$agent")
 # Sequence 0 is the agent_started event, 1 the first metrics message, N the N-th.
 last_seq() {
