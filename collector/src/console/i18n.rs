@@ -30,6 +30,17 @@ impl Lang {
 const LABELS: &[(&str, &str, &str)] = &[
     ("app.title", "Pantau Konsol", "Pantau Console"),
     ("nav.now", "Sekarang", "Now"),
+    ("status.pending", "menunggu", "pending"),
+    ("status.sent", "terkirim", "sent"),
+    ("status.queued", "dalam antrean", "queued"),
+    ("status.started", "sedang diputar", "started"),
+    ("status.finished", "selesai", "finished"),
+    ("status.failed", "gagal", "failed"),
+    ("status.expired", "kedaluwarsa", "expired"),
+    ("status.preempted", "didahului", "pre-empted"),
+    ("status.stopped", "dihentikan", "stopped"),
+    ("status.rejected", "ditolak", "rejected"),
+    ("status.collapsed", "digabung", "collapsed"),
     ("nav.send", "Kirim", "Send"),
     ("nav.schedules", "Jadwal", "Schedules"),
     ("nav.history", "Riwayat", "History"),
@@ -260,6 +271,28 @@ const LABELS: &[(&str, &str, &str)] = &[
 
 /// The label `key` in `lang`; the key itself if it is missing (the test keeps that from
 /// happening).
+/// The label key of a target's status, for those the history knows.
+pub fn status_key(status: &str) -> Option<&'static str> {
+    STATUS_KEYS
+        .iter()
+        .find(|(name, _)| *name == status)
+        .map(|(_, key)| *key)
+}
+
+const STATUS_KEYS: &[(&str, &str)] = &[
+    ("pending", "status.pending"),
+    ("sent", "status.sent"),
+    ("queued", "status.queued"),
+    ("started", "status.started"),
+    ("finished", "status.finished"),
+    ("failed", "status.failed"),
+    ("expired", "status.expired"),
+    ("preempted", "status.preempted"),
+    ("stopped", "status.stopped"),
+    ("rejected", "status.rejected"),
+    ("collapsed", "status.collapsed"),
+];
+
 pub fn t(lang: Lang, key: &str) -> &'static str {
     LABELS
         .iter()
@@ -283,6 +316,16 @@ mod tests {
             assert!(!id.trim().is_empty(), "'{key}' has no Indonesian");
             assert!(!en.trim().is_empty(), "'{key}' has no English");
         }
+    }
+
+    #[test]
+    fn every_status_has_a_label_in_both_languages() {
+        for (status, key) in STATUS_KEYS {
+            assert_ne!(t(Lang::Id, key), "?", "{status}");
+            assert_eq!(status_key(status), Some(*key));
+        }
+        assert_eq!(t(Lang::Id, "status.finished"), "selesai");
+        assert_eq!(status_key("unknown"), None);
     }
 
     #[test]

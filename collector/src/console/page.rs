@@ -75,6 +75,15 @@ impl Page {
     }
 
     /// A priority's label.
+    /// A target's status (`finished`, `stopped`, ...) in the page's language; an unknown one
+    /// as it is.
+    pub fn status<'a>(&self, status: &'a str) -> &'a str {
+        match i18n::status_key(status) {
+            Some(key) => self.t(key),
+            None => status,
+        }
+    }
+
     pub fn priority(&self, name: &str) -> &'static str {
         match name {
             "emergency" => self.t("prio.emergency"),
