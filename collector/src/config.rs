@@ -27,6 +27,7 @@ const SECTIONS: &[&str] = &[
     "storage",
     "console",
     "remote_write",
+    "sensors",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -54,6 +55,9 @@ pub struct CollectorConfig {
     pub console: crate::console::ConsoleConfig,
     #[serde(default)]
     pub remote_write: RemoteWriteConfig,
+    /// Room sensors read from MQTT directly, each its own `[[sensors]]` table.
+    #[serde(default)]
+    pub sensors: Vec<crate::sensors::SensorRule>,
 }
 
 /// `[http]`: the Prometheus endpoint and the API.
@@ -564,6 +568,7 @@ impl CollectorConfig {
         self.limits.validate()?;
         self.announcements.validate()?;
         self.storage.validate()?;
+        crate::sensors::validate(&self.sensors, &self.mqtt.prefix)?;
         self.remote_write.validate()?;
         self.validate_broker()
     }

@@ -20,6 +20,7 @@ mod mqtt;
 #[cfg(test)]
 mod properties;
 mod readiness;
+mod sensors;
 mod state;
 mod tls;
 mod users;
@@ -191,6 +192,20 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         mqtt.clone(),
     )
     .with_backfill(backfill);
+    let connection = if config.sensors.is_empty() {
+        connection
+    } else {
+        let sensors = Arc::new(
+            sensors::Sensors::new(&config.sensors, telemetry.registry())
+                .context("registering the room sensors' metrics")?,
+        );
+        supervisor.spawn(
+            "sensor-sweeper",
+            sweep_sensors(sensors.clone(), supervisor.shutdown()),
+        );
+        decoder = decoder.with_sensors(sensors.clone());
+        connection.also_subscribe(sensors.filters())
+    };
     let tokens = match &config.api.token_file {
         Some(path) => api::Tokens::load(path)
             .map_err(|why| anyhow::anyhow!("api.token_file: '{}' {why}", path.display()))?,
@@ -294,4 +309,18 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     outcome?;
     info!("collector stopped");
     Ok(())
+}
+
+/// Marks room sensors down once they are silent past their rule's timeout.
+async fn sweep_sensors(
+    sensors: Arc<sensors::Sensors>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => sensors.sweep(std::time::Instant::now()),
+        }
+    }
 }

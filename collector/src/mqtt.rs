@@ -17,7 +17,8 @@ use pantau_protocol::Topic;
 use pantau_runtime::backoff::Backoff;
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeReasonCode,
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -98,6 +99,8 @@ pub struct Connection {
 struct Session {
     client: AsyncClient,
     filter: String,
+    /// Further filters (room sensors' topics), subscribed with the agents' one.
+    extra_filters: Vec<String>,
     queue: mpsc::Sender<Received>,
     requests: mpsc::Receiver<PublishRequest>,
     requests_open: bool,
@@ -109,6 +112,12 @@ struct Session {
 }
 
 impl Connection {
+    /// Also subscribes to `filters` (room sensors' topics) on every connect.
+    pub fn also_subscribe(mut self, filters: Vec<String>) -> Self {
+        self.session.extra_filters = filters;
+        self
+    }
+
     /// The task that will connect with `options`, subscribe to everything under `prefix` and
     /// forward it to `queue`, and the handle to publish through it.
     pub fn new(
@@ -128,6 +137,7 @@ impl Connection {
         let session = Session {
             client,
             filter: Topic::subscription_filter(prefix),
+            extra_filters: Vec::new(),
             queue,
             requests,
             requests_open: true,
@@ -234,10 +244,10 @@ impl Session {
                 self.reconnect.connected(Instant::now());
                 self.telemetry.mqtt_connections.inc();
                 info!(filter = %self.filter, "connected to broker, subscribing");
-                if let Err(error) = self
-                    .client
-                    .try_subscribe(self.filter.clone(), QoS::AtLeastOnce)
-                {
+                let filters = std::iter::once(&self.filter)
+                    .chain(&self.extra_filters)
+                    .map(|filter| SubscribeFilter::new(filter.clone(), QoS::AtLeastOnce));
+                if let Err(error) = self.client.try_subscribe_many(filters) {
                     warn!(%error, "cannot queue the subscription");
                 }
             }

@@ -178,6 +178,13 @@ def servers():
     b.panel("stat", "Devices readable", "Devices (UPS, ...) that answered their last poll, of all polled.", "none",
             [target(f'sum(pantau_device_up{{{i}}}) or vector(0)', "up"),
              target(f'count(pantau_device_up{{{i}}}) or vector(0)', "polled")], w=8)
+    b.row("Rooms (sensors on MQTT)")
+    b.panel("timeseries", "Room temperature", "Temperature per room and sensor ([[sensors]] rules of the collector).", "celsius",
+            [target('pantau_sensor_temperature_celsius', "{{room}} {{device}}")], w=8)
+    b.panel("timeseries", "Room humidity", "Relative humidity per room and sensor.", "percentunit",
+            [target('pantau_sensor_humidity_ratio', "{{room}} {{device}}")], w=8)
+    b.panel("state-timeline", "Room sensors reporting", "1 while a sensor reports within its rule's timeout.", "bool_on_off",
+            [target('pantau_sensor_up', "{{room}} {{device}}")], w=8)
     return b
 
 

@@ -179,6 +179,15 @@ name = "masker"
 targets = ["dash-sound"]
 times = ["08:00"]
 announce = { text = "Mohon tetap memakai masker" }
+
+[[sensors]]
+topic = "zigbee2mqtt/+"
+format = "zigbee2mqtt"
+room = "server-room"
+fields = [
+  { path = "temperature", metric = "temperature_celsius" },
+  { path = "humidity", metric = "humidity_ratio", scale = 0.01 },
+]
 "#;
     let collector_config = dir.write("collector.toml", collector_config);
     let key = dir.join("sound.key").display().to_string();
@@ -292,6 +301,18 @@ link = "loopback"
         r#"pantau_sound_last_success_timestamp_seconds{instance="dash-sound",site="office"}"#,
         WAIT,
         |v| v > 1.0e9,
+    );
+
+    // A room sensor on MQTT, read by the collector itself.
+    broker.mosquitto_pub(
+        "zigbee2mqtt/th-rack1",
+        br#"{"temperature":24.5,"humidity":61}"#,
+        false,
+    );
+    collector.wait_for_sample(
+        r#"pantau_sensor_up{device="th-rack1",room="server-room"}"#,
+        WAIT,
+        |v| v == 1.0,
     );
 
     let prometheus = Prometheus::builder()

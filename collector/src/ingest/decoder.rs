@@ -38,6 +38,7 @@ pub struct Decoder {
     clears: JoinSet<()>,
     /// Where statuses and events go for the announcements, when they are on.
     tap: Option<Tap>,
+    sensors: Option<std::sync::Arc<crate::sensors::Sensors>>,
     /// Where samples that are history go (late, or older than the live window).
     backfill: Option<Backfill>,
 }
@@ -61,6 +62,7 @@ impl Decoder {
             clear_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
             clears: JoinSet::new(),
             tap: None,
+            sensors: None,
             backfill: None,
         }
     }
@@ -73,6 +75,12 @@ impl Decoder {
     }
 
     /// Also offers every accepted status and announcement events to `tap`.
+    /// Room sensors' messages (topics outside the agents' prefix) go to `sensors`.
+    pub fn with_sensors(mut self, sensors: std::sync::Arc<crate::sensors::Sensors>) -> Self {
+        self.sensors = Some(sensors);
+        self
+    }
+
     pub fn with_tap(mut self, tap: Tap) -> Self {
         self.tap = Some(tap);
         self
@@ -96,6 +104,16 @@ impl Decoder {
     fn handle(&mut self, received: Received) {
         if received.payload.is_empty() {
             debug!(topic = ?received.topic, retained = received.retained, "ignored an empty payload (a retained message being cleared)");
+            return;
+        }
+        if let Some(sensors) = &self.sensors
+            && !received.topic.starts_with(&format!("{}/", self.prefix))
+            && sensors.ingest(
+                &received.topic,
+                &received.payload,
+                std::time::Instant::now(),
+            )
+        {
             return;
         }
         let now = Moment::now();

@@ -135,6 +135,21 @@ case("DeviceDown", "10m",
       S("pantau_device_up", d2, "1x10")],
      [d1])
 
+r1 = {"room": "server-room", "device": "th-rack1"}
+r2 = {"room": "meeting-room", "device": "ruang-rapat"}
+case("RoomTemperatureHigh", "15m",
+     [S("pantau_sensor_temperature_celsius", r1, "33x15"),
+      S("pantau_sensor_temperature_celsius", r2, "24x15")],
+     [r1])
+case("RoomHumidityOutOfRange", "40m",
+     [S("pantau_sensor_humidity_ratio", r1, "0.9x40"),
+      S("pantau_sensor_humidity_ratio", r2, "0.55x40")],
+     [r1])
+case("RoomSensorDown", "15m",
+     [S("pantau_sensor_up", r1, "0x15"),
+      S("pantau_sensor_up", r2, "1x15")],
+     [r1])
+
 rules = yaml.safe_load(open(RULES))
 severity = {r["alert"]: r["labels"]["severity"] for g in rules["groups"] for r in g["rules"]}
 assert set(severity) == {c[0] for c in cases}, set(severity) ^ {c[0] for c in cases}
@@ -157,7 +172,7 @@ tests = []
 for alert, at, series, fires in cases:
     exp = []
     for labels in fires:
-        ann = {k: v.encode().decode("unicode_escape") for k, v in annotations(alert, at, series, labels).items()}
+        ann = {k: re.sub(r"\\(.)", r"\1", v) for k, v in annotations(alert, at, series, labels).items()}
         exp.append({"exp_labels": {**labels, "severity": severity[alert]}, "exp_annotations": ann})
     tests.append({"name": f"{alert}: fires for the first series, stays quiet for the other", "interval": "1m",
                   "input_series": series, "alert_rule_test": [{"eval_time": at, "alertname": alert, "exp_alerts": exp}]})
