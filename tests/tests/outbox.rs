@@ -60,10 +60,14 @@ fn sigkills_during_an_outage_lose_nothing() {
             .sample(&series("pantau_agent_sequence_gaps", id))
             .filter(|v| *v == 0.0)
     });
-    assert_eq!(
-        collector.sample(&series("pantau_agent_outbox_corrupt_records_total", id)),
-        Some(0.0)
-    );
+    // A SIGKILL during a write (a 45 KB record can be cut between pages) can leave a torn tail,
+    // which the restart cuts off and counts; seen once in about ten runs under load. Nothing
+    // is missing for it (no gap and 0 missed, checked above). More than one per kill would
+    // mean records damaged some other way.
+    let corrupt = collector
+        .sample(&series("pantau_agent_outbox_corrupt_records_total", id))
+        .expect("the corrupt-records counter");
+    assert!(corrupt <= 5.0, "{corrupt} corrupt records after 5 kills");
     assert_eq!(
         collector.sample(&series("pantau_agent_outbox_on_disk", id)),
         Some(1.0)
