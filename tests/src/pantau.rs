@@ -62,11 +62,7 @@ impl Collector {
             // Loopback needs no password file; a later override may name one.
             ("PANTAU_BROKER__PASSWORD_FILE".to_owned(), String::new()),
         ];
-        env.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
+        env.extend(owned(extra));
         Collector::start(dir, env, Some(mqtt_port))
     }
 
@@ -88,15 +84,7 @@ impl Collector {
         http_port: u16,
         extra: &[(&str, &str)],
     ) -> Collector {
-        let mut env = vec![
-            ("PANTAU_BROKER__EMBEDDED".to_owned(), "false".to_owned()),
-            ("PANTAU_MQTT__URL".to_owned(), broker.url()),
-        ];
-        env.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
+        let env = external_broker_env(broker, extra);
         Collector::start_at(dir, &example_config("collector.toml"), env, None, http_port)
     }
 
@@ -107,15 +95,7 @@ impl Collector {
         config: &Path,
         extra: &[(&str, &str)],
     ) -> Collector {
-        let mut env = vec![
-            ("PANTAU_BROKER__EMBEDDED".to_owned(), "false".to_owned()),
-            ("PANTAU_MQTT__URL".to_owned(), broker.url()),
-        ];
-        env.extend(
-            extra
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        );
+        let env = external_broker_env(broker, extra);
         Collector::start_config(dir, config, env, None)
     }
 
@@ -297,6 +277,22 @@ impl Collector {
     pub fn logs(&self) -> String {
         self.guard.logs()
     }
+}
+
+/// The environment of a collector that uses `broker` instead of its embedded one, plus `extra`.
+fn external_broker_env(broker: &Mosquitto, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("PANTAU_BROKER__EMBEDDED".to_owned(), "false".to_owned()),
+        ("PANTAU_MQTT__URL".to_owned(), broker.url()),
+    ];
+    env.extend(owned(extra));
+    env
+}
+
+fn owned<'a>(pairs: &'a [(&str, &str)]) -> impl Iterator<Item = (String, String)> + 'a {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
 }
 
 /// A running `pantau-agent` with host metrics, started from `configs/agent-server.toml`.

@@ -115,16 +115,7 @@ pub async fn page(
     let announcer = visitor.announcer(&app)?;
     let history = announcer
         .store()
-        .history(
-            0,
-            i64::MAX,
-            &HistoryFilter {
-                agent: None,
-                outcome: None,
-                schedule: None,
-            },
-            RECENT,
-        )
+        .history(0, i64::MAX, &HistoryFilter::default(), RECENT)
         .map_err(|error| visitor.announce_error(error.into()))?;
     let rows: Vec<Row> = history.iter().map(Row::new).collect();
     let speakers = sound_agents(&app)

@@ -107,7 +107,10 @@ impl Decoder {
             return;
         }
         if let Some(sensors) = &self.sensors
-            && !received.topic.starts_with(&format!("{}/", self.prefix))
+            && !received
+                .topic
+                .strip_prefix(self.prefix.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
             && sensors.ingest(
                 &received.topic,
                 &received.payload,
