@@ -10,6 +10,9 @@ use serde::Deserialize;
 use crate::host::HostConfig;
 use crate::probe::{LinkConfig, ProbeConfig};
 use crate::role;
+#[cfg(not(feature = "sound"))]
+use crate::role::NoSound as SoundConfig;
+#[cfg(feature = "sound")]
 use crate::sound::SoundConfig;
 
 /// The smallest message limit: the agent's own series (which are never left out) must fit.
@@ -265,7 +268,11 @@ mod tests {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if name.starts_with("agent-") && name.ends_with(".toml") {
-                load(&path).unwrap_or_else(|error| panic!("{name}: {error}"));
+                if cfg!(not(feature = "sound")) && has_sound_section(&path) {
+                    assert_refused_without_sound(&path);
+                } else {
+                    load(&path).unwrap_or_else(|error| panic!("{name}: {error}"));
+                }
                 checked += 1;
             }
         }
@@ -275,8 +282,39 @@ mod tests {
     #[test]
     fn invalid_configs_produce_their_errors() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/invalid_configs");
+        // Without the sound role, a `[sound]` section is refused before its keys are read.
+        let copy = tempfile::tempdir().unwrap();
+        let dir = if cfg!(feature = "sound") {
+            dir
+        } else {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if has_sound_section(&path) {
+                    assert_refused_without_sound(&path);
+                } else {
+                    fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+                }
+            }
+            copy.path().to_owned()
+        };
         let checked = config::check_invalid_configs(&dir, |path| load(path).map(|_| ())).unwrap();
         assert!(checked >= 5, "only {checked} invalid configs found");
+    }
+
+    fn has_sound_section(path: &Path) -> bool {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .any(|line| line.trim() == "[sound]")
+    }
+
+    fn assert_refused_without_sound(path: &Path) {
+        let error = load(path).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            error.starts_with("sound: '[sound]' needs a pantau-agent built with the `sound` feature"),
+            "{}: {error}",
+            path.display()
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod probe;
 mod report;
 mod role;
 mod sequence;
+#[cfg(feature = "sound")]
 mod sound;
 mod telemetry;
 
@@ -43,6 +44,9 @@ const EVENT_QUEUE: usize = 256;
 const WORKER_THREADS: usize = 2;
 
 fn main() -> ExitCode {
+    // Before any thread starts: the agent's few threads allocate little, and an arena per
+    // thread kept about 0.8 MiB resident for nothing (BENCHMARKS.md, issue 13).
+    pantau_sys::malloc::limit_arenas(1);
     pantau_runtime::cli::main_with_workers(
         "pantau-agent",
         "Pantau agent: reports this host to the Pantau collector over MQTT",

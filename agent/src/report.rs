@@ -29,6 +29,9 @@ use crate::telemetry::Telemetry;
 
 /// Shortest spacing of out-of-cadence reports, however often they are asked for.
 const MIN_REPORT_SPACING: Duration = Duration::from_secs(1);
+/// How often freed heap memory is handed back to the kernel.
+const TRIM_PERIOD: Duration = Duration::from_secs(60);
+
 /// Most events published in one message.
 const MAX_EVENTS_PER_MESSAGE: usize = 100;
 
@@ -74,6 +77,7 @@ impl Reporter {
         let mut last_report: Option<Instant> = None;
         let mut pending_report: Option<Instant> = None;
         let mut commands_open = true;
+        let mut last_trim = Instant::now();
         loop {
             let report = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -112,6 +116,14 @@ impl Reporter {
                 last_report = Some(Instant::now());
                 let families = self.collect().await;
                 self.send_metrics(families).await;
+                // A round allocates and frees a few hundred KiB (families, the JSON payload);
+                // glibc keeps freed pages below the heap's top resident unless asked. Giving
+                // them back once a minute keeps the agent's memory near its working set without
+                // paying page faults every round (BENCHMARKS.md, issue 13).
+                if last_trim.elapsed() >= TRIM_PERIOD {
+                    last_trim = Instant::now();
+                    pantau_sys::malloc::release_free_memory();
+                }
             }
         }
     }

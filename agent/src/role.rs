@@ -21,6 +21,7 @@ use crate::config::AgentConfig;
 use crate::device::DeviceRole;
 use crate::host::HostRole;
 use crate::probe::{ProbeRole, StartError};
+#[cfg(feature = "sound")]
 use crate::sound::SoundRole;
 
 /// Why the roles cannot start.
@@ -77,7 +78,10 @@ impl RoleKind {
         match self {
             RoleKind::Host => HostRole::COMMANDS,
             RoleKind::Probe | RoleKind::Device => &[],
+            #[cfg(feature = "sound")]
             RoleKind::Sound => SoundRole::COMMANDS,
+            #[cfg(not(feature = "sound"))]
+            RoleKind::Sound => &[],
         }
     }
 
@@ -95,6 +99,7 @@ impl RoleKind {
 pub enum Role {
     Host(HostRole),
     Probe(ProbeRole),
+    #[cfg(feature = "sound")]
     Sound(Box<SoundRole>),
     Device(DeviceRole),
 }
@@ -114,6 +119,7 @@ impl Role {
                 config.agent.interval_seconds,
             )?));
         }
+        #[cfg(feature = "sound")]
         if let Some(sound) = &config.sound {
             let role = SoundRole::new(sound, &config.agent.state_dir)?;
             roles.push(Role::Sound(Box::new(role)));
@@ -131,6 +137,7 @@ impl Role {
         match self {
             Role::Host(_) => RoleKind::Host,
             Role::Probe(_) => RoleKind::Probe,
+            #[cfg(feature = "sound")]
             Role::Sound(_) => RoleKind::Sound,
             Role::Device(_) => RoleKind::Device,
         }
@@ -141,6 +148,7 @@ impl Role {
         match self {
             Role::Host(role) => role.start(context, supervisor),
             Role::Probe(role) => role.start(context, supervisor),
+            #[cfg(feature = "sound")]
             Role::Sound(role) => role.start(context, supervisor),
             Role::Device(role) => role.start(context, supervisor),
         }
@@ -156,6 +164,7 @@ impl Role {
                 .map(AnyFamily::from)
                 .collect(),
             Role::Probe(role) => role.collect(),
+            #[cfg(feature = "sound")]
             Role::Sound(role) => role.families().into_iter().map(AnyFamily::from).collect(),
             Role::Device(role) => role.collect(),
         }
@@ -171,6 +180,7 @@ impl Role {
                 pantau_protocol::CommandRejectReason::UnknownCommand,
                 "this role claims no commands",
             )),
+            #[cfg(feature = "sound")]
             Role::Sound(role) => role.handle(command),
         }
     }
@@ -178,9 +188,31 @@ impl Role {
     /// The audio clips the role offers, announced in the birth message.
     pub fn clips(&self) -> Vec<String> {
         match self {
+            #[cfg(feature = "sound")]
             Role::Sound(role) => role.clips(),
             Role::Host(_) | Role::Probe(_) | Role::Device(_) => Vec::new(),
         }
+    }
+}
+
+/// `[sound]` read by an agent built without the sound role (`--no-default-features`): kept so
+/// the error names the section instead of calling it an unknown key.
+#[cfg(not(feature = "sound"))]
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct NoSound(serde::de::IgnoredAny);
+
+#[cfg(not(feature = "sound"))]
+impl NoSound {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        Err(ConfigError::invalid(
+            "sound",
+            "[sound]",
+            "needs a pantau-agent built with the `sound` feature (the default); this one was built with --no-default-features",
+        ))
+    }
+
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.validate()
     }
 }
 

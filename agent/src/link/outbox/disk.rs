@@ -32,6 +32,9 @@ const HEADER_BYTES: u64 = 8;
 /// The largest body a record may claim; anything larger is a torn or foreign write.
 const MAX_BODY_BYTES: u32 = 64 * 1024 * 1024;
 
+/// Size of the `done` file: the watermark left-aligned in 20 columns and a newline.
+const DONE_BYTES: u64 = 21;
+
 /// Where a message waits.
 #[derive(Debug, Clone)]
 enum Place {
@@ -245,9 +248,19 @@ impl DiskOutbox {
             return;
         }
         self.done_below = done;
-        let temp = self.dir.join("done.tmp");
-        let written = fs::write(&temp, format!("{done}\n"))
-            .and_then(|()| fs::rename(&temp, self.dir.join("done")));
+        // In place and padded to a fixed width, not a temp file and a rename: that cost an
+        // inode and a journal commit per acknowledgement (BENCHMARKS.md, issue 13). A write
+        // this small lies within one sector; a torn or unreadable file reads as 0, which only
+        // sends stored messages again.
+        let written = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.dir.join("done"))
+            .and_then(|file| {
+                file.write_all_at(format!("{done:<20}\n").as_bytes(), 0)?;
+                file.set_len(DONE_BYTES)
+            });
         // Not fatal: at worst a restart sends some delivered messages again.
         let _ = written;
     }
@@ -601,7 +614,10 @@ mod tests {
             .filter(|entry| entry.path().extension().is_some_and(|e| e == "seg"))
             .count();
         assert_eq!(segment_files, 1);
-        assert_eq!(fs::read_to_string(dir.path().join("done")).unwrap(), "3\n");
+        assert_eq!(
+            fs::read_to_string(dir.path().join("done")).unwrap(),
+            format!("{:<20}\n", 3)
+        );
     }
 
     #[test]
