@@ -11,8 +11,8 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::config::ConfigError;
-use crate::mqtt_tls;
 pub use crate::mqtt_failover::{Brokers, Failover};
+use crate::mqtt_tls;
 
 /// Port used when an `mqtt://` URL names none.
 pub const DEFAULT_PORT: u16 = 1883;
@@ -537,7 +537,11 @@ mod tests {
         let shown: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
         assert_eq!(
             shown,
-            ["mqtt://n1.lan:1883", "mqtt://n2.lan:1884", "mqtt://[::1]:1885"]
+            [
+                "mqtt://n1.lan:1883",
+                "mqtt://n2.lan:1884",
+                "mqtt://[::1]:1885"
+            ]
         );
         assert_eq!(list.failover, Failover::Random);
         list.validate().unwrap();
@@ -585,9 +589,18 @@ mod tests {
         let settings = parse(r#"sites = ["dc", "gor"]"#);
         settings.validate().unwrap();
         for (toml, expected) in [
-            (r#"sites = []"#, "mqtt.sites: '[]' must name at least one site"),
-            (r#"sites = ["dc", "a/b"]"#, "mqtt.sites[1]: 'a/b' character '/'"),
-            (r#"sites = ["dc", "dc"]"#, "mqtt.sites[1]: 'dc' is listed twice"),
+            (
+                r#"sites = []"#,
+                "mqtt.sites: '[]' must name at least one site",
+            ),
+            (
+                r#"sites = ["dc", "a/b"]"#,
+                "mqtt.sites[1]: 'a/b' character '/'",
+            ),
+            (
+                r#"sites = ["dc", "dc"]"#,
+                "mqtt.sites[1]: 'dc' is listed twice",
+            ),
         ] {
             let error = parse(toml).validate().unwrap_err().to_string();
             assert!(error.starts_with(expected), "{toml}: {error}");

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use pantau_runtime::backoff::Backoff;
+use pantau_runtime::mqtt::Brokers;
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use pantau_runtime::time::sleep_until_or_never;
 use rumqttc::{
@@ -106,9 +107,11 @@ impl Drain {
     }
 }
 
-/// The link task: the event loop it alone polls, and the delivery state.
+/// The link task: the event loop it alone polls, the brokers it may point it at, and the
+/// delivery state.
 pub struct Link {
     eventloop: EventLoop,
+    brokers: Brokers,
     delivery: Delivery,
 }
 
@@ -181,14 +184,17 @@ impl Link {
     pub fn new(
         client: AsyncClient,
         eventloop: EventLoop,
+        brokers: Brokers,
         settings: LinkSettings,
         outbox: Box<dyn Outbox>,
         commands: mpsc::Sender<Incoming>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let command_filter = settings.commands.then(|| settings.header.command_filter());
+        telemetry.set_broker(brokers.current());
         Self {
             eventloop,
+            brokers,
             delivery: Delivery {
                 client,
                 header: settings.header,
@@ -218,6 +224,7 @@ impl Link {
     pub async fn run(self, outgoing: mpsc::Receiver<Envelope>, shutdown: CancellationToken) {
         let Link {
             mut eventloop,
+            mut brokers,
             mut delivery,
         } = self;
         let mut inputs = Inputs {
@@ -245,24 +252,36 @@ impl Link {
             // A `poll()` in flight is never dropped: rumqttc abandons a connection whose CONNACK
             // it is awaiting when its future is dropped, and the broker then sees two
             // connections with one client id (rumqttd even lost the live one's last will).
-            let poll = eventloop.poll();
-            tokio::pin!(poll);
-            let event = loop {
-                if delivery.connected {
-                    delivery.pump();
-                }
-                delivery.telemetry.outbox(&delivery.outbox.stats());
-                if inputs.finished(&delivery) {
-                    break 'run;
-                }
-                let drain_at = delivery.drain_at();
-                tokio::select! {
-                    event = &mut poll => break event,
-                    () = inputs.next(&mut delivery) => {}
-                    _ = sleep_until_or_never(drain_at), if drain_at.is_some() => {}
+            let event = {
+                let poll = eventloop.poll();
+                tokio::pin!(poll);
+                loop {
+                    if delivery.connected {
+                        delivery.pump();
+                    }
+                    delivery.telemetry.outbox(&delivery.outbox.stats());
+                    if inputs.finished(&delivery) {
+                        break 'run;
+                    }
+                    let drain_at = delivery.drain_at();
+                    tokio::select! {
+                        event = &mut poll => break event,
+                        () = inputs.next(&mut delivery) => {}
+                        _ = sleep_until_or_never(drain_at), if drain_at.is_some() => {}
+                    }
                 }
             };
+            let failed = event.is_err();
             delivery.handle(event);
+            // Whatever was in flight on the old broker is back in the outbox (`on_error`
+            // rewound it) and goes to the next one, before anything newer.
+            if failed {
+                let from = brokers.current().to_string();
+                if brokers.fail_over(&mut eventloop) {
+                    delivery.telemetry.failed_over(brokers.current());
+                    info!(from, to = %brokers.current(), "failing over to the next broker");
+                }
+            }
         }
         delivery.finish(&mut eventloop).await;
     }
@@ -517,11 +536,17 @@ mod tests {
     /// nowhere once it is dropped.
     fn delivery() -> (Delivery, (EventLoop, mpsc::Receiver<Incoming>)) {
         let options = rumqttc::MqttOptions::new("t", "127.0.0.1", 1);
-        let (client, eventloop) = AsyncClient::new(options, 64);
+        let (client, eventloop) = AsyncClient::new(options.clone(), 64);
         let (commands, commands_rx) = mpsc::channel(1);
+        let endpoint = pantau_runtime::mqtt::Endpoint::parse("mqtt://127.0.0.1:1").unwrap();
+        let brokers = Brokers::new(
+            vec![(endpoint, options)],
+            pantau_runtime::mqtt::Failover::InOrder,
+        );
         let link = Link::new(
             client,
             eventloop,
+            brokers,
             LinkSettings {
                 header: Header {
                     prefix: "pantau".to_owned(),
