@@ -74,15 +74,20 @@ pub enum BrokerUrls {
 
 impl BrokerUrls {
     /// Each URL with the config path that names it: `mqtt.url`, or `mqtt.url[1]` in a list.
+    /// A string with commas is a list too, so that `PANTAU_MQTT__URL` (environment overrides
+    /// are strings) can name several brokers.
     pub fn named(&self) -> Vec<(String, &str)> {
-        match self {
-            BrokerUrls::One(url) => vec![("mqtt.url".to_owned(), url.as_str())],
-            BrokerUrls::List(urls) => urls
-                .iter()
-                .enumerate()
-                .map(|(i, url)| (format!("mqtt.url[{i}]"), url.as_str()))
-                .collect(),
-        }
+        let list: Vec<&str> = match self {
+            BrokerUrls::One(url) if !url.contains(',') => {
+                return vec![("mqtt.url".to_owned(), url.as_str())];
+            }
+            BrokerUrls::One(urls) => urls.split(',').map(str::trim).collect(),
+            BrokerUrls::List(urls) => urls.iter().map(String::as_str).collect(),
+        };
+        list.into_iter()
+            .enumerate()
+            .map(|(i, url)| (format!("mqtt.url[{i}]"), url))
+            .collect()
     }
 }
 
@@ -545,6 +550,15 @@ mod tests {
         );
         assert_eq!(list.failover, Failover::Random);
         list.validate().unwrap();
+        // The form an environment override takes.
+        let env = parse(r#"url = "mqtt://n1.lan:1883, mqtt://n2.lan:1884""#);
+        let endpoints = env.endpoints(env.url.as_ref().unwrap()).unwrap();
+        assert_eq!(endpoints[1].to_string(), "mqtt://n2.lan:1884");
+        let env = parse(r#"url = "mqtt://n1.lan:1883,""#);
+        assert_eq!(
+            env.validate().unwrap_err().to_string(),
+            "mqtt.url[1]: '' must start with mqtt:// or mqtts:// (TLS)"
+        );
     }
 
     #[test]
