@@ -200,19 +200,21 @@ fn agents_and_collectors_fail_over_and_lose_nothing() {
         }
     }
     let node1 = nats.mqtt_url(0);
-    let on_node1: Vec<String> = per_agent(
-        &(collector_a.metrics() + &collector_b.metrics()),
-        "pantau_agent_mqtt_broker_info",
-    )
-    .into_iter()
-    .filter(|(_, (line, _))| label(line, "url").as_deref() == Some(node1.as_str()))
-    .map(|(id, _)| id)
-    .collect();
-    assert_eq!(
-        on_node1.len(),
-        4,
-        "agents 0, 3, 6, 9 start on node 1: {on_node1:?}"
-    );
+    // The first metrics message (which carries the agent's broker) follows the birth.
+    let brokers = |agents_on: &str| -> Vec<String> {
+        per_agent(
+            &(collector_a.metrics() + &collector_b.metrics()),
+            "pantau_agent_mqtt_broker_info",
+        )
+        .into_iter()
+        .filter(|(_, (line, _))| label(line, "url").as_deref() == Some(agents_on))
+        .map(|(id, _)| id)
+        .collect()
+    };
+    let on_node1 = wait_until("agents 0, 3, 6, 9 report node 1", WAIT, || {
+        let on = brokers(&node1);
+        (on.len() == 4).then_some(on)
+    });
     let broker_of_a = format!(r#"pantau_collector_mqtt_broker_info{{url="{node1}"}}"#);
     assert_eq!(collector_a.sample(&broker_of_a), Some(1.0));
 
