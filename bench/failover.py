@@ -111,7 +111,12 @@ class Cluster:
                  "-t", "bench/ready", "-m", "1"], timeout=15, capture_output=True,
             ).returncode == 0
 
-        wait(f"node {n['name']}", ready, 60)
+        try:
+            wait(f"node {n['name']}", ready, 120)
+        except SystemExit:
+            with open(os.path.join(self.work, f"{n['name']}.log")) as f:
+                print("".join(f.readlines()[-30:]), file=sys.stderr)
+            raise
 
     def kill(self, i):
         proc = self.nodes[i]["proc"]
