@@ -28,7 +28,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = int(os.environ.get("RUNS", "5"))
 RATE_RUNS = int(os.environ.get("RATE_RUNS", "3"))
-COUNT = int(os.environ.get("COUNT", "20000"))
+COUNT = int(os.environ.get("COUNT", "5000"))
 TIMEOUT = 120
 
 
@@ -104,7 +104,7 @@ class Cluster:
             ok, body = http_ok(f"http://127.0.0.1:{n['http']}/routez")
             if not ok or json.loads(body).get("num_routes", 0) < 2:
                 return False
-            if not http_ok(f"http://127.0.0.1:{n['http']}/healthz")[0]:
+            if not http_ok(f"http://127.0.0.1:{n['http']}/healthz?js-enabled-only=true")[0]:
                 return False
             return subprocess.run(
                 ["mosquitto_pub", "-p", str(n["mqtt"]), "-i", f"ready-{i}", "-q", "1",
@@ -182,11 +182,18 @@ def rate_once(pub_port, sub_port, tag):
     pub = subprocess.Popen(
         ["mosquitto_pub", "-p", str(pub_port), "-q", "1", "-i", f"rate-pub-{tag}", "-t",
          f"bench/rate/{tag}", "-l"], stdin=subprocess.PIPE)
-    pub.communicate(("\n".join([payload] * COUNT) + "\n").encode(), timeout=TIMEOUT)
-    code = sub.wait(timeout=TIMEOUT + 5)
+    try:
+        pub.communicate(("\n".join([payload] * COUNT) + "\n").encode(), timeout=TIMEOUT)
+        code = sub.wait(timeout=TIMEOUT + 5)
+    except subprocess.TimeoutExpired:
+        code = None
     elapsed = time.time() - started
+    for proc in (pub, sub):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     if code != 0:
-        return None  # timed out before COUNT arrived: messages were lost or too slow
+        return None  # COUNT did not arrive within TIMEOUT: lost or too slow
     return COUNT / elapsed
 
 
@@ -217,12 +224,13 @@ def main():
     cluster = Cluster(work)
     broker, port = mosquitto(work)
     try:
-        failovers = [failover_once(cluster, work, run) for run in range(RUNS)]
+        # Rates first, on the fresh cluster: every node kill leaves JetStream work behind.
         nats_rates, mosquitto_rates = [], []
         for run in range(RATE_RUNS):
             nats_rates.append(rate_once(cluster.nodes[0]["mqtt"], cluster.nodes[2]["mqtt"],
                                         f"nats{run}"))
             mosquitto_rates.append(rate_once(port, port, f"mosq{run}"))
+        failovers = [failover_once(cluster, work, run) for run in range(RUNS)]
         print(f"agent: {agent_binary()}")
         summary("failover time (kill -> first message via another node)", failovers, "s",
                 "{:.2f}")

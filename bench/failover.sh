@@ -4,7 +4,7 @@
 # "Beyond one machine"). Needs nats-server, mosquitto, mosquitto-clients and a built
 # pantau-agent (release preferred, else debug).
 #
-#   ./bench/failover.sh                 # 5 failovers, 3 rate runs of 20000 messages
+#   ./bench/failover.sh                 # 5 failovers, 3 rate runs of 5000 messages each
 #   RUNS=3 RATE_RUNS=1 COUNT=5000 ./bench/failover.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

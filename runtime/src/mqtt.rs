@@ -11,7 +11,7 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::config::ConfigError;
-pub use crate::mqtt_failover::{Brokers, Failover};
+pub use crate::mqtt_failover::{BrokerUrls, Brokers, Failover};
 use crate::mqtt_tls;
 
 /// Port used when an `mqtt://` URL names none.
@@ -63,48 +63,6 @@ pub struct MqttSettings {
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(pub String);
-
-/// `mqtt.url`: one URL, or a list of them.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum BrokerUrls {
-    One(String),
-    List(Vec<String>),
-}
-
-impl BrokerUrls {
-    /// Each URL with the config path that names it: `mqtt.url`, or `mqtt.url[1]` in a list.
-    /// A string with commas is a list too, so that `PANTAU_MQTT__URL` (environment overrides
-    /// are strings) can name several brokers.
-    pub fn named(&self) -> Vec<(String, &str)> {
-        let list: Vec<&str> = match self {
-            BrokerUrls::One(url) if !url.contains(',') => {
-                return vec![("mqtt.url".to_owned(), url.as_str())];
-            }
-            BrokerUrls::One(urls) => urls.split(',').map(str::trim).collect(),
-            BrokerUrls::List(urls) => urls.iter().map(String::as_str).collect(),
-        };
-        list.into_iter()
-            .enumerate()
-            .map(|(i, url)| (format!("mqtt.url[{i}]"), url))
-            .collect()
-    }
-}
-
-impl fmt::Display for BrokerUrls {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BrokerUrls::One(url) => f.write_str(url),
-            BrokerUrls::List(urls) => write!(f, "[{}]", urls.join(", ")),
-        }
-    }
-}
-
-impl From<&str> for BrokerUrls {
-    fn from(url: &str) -> Self {
-        BrokerUrls::One(url.to_owned())
-    }
-}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -205,37 +163,9 @@ impl MqttSettings {
         Ok(())
     }
 
-    /// Parses and checks every URL of `urls`; errors name the URL's place (`mqtt.url[1]`).
-    /// Reads the TLS files when a URL needs them, so that `--check-config` names a bad one.
-    pub fn endpoints(&self, urls: &BrokerUrls) -> Result<Vec<Endpoint>, ConfigError> {
-        let named = urls.named();
-        if named.is_empty() {
-            return Err(ConfigError::invalid(
-                "mqtt.url",
-                "[]",
-                "must name at least one broker",
-            ));
-        }
-        let mut endpoints = Vec::with_capacity(named.len());
-        for (field, url) in named {
-            let endpoint =
-                Endpoint::parse(url).map_err(|why| ConfigError::invalid(&field, url, why))?;
-            if endpoint.tls {
-                mqtt_tls::client_config(self)?;
-            } else {
-                self.refuse_tls_files_without_tls(url)?;
-            }
-            if endpoints.contains(&endpoint) {
-                return Err(ConfigError::invalid(field, url, "is listed twice"));
-            }
-            endpoints.push(endpoint);
-        }
-        Ok(endpoints)
-    }
-
     /// TLS files only work with an `mqtts://` URL; with `mqtt://` they would be silently
     /// ignored and the connection sent in clear text.
-    fn refuse_tls_files_without_tls(&self, url: &str) -> Result<(), ConfigError> {
+    pub(crate) fn refuse_tls_files_without_tls(&self, url: &str) -> Result<(), ConfigError> {
         for (field, path) in [
             ("mqtt.ca_file", &self.ca_file),
             ("mqtt.client_cert_file", &self.client_cert_file),
@@ -274,25 +204,6 @@ impl MqttSettings {
             options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
         }
         Ok(options)
-    }
-}
-
-impl MqttSettings {
-    /// The failover list over `endpoints`: options for each, built by `options` and then
-    /// finished by `adjust` (packet limits, session kind), so every broker gets the same ones.
-    pub fn brokers(
-        &self,
-        endpoints: &[Endpoint],
-        client_id: &str,
-        mut adjust: impl FnMut(&mut MqttOptions),
-    ) -> Result<Brokers, ConfigError> {
-        let mut list = Vec::with_capacity(endpoints.len());
-        for endpoint in endpoints {
-            let mut options = self.options(endpoint, client_id)?;
-            adjust(&mut options);
-            list.push((endpoint.clone(), options));
-        }
-        Ok(Brokers::new(list, self.failover))
     }
 }
 
@@ -519,105 +430,4 @@ mod tests {
         assert!(!format!("{settings:?}").contains("hunter2"));
     }
 
-    fn parse(toml: &str) -> MqttSettings {
-        use figment::providers::{Format, Toml};
-        figment::Figment::from(Toml::string(toml))
-            .extract()
-            .expect("valid [mqtt] TOML")
-    }
-
-    #[test]
-    fn url_may_be_one_string_or_a_list() {
-        let one = parse(r#"url = "mqtt://127.0.0.1:1883""#);
-        let endpoints = one.endpoints(one.url.as_ref().unwrap()).unwrap();
-        assert_eq!(endpoints.len(), 1);
-        assert_eq!(one.failover, Failover::InOrder);
-        let list = parse(
-            r#"
-            url = ["mqtt://n1.lan", "mqtt://n2.lan:1884", "mqtt://[::1]:1885"]
-            failover = "random"
-            "#,
-        );
-        let endpoints = list.endpoints(list.url.as_ref().unwrap()).unwrap();
-        let shown: Vec<String> = endpoints.iter().map(ToString::to_string).collect();
-        assert_eq!(
-            shown,
-            [
-                "mqtt://n1.lan:1883",
-                "mqtt://n2.lan:1884",
-                "mqtt://[::1]:1885"
-            ]
-        );
-        assert_eq!(list.failover, Failover::Random);
-        list.validate().unwrap();
-        // The form an environment override takes.
-        let env = parse(r#"url = "mqtt://n1.lan:1883, mqtt://n2.lan:1884""#);
-        let endpoints = env.endpoints(env.url.as_ref().unwrap()).unwrap();
-        assert_eq!(endpoints[1].to_string(), "mqtt://n2.lan:1884");
-        let env = parse(r#"url = "mqtt://n1.lan:1883,""#);
-        assert_eq!(
-            env.validate().unwrap_err().to_string(),
-            "mqtt.url[1]: '' must start with mqtt:// or mqtts:// (TLS)"
-        );
-    }
-
-    #[test]
-    fn every_url_of_the_list_is_checked_and_named() {
-        let settings = parse(r#"url = ["mqtt://n1.lan", "http://n2.lan"]"#);
-        assert_eq!(
-            settings.validate().unwrap_err().to_string(),
-            "mqtt.url[1]: 'http://n2.lan' must start with mqtt:// or mqtts:// (TLS)"
-        );
-        let settings = parse(r#"url = []"#);
-        assert_eq!(
-            settings.validate().unwrap_err().to_string(),
-            "mqtt.url: '[]' must name at least one broker"
-        );
-        let settings = parse(r#"url = ["mqtt://n1.lan", "mqtt://n1.lan:1883"]"#);
-        assert_eq!(
-            settings.validate().unwrap_err().to_string(),
-            "mqtt.url[1]: 'mqtt://n1.lan:1883' is listed twice"
-        );
-        // User info (a password) can never reach the broker info metric's label.
-        let settings = parse(r#"url = ["mqtt://n1.lan", "mqtt://u:secret@n2.lan"]"#);
-        let error = settings.validate().unwrap_err().to_string();
-        assert!(error.starts_with("mqtt.url[1]:"), "{error}");
-        assert!(error.contains("no path, query or user info"), "{error}");
-        let error = figment::Figment::from(figment::providers::Serialized::defaults(
-            serde_json_like_failover(),
-        ))
-        .extract::<MqttSettings>()
-        .unwrap_err()
-        .to_string();
-        assert!(error.contains("in_order"), "{error}");
-    }
-
-    fn serde_json_like_failover() -> figment::value::Dict {
-        let mut dict = figment::value::Dict::new();
-        dict.insert("failover".to_owned(), "sideways".into());
-        dict
-    }
-
-    #[test]
-    fn sites_are_checked_like_agent_sites() {
-        let settings = parse(r#"sites = ["dc", "gor"]"#);
-        settings.validate().unwrap();
-        for (toml, expected) in [
-            (
-                r#"sites = []"#,
-                "mqtt.sites: '[]' must name at least one site",
-            ),
-            (
-                r#"sites = ["dc", "a/b"]"#,
-                "mqtt.sites[1]: 'a/b' character '/'",
-            ),
-            (
-                r#"sites = ["dc", "dc"]"#,
-                "mqtt.sites[1]: 'dc' is listed twice",
-            ),
-        ] {
-            let error = parse(toml).validate().unwrap_err().to_string();
-            assert!(error.starts_with(expected), "{toml}: {error}");
-        }
-    }
 }

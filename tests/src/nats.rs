@@ -177,7 +177,13 @@ impl NatsCluster {
     fn wait_node_ready(&self, index: usize) {
         let node = &self.nodes[index];
         let others = (self.len() - 1) as u64;
-        let health = format!("http://127.0.0.1:{}/healthz", node.http_port);
+        // Not the full /healthz: after a restart it can report a consumer of the MQTT streams
+        // that belonged to the node's previous run as "not current" for minutes, while MQTT
+        // works; the round trip below is the real check.
+        let health = format!(
+            "http://127.0.0.1:{}/healthz?js-enabled-only=true",
+            node.http_port
+        );
         let ready = poll_until(FORM_TIMEOUT, || {
             let routed = self.routes(index).is_some_and(|routes| routes >= others);
             let healthy = http_get(&health).is_ok_and(|(status, _)| status == 200);
