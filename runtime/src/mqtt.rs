@@ -429,5 +429,4 @@ mod tests {
         };
         assert!(!format!("{settings:?}").contains("hunter2"));
     }
-
 }
