@@ -2,11 +2,12 @@
 //! other part of the collector publishes.
 //!
 //! rumqttc reconnects only while its event loop is polled, so this task never stops polling:
-//! it subscribes on every ConnAck (a clean session forgets the
-//! subscription), forwards publishes to the ingest queue without ever waiting on it, and backs
-//! off while the broker is unreachable. Publishes from elsewhere (`handle.rs`) arrive as requests
-//! on a bounded channel; only this task touches the client, and it answers each request when
-//! the broker's PUBACK for it arrives.
+//! it subscribes on every ConnAck (a clean session forgets the subscription), forwards
+//! publishes to the ingest queue without ever waiting on it, and backs off while the broker is
+//! unreachable, moving to the next broker of `mqtt.url` after each failure. With `mqtt.sites`
+//! it subscribes to the owned sites only (`sites.rs`). Publishes from elsewhere (`handle.rs`)
+//! arrive as requests on a bounded channel; only this task touches the client, and it answers
+//! each request when the broker's PUBACK for it arrives.
 
 mod handle;
 mod metrics;

@@ -5,7 +5,9 @@
 //! and forwards what arrives there; and delivers messages from the outbox. rumqttc reconnects
 //! only while its event loop is polled, and on a new (clean) session it silently discards every
 //! publish it had not had acknowledged, so a message leaves the outbox only when the broker's
-//! PUBACK arrives, and after a reconnect everything unacknowledged is sent again.
+//! PUBACK arrives, and after a reconnect everything unacknowledged is sent again. With several
+//! brokers in `mqtt.url` every failure moves the event loop to the next one ([`Brokers`]), so
+//! "sent again" then means "sent to the next broker".
 //!
 //! Failures are loud: every failed attempt is classified ([`Failure`]), counted, and logged at
 //! WARN from the first one on (then at most once per period per reason).
