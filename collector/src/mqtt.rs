@@ -254,7 +254,10 @@ impl Session {
                     let from = brokers.current().to_string();
                     if brokers.fail_over(eventloop) {
                         self.metrics.failed_over(brokers.current());
-                        info!(from, to = %brokers.current(), "failing over to the next broker");
+                        // Repeats at each attempt while every broker is down: rate-limited.
+                        if let Verdict::Log { suppressed } = self.drop_log.check("failover") {
+                            info!(from, to = %brokers.current(), suppressed, "failing over to the next broker");
+                        }
                     }
                     retry_at = Some(Instant::now() + delay);
                 }

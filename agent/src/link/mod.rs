@@ -281,7 +281,11 @@ impl Link {
                 let from = brokers.current().to_string();
                 if brokers.fail_over(&mut eventloop) {
                     delivery.telemetry.failed_over(brokers.current());
-                    info!(from, to = %brokers.current(), "failing over to the next broker");
+                    // While every broker is down this repeats at each attempt: rate-limited,
+                    // the counter has them all.
+                    if let Verdict::Log { suppressed } = delivery.failure_log.check("failover") {
+                        info!(from, to = %brokers.current(), suppressed, "failing over to the next broker");
+                    }
                 }
             }
         }
