@@ -165,7 +165,8 @@ fn default_state_dir() -> PathBuf {
 pub struct Resolved {
     pub config: AgentConfig,
     pub id: String,
-    pub endpoint: Endpoint,
+    /// The brokers of `mqtt.url`, in configured order (one unless it is a list).
+    pub endpoints: Vec<Endpoint>,
     pub client_id: String,
 }
 
@@ -232,9 +233,17 @@ impl AgentConfig {
             sound.validate()?;
         }
         self.outbox.validate()?;
-        let url = self.mqtt.url.as_deref().unwrap_or(DEFAULT_MQTT_URL);
-        let endpoint =
-            Endpoint::parse(url).map_err(|why| ConfigError::invalid("mqtt.url", url, why))?;
+        if let Some(sites) = &self.mqtt.sites {
+            return Err(ConfigError::invalid(
+                "mqtt.sites",
+                format!("{sites:?}"),
+                "is a collector setting; an agent reports its own agent.site",
+            ));
+        }
+        let endpoints = match &self.mqtt.url {
+            Some(urls) => self.mqtt.endpoints(urls)?,
+            None => self.mqtt.endpoints(&DEFAULT_MQTT_URL.into())?,
+        };
         let client_id = self
             .mqtt
             .client_id
@@ -243,7 +252,7 @@ impl AgentConfig {
         Ok(Resolved {
             config: self,
             id,
-            endpoint,
+            endpoints,
             client_id,
         })
     }
@@ -325,7 +334,7 @@ mod tests {
         let resolved = load(&path).unwrap();
         assert_eq!(resolved.id, "dc-srv-01");
         assert_eq!(resolved.client_id, "pantau-agent-dc-srv-01");
-        assert_eq!(resolved.endpoint.port, 1883);
+        assert_eq!(resolved.endpoints[0].port, 1883);
         assert_eq!(resolved.config.agent.interval_seconds, 15);
         assert!(resolved.config.host.is_none());
     }

@@ -61,7 +61,7 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
     let Resolved {
         config,
         id,
-        endpoint,
+        endpoints,
         client_id,
     } = resolved;
     let shutdown = pantau_runtime::shutdown::on_signals();
@@ -77,14 +77,18 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
     let role_names: Vec<String> = roles.iter().map(|r| r.kind().name().to_owned()).collect();
     let claims_commands = roles.iter().any(|role| !role.kind().commands().is_empty());
 
-    let mut options = config.mqtt.options(&endpoint, &client_id)?;
-    endpoint.warn_if_clear_text();
-    options.set_clean_session(true);
     // rumqttc refuses to send packets above 10 KiB by default and treats that as a connection
     // error; allow the largest message the reporter lets through, plus topic and header.
     let max_packet = config.agent.max_message_bytes + 4096;
-    options.set_max_packet_size(max_packet, max_packet);
-    let (client, eventloop) = AsyncClient::new(options, 64);
+    let brokers = config.mqtt.brokers(&endpoints, &client_id, |options| {
+        options.set_clean_session(true);
+        options.set_max_packet_size(max_packet, max_packet);
+    })?;
+    for endpoint in &endpoints {
+        endpoint.warn_if_clear_text();
+    }
+    let broker = brokers.current().to_string();
+    let (client, eventloop) = AsyncClient::new(brokers.options(), 64);
     let outbox_dir = config.outbox.dir(&config.agent.state_dir);
     let (outbox, outbox_error) = DiskOutbox::open(
         &outbox_dir,
@@ -110,6 +114,7 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
     let link = Link::new(
         client,
         eventloop,
+        brokers,
         LinkSettings {
             header: header.clone(),
             birth: BirthInfo {
@@ -125,7 +130,7 @@ async fn run(resolved: Resolved) -> anyhow::Result<()> {
         commands_tx,
         telemetry.clone(),
     );
-    info!(agent = %id, site = %config.agent.site, broker = %endpoint, roles = ?role_names, "agent starting");
+    info!(agent = %id, site = %config.agent.site, broker = %broker, failover = %config.mqtt.failover, roles = ?role_names, "agent starting");
 
     let mut supervisor = Supervisor::new(shutdown.clone());
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);

@@ -2,7 +2,10 @@
 //! message: delivery (outbox, connections and why they failed), commands, and whether its
 //! state directory can be written. The collector relays them like any role's series.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use pantau_runtime::mqtt::Endpoint;
 
 use pantau_protocol::{CommandRejectReason, Family};
 
@@ -23,6 +26,10 @@ pub struct Telemetry {
     pub oversized_messages: AtomicU64,
     pub dropped_families: AtomicU64,
     pub connections: AtomicU64,
+    /// The broker in use, as `mqtt://host:port` (URLs never carry user info: the config
+    /// refuses it, so no password reaches this label).
+    broker: Mutex<String>,
+    failovers: AtomicU64,
     connection_errors: [AtomicU64; Failure::ALL.len()],
     pub subscription_failures: AtomicU64,
     pub received_commands: AtomicU64,
@@ -47,6 +54,19 @@ impl Telemetry {
         self.outbox_corrupt_records
             .store(stats.corrupt_records, Ordering::Relaxed);
         self.outbox_expired.store(stats.expired, Ordering::Relaxed);
+    }
+
+    /// The broker the link uses now.
+    pub fn set_broker(&self, endpoint: &Endpoint) {
+        if let Ok(mut broker) = self.broker.lock() {
+            *broker = endpoint.to_string();
+        }
+    }
+
+    /// The link moved to `endpoint` after a failure.
+    pub fn failed_over(&self, endpoint: &Endpoint) {
+        self.set_broker(endpoint);
+        self.failovers.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn connection_error(&self, failure: Failure) {
@@ -91,7 +111,23 @@ impl Telemetry {
         for (reason, count) in CommandRejectReason::ALL.iter().zip(&self.rejected_commands) {
             rejected_commands.sample(&[("reason", reason.as_str())], get(count));
         }
+        let mut broker = FamilyBuilder::gauge(
+            "pantau_agent_mqtt_broker_info",
+            "The broker the agent uses (or tries) now, from mqtt.url; always 1.",
+        );
+        if let Ok(url) = self.broker.lock()
+            && !url.is_empty()
+        {
+            broker.sample(&[("url", url.as_str())], 1.0);
+        }
         vec![
+            broker.build(),
+            FamilyBuilder::counter(
+                "pantau_agent_mqtt_failovers_total",
+                "Moves to the next broker of mqtt.url after a failed attempt or a lost \
+                 connection.",
+            )
+            .single(get(&self.failovers)),
             FamilyBuilder::gauge(
                 "pantau_agent_outbox_messages",
                 "Messages waiting for the broker's acknowledgement.",

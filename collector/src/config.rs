@@ -701,13 +701,11 @@ impl CollectorConfig {
         }
     }
 
-    /// The broker the collector subscribes to: its own when embedded (over loopback when it
-    /// listens on every address), otherwise `mqtt.url`.
-    pub fn broker_endpoint(&self) -> Result<Endpoint, ConfigError> {
+    /// The brokers the collector subscribes to: its own when embedded (over loopback when it
+    /// listens on every address), otherwise those of `mqtt.url`.
+    pub fn broker_endpoints(&self) -> Result<Vec<Endpoint>, ConfigError> {
         match &self.mqtt.url {
-            Some(url) => {
-                Endpoint::parse(url).map_err(|why| ConfigError::invalid("mqtt.url", url, why))
-            }
+            Some(urls) => self.mqtt.endpoints(urls),
             None => {
                 let listen = self.broker.listen;
                 let host = match listen.ip() {
@@ -715,11 +713,11 @@ impl CollectorConfig {
                     ip if ip.is_unspecified() => "::1".to_owned(),
                     ip => ip.to_string(),
                 };
-                Ok(Endpoint {
+                Ok(vec![Endpoint {
                     host,
                     port: listen.port(),
                     tls: false,
-                })
+                }])
             }
         }
     }
@@ -786,12 +784,12 @@ mod tests {
     fn embedded_broker_is_reached_over_loopback() {
         let config = CollectorConfig::default();
         assert_eq!(
-            config.broker_endpoint().unwrap(),
-            Endpoint {
+            config.broker_endpoints().unwrap(),
+            [Endpoint {
                 host: "127.0.0.1".to_owned(),
                 port: 1883,
                 tls: false,
-            }
+            }]
         );
     }
 

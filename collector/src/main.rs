@@ -111,23 +111,52 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     )
     .context("remote_write")?;
 
-    let endpoint = config.broker_endpoint()?;
+    let endpoints = config.broker_endpoints()?;
     let client_id = config
         .mqtt
         .client_id
         .clone()
         .unwrap_or_else(default_client_id);
-    let mut options = config.mqtt.options(&endpoint, &client_id)?;
+    let internal = match config.broker.embedded {
+        true => Some(broker::InternalLogin::generate(&client_id)?),
+        false => None,
+    };
     if !config.broker.embedded {
-        endpoint.warn_if_clear_text();
+        for endpoint in &endpoints {
+            endpoint.warn_if_clear_text();
+        }
     }
-    if config.broker.embedded {
-        let internal = broker::InternalLogin::generate(&client_id)?;
-        options.set_credentials(internal.username.clone(), internal.password.clone());
+    // With the embedded broker, one packet limit for the broker and this client (checked
+    // against the payload limit at start), so a packet the broker lets through never breaks
+    // the collector's connection. An external broker has its own limit (README: set it to the
+    // same value); until it does, read generously, so that an oversized message, retained
+    // ones included, is rejected, counted and cleared instead of breaking the connection on
+    // every reconnect.
+    let read_limit = match config.broker.embedded {
+        true => config.broker.max_packet_bytes,
+        false => config
+            .broker
+            .max_packet_bytes
+            .max(EXTERNAL_READ_LIMIT_BYTES),
+    };
+    let brokers = config.mqtt.brokers(&endpoints, &client_id, |options| {
+        if let Some(internal) = &internal {
+            options.set_credentials(internal.username.clone(), internal.password.clone());
+        }
+        options.set_max_packet_size(read_limit, 64 * 1024);
+        // A persistent session with an external broker keeps the subscription and queues
+        // what arrives while the collector is away (a restart, a broker restart with
+        // persistence, a failover within a cluster that shares sessions): nothing published
+        // meanwhile is lost. The embedded broker's sessions end with the collector anyway.
+        options.set_clean_session(config.broker.embedded);
+    })?;
+    if let Some(internal) = &internal {
+        // The embedded broker is the one endpoint.
+        let endpoint = brokers.current().clone();
         broker::spawn(
             &mut supervisor,
             &config.broker,
-            &internal,
+            internal,
             telemetry.broker_refused_logins.clone(),
             &pantau_protocol::Topic::subscription_filter(&config.mqtt.prefix),
         )?;
@@ -159,31 +188,25 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             info!(%tls_listen, client_certificates, "embedded MQTT broker accepts TLS");
         }
     }
-    // With the embedded broker, one packet limit for the broker and this client (checked
-    // against the payload limit at start), so a packet the broker lets through never breaks
-    // the collector's connection. An external broker has its own limit (README: set it to the
-    // same value); until it does, read generously, so that an oversized message, retained
-    // ones included, is rejected, counted and cleared instead of breaking the connection on
-    // every reconnect.
-    let read_limit = match config.broker.embedded {
-        true => config.broker.max_packet_bytes,
-        false => config
-            .broker
-            .max_packet_bytes
-            .max(EXTERNAL_READ_LIMIT_BYTES),
-    };
-    options.set_max_packet_size(read_limit, 64 * 1024);
-    info!(broker = %endpoint, client_id, "collector starting");
+    let sites = mqtt::SiteFilter::new(&config.mqtt.prefix, config.mqtt.sites.clone());
+    info!(
+        broker = %brokers.current(),
+        brokers = brokers.endpoints().count(),
+        failover = %config.mqtt.failover,
+        filters = ?sites.filters(),
+        client_id,
+        "collector starting"
+    );
 
     let (queue_tx, queue_rx) = ingest::queue(config.ingest.queue_capacity);
     let (connection, mqtt) = Connection::new(
-        options,
-        !config.broker.embedded,
-        &config.mqtt.prefix,
+        brokers,
+        sites,
         queue_tx,
         telemetry.clone(),
         readiness.clone(),
-    );
+    )
+    .context("registering the MQTT connection's metrics")?;
     let mut decoder = Decoder::new(
         config.mqtt.prefix.clone(),
         config.decode_limits(),

@@ -2,22 +2,25 @@
 //! other part of the collector publishes.
 //!
 //! rumqttc reconnects only while its event loop is polled, so this task never stops polling:
-//! it subscribes on every ConnAck (a clean session forgets the
-//! subscription), forwards publishes to the ingest queue without ever waiting on it, and backs
-//! off while the broker is unreachable. Publishes from elsewhere (`handle.rs`) arrive as requests
-//! on a bounded channel; only this task touches the client, and it answers each request when
-//! the broker's PUBACK for it arrives.
+//! it subscribes on every ConnAck (a clean session forgets the subscription), forwards
+//! publishes to the ingest queue without ever waiting on it, and backs off while the broker is
+//! unreachable, moving to the next broker of `mqtt.url` after each failure. With `mqtt.sites`
+//! it subscribes to the owned sites only (`sites.rs`). Publishes from elsewhere (`handle.rs`)
+//! arrive as requests on a bounded channel; only this task touches the client, and it answers
+//! each request when the broker's PUBACK for it arrives.
 
 mod handle;
+mod metrics;
+mod sites;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use pantau_protocol::Topic;
 use pantau_runtime::backoff::Backoff;
+use pantau_runtime::mqtt::Brokers;
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+    AsyncClient, Event, EventLoop, Outgoing, Packet, Publish, QoS, SubscribeFilter,
     SubscribeReasonCode,
 };
 use thiserror::Error;
@@ -33,6 +36,8 @@ use crate::readiness::Readiness;
 use handle::Acks;
 pub(crate) use handle::PublishRequest;
 pub use handle::{MqttHandle, PublishError};
+use metrics::ConnectionMetrics;
+pub use sites::SiteFilter;
 
 /// Publish requests waiting for the connection task; more fail with `QueueFull`.
 const REQUEST_QUEUE: usize = 256;
@@ -92,13 +97,17 @@ impl Reconnect {
 /// The connection task; run it with `run`.
 pub struct Connection {
     eventloop: EventLoop,
+    brokers: Brokers,
     session: Session,
 }
 
 /// Everything but the event loop, so it can be used while a `poll()` is in flight.
 struct Session {
     client: AsyncClient,
-    filter: String,
+    /// The agents' topics: everything under the prefix, or the owned sites' part of it.
+    filters: Vec<String>,
+    sites: SiteFilter,
+    metrics: ConnectionMetrics,
     /// Further filters (room sensors' topics), subscribed with the agents' one.
     extra_filters: Vec<String>,
     queue: mpsc::Sender<Received>,
@@ -118,25 +127,26 @@ impl Connection {
         self
     }
 
-    /// The task that will connect with `options`, subscribe to everything under `prefix` and
-    /// forward it to `queue`, and the handle to publish through it.
+    /// The task that will connect to the current one of `brokers` (failing over to the next
+    /// one after a failure), subscribe to the topics of the sites in `sites` and forward them
+    /// to `queue`, and the handle to publish through it. Each broker's options must already
+    /// say whether the session is persistent.
     pub fn new(
-        mut options: MqttOptions,
-        persistent_session: bool,
-        prefix: &str,
+        brokers: Brokers,
+        sites: SiteFilter,
         queue: mpsc::Sender<Received>,
         telemetry: Arc<Telemetry>,
         readiness: Readiness,
-    ) -> (Self, MqttHandle) {
-        // A persistent session keeps the subscription and queues what arrives while the
-        // collector is away (a restart, a broker restart with persistence): nothing published
-        // meanwhile is lost. The embedded broker's sessions end with the collector anyway.
-        options.set_clean_session(!persistent_session);
-        let (client, eventloop) = AsyncClient::new(options, CLIENT_CAPACITY);
+    ) -> Result<(Self, MqttHandle), prometheus::Error> {
+        let metrics = ConnectionMetrics::register(telemetry.registry())?;
+        metrics.set_broker(brokers.current());
+        let (client, eventloop) = AsyncClient::new(brokers.options(), CLIENT_CAPACITY);
         let (handle, requests) = MqttHandle::channel(REQUEST_QUEUE);
         let session = Session {
             client,
-            filter: Topic::subscription_filter(prefix),
+            filters: sites.filters(),
+            sites,
+            metrics,
             extra_filters: Vec::new(),
             queue,
             requests,
@@ -147,7 +157,14 @@ impl Connection {
             readiness,
             drop_log: LogLimiter::new(Duration::from_secs(10)),
         };
-        (Self { eventloop, session }, handle)
+        Ok((
+            Self {
+                eventloop,
+                brokers,
+                session,
+            },
+            handle,
+        ))
     }
 
     /// Runs until `shutdown`, then answers what is pending and disconnects. Fails only when
@@ -155,9 +172,10 @@ impl Connection {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), MqttTaskError> {
         let Connection {
             mut eventloop,
+            mut brokers,
             mut session,
         } = self;
-        let result = session.drive(&mut eventloop, &shutdown).await;
+        let result = session.drive(&mut eventloop, &mut brokers, &shutdown).await;
         session.stop(&mut eventloop).await;
         result
     }
@@ -167,6 +185,7 @@ impl Session {
     async fn drive(
         &mut self,
         eventloop: &mut EventLoop,
+        brokers: &mut Brokers,
         shutdown: &CancellationToken,
     ) -> Result<(), MqttTaskError> {
         let mut retry_at = None;
@@ -232,6 +251,14 @@ impl Session {
                     } else {
                         debug!(%error, retry_in = ?delay, "broker not reachable");
                     }
+                    let from = brokers.current().to_string();
+                    if brokers.fail_over(eventloop) {
+                        self.metrics.failed_over(brokers.current());
+                        // Repeats at each attempt while every broker is down: rate-limited.
+                        if let Verdict::Log { suppressed } = self.drop_log.check("failover") {
+                            info!(from, to = %brokers.current(), suppressed, "failing over to the next broker");
+                        }
+                    }
                     retry_at = Some(Instant::now() + delay);
                 }
             }
@@ -243,8 +270,10 @@ impl Session {
             Event::Incoming(Packet::ConnAck(_)) => {
                 self.reconnect.connected(Instant::now());
                 self.telemetry.mqtt_connections.inc();
-                info!(filter = %self.filter, "connected to broker, subscribing");
-                let filters = std::iter::once(&self.filter)
+                info!(filters = ?self.filters, "connected to broker, subscribing");
+                let filters = self
+                    .filters
+                    .iter()
                     .chain(&self.extra_filters)
                     .map(|filter| SubscribeFilter::new(filter.clone(), QoS::AtLeastOnce));
                 if let Err(error) = self.client.try_subscribe_many(filters) {
@@ -254,7 +283,7 @@ impl Session {
             Event::Incoming(Packet::SubAck(ack)) => {
                 if ack.return_codes.contains(&SubscribeReasonCode::Failure) {
                     // Typically an ACL; nothing will arrive, so stay not ready and say why.
-                    warn!(filter = %self.filter, "the broker refused the subscription");
+                    warn!(filters = ?self.filters, "the broker refused the subscription");
                 } else {
                     debug!(?ack, "subscribed");
                     self.readiness.set_subscribed(true);
@@ -271,6 +300,13 @@ impl Session {
 
     /// Queues a received publish for the decoder; never waits, a full queue drops it.
     fn forward(&mut self, publish: Publish) -> Result<(), MqttTaskError> {
+        if self.sites.is_foreign(&publish.topic) {
+            self.metrics.foreign_site.inc();
+            if let Verdict::Log { suppressed } = self.drop_log.check("foreign_site") {
+                info!(topic = ?publish.topic, suppressed, "ignored a message of a site outside mqtt.sites");
+            }
+            return Ok(());
+        }
         self.telemetry.received.inc();
         let received = Received {
             topic: publish.topic,

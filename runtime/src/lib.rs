@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod mqtt;
+pub mod mqtt_failover;
 pub mod mqtt_tls;
 pub mod ratelimit;
 pub mod shutdown;

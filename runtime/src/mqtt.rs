@@ -11,6 +11,7 @@ use serde::Deserialize;
 use tracing::warn;
 
 use crate::config::ConfigError;
+pub use crate::mqtt_failover::{BrokerUrls, Brokers, Failover};
 use crate::mqtt_tls;
 
 /// Port used when an `mqtt://` URL names none.
@@ -23,8 +24,15 @@ pub const DEFAULT_TLS_PORT: u16 = 8883;
 #[serde(deny_unknown_fields)]
 pub struct MqttSettings {
     /// Broker URL, `mqtt://host[:port]` (port 1883 when omitted) or, over TLS,
-    /// `mqtts://host[:port]` (port 8883).
-    pub url: Option<String>,
+    /// `mqtts://host[:port]` (port 8883); or a list of them, the nodes of a broker cluster,
+    /// to fail over between (`mqtt.failover`).
+    pub url: Option<BrokerUrls>,
+    /// Which URL of the list to try after a failure: `in_order` (the default) or `random`.
+    #[serde(default)]
+    pub failover: Failover,
+    /// Collector only: the sites this collector owns. It subscribes to their topics only, so
+    /// several collectors can share one broker (or cluster) by site. Unset: every site.
+    pub sites: Option<Vec<String>>,
     /// First topic level(s) of every Pantau topic.
     #[serde(default = "default_prefix")]
     pub prefix: String,
@@ -74,6 +82,8 @@ impl Default for MqttSettings {
     fn default() -> Self {
         Self {
             url: None,
+            failover: Failover::default(),
+            sites: None,
             prefix: default_prefix(),
             client_id: None,
             username: None,
@@ -90,14 +100,27 @@ impl Default for MqttSettings {
 impl MqttSettings {
     /// Checks everything but `url`, whose presence each binary decides.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.url {
-            let endpoint =
-                Endpoint::parse(url).map_err(|why| ConfigError::invalid("mqtt.url", url, why))?;
-            if endpoint.tls {
-                // Reads the files, so that `--check-config` names a bad one.
-                mqtt_tls::client_config(self)?;
-            } else {
-                self.refuse_tls_files_without_tls(url)?;
+        if let Some(urls) = &self.url {
+            self.endpoints(urls)?;
+        }
+        if let Some(sites) = &self.sites {
+            if sites.is_empty() {
+                return Err(ConfigError::invalid(
+                    "mqtt.sites",
+                    "[]",
+                    "must name at least one site (remove it to own every site)",
+                ));
+            }
+            for (i, site) in sites.iter().enumerate() {
+                pantau_protocol::validate_id(site)
+                    .map_err(|why| ConfigError::invalid(format!("mqtt.sites[{i}]"), site, why))?;
+                if sites[..i].contains(site) {
+                    return Err(ConfigError::invalid(
+                        format!("mqtt.sites[{i}]"),
+                        site,
+                        "is listed twice",
+                    ));
+                }
             }
         }
         if let Some(path) = &self.password_file {
@@ -142,7 +165,7 @@ impl MqttSettings {
 
     /// TLS files only work with an `mqtts://` URL; with `mqtt://` they would be silently
     /// ignored and the connection sent in clear text.
-    fn refuse_tls_files_without_tls(&self, url: &str) -> Result<(), ConfigError> {
+    pub(crate) fn refuse_tls_files_without_tls(&self, url: &str) -> Result<(), ConfigError> {
         for (field, path) in [
             ("mqtt.ca_file", &self.ca_file),
             ("mqtt.client_cert_file", &self.client_cert_file),
@@ -374,7 +397,7 @@ mod tests {
     #[test]
     fn tls_files_need_an_mqtts_url_and_one_password_source() {
         let settings = MqttSettings {
-            url: Some("mqtt://broker".to_owned()),
+            url: Some("mqtt://broker".into()),
             client_cert_file: Some(PathBuf::from("/etc/pantau/a.pem")),
             ..MqttSettings::default()
         };

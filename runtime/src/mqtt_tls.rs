@@ -172,7 +172,7 @@ mod tests {
 
     fn settings() -> MqttSettings {
         MqttSettings {
-            url: Some("mqtts://127.0.0.1:8883".to_owned()),
+            url: Some("mqtts://127.0.0.1:8883".into()),
             ..MqttSettings::default()
         }
     }

@@ -88,6 +88,19 @@ impl Collector {
         Collector::start_at(dir, &example_config("collector.toml"), env, None, http_port)
     }
 
+    /// A collector subscribed to the external broker(s) of `broker_url` (several,
+    /// comma-separated, to fail over between: a cluster's nodes), serving HTTP on
+    /// `http_port`, plus overrides.
+    pub fn with_url_at(
+        dir: &TestDir,
+        broker_url: &str,
+        http_port: u16,
+        extra: &[(&str, &str)],
+    ) -> Collector {
+        let env = external_url_env(broker_url, extra);
+        Collector::start_at(dir, &example_config("collector.toml"), env, None, http_port)
+    }
+
     /// As `with_env`, reading `config` instead of the example config.
     pub fn with_config(
         dir: &TestDir,
@@ -281,9 +294,13 @@ impl Collector {
 
 /// The environment of a collector that uses `broker` instead of its embedded one, plus `extra`.
 fn external_broker_env(broker: &Mosquitto, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    external_url_env(&broker.url(), extra)
+}
+
+fn external_url_env(broker_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = vec![
         ("PANTAU_BROKER__EMBEDDED".to_owned(), "false".to_owned()),
-        ("PANTAU_MQTT__URL".to_owned(), broker.url()),
+        ("PANTAU_MQTT__URL".to_owned(), broker_url.to_owned()),
     ];
     env.extend(owned(extra));
     env

@@ -5,7 +5,9 @@
 //! and forwards what arrives there; and delivers messages from the outbox. rumqttc reconnects
 //! only while its event loop is polled, and on a new (clean) session it silently discards every
 //! publish it had not had acknowledged, so a message leaves the outbox only when the broker's
-//! PUBACK arrives, and after a reconnect everything unacknowledged is sent again.
+//! PUBACK arrives, and after a reconnect everything unacknowledged is sent again. With several
+//! brokers in `mqtt.url` every failure moves the event loop to the next one ([`Brokers`]), so
+//! "sent again" then means "sent to the next broker".
 //!
 //! Failures are loud: every failed attempt is classified ([`Failure`]), counted, and logged at
 //! WARN from the first one on (then at most once per period per reason).
@@ -19,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use pantau_runtime::backoff::Backoff;
+use pantau_runtime::mqtt::Brokers;
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use pantau_runtime::time::sleep_until_or_never;
 use rumqttc::{
@@ -106,9 +109,11 @@ impl Drain {
     }
 }
 
-/// The link task: the event loop it alone polls, and the delivery state.
+/// The link task: the event loop it alone polls, the brokers it may point it at, and the
+/// delivery state.
 pub struct Link {
     eventloop: EventLoop,
+    brokers: Brokers,
     delivery: Delivery,
 }
 
@@ -181,14 +186,17 @@ impl Link {
     pub fn new(
         client: AsyncClient,
         eventloop: EventLoop,
+        brokers: Brokers,
         settings: LinkSettings,
         outbox: Box<dyn Outbox>,
         commands: mpsc::Sender<Incoming>,
         telemetry: Arc<Telemetry>,
     ) -> Self {
         let command_filter = settings.commands.then(|| settings.header.command_filter());
+        telemetry.set_broker(brokers.current());
         Self {
             eventloop,
+            brokers,
             delivery: Delivery {
                 client,
                 header: settings.header,
@@ -218,6 +226,7 @@ impl Link {
     pub async fn run(self, outgoing: mpsc::Receiver<Envelope>, shutdown: CancellationToken) {
         let Link {
             mut eventloop,
+            mut brokers,
             mut delivery,
         } = self;
         let mut inputs = Inputs {
@@ -245,24 +254,40 @@ impl Link {
             // A `poll()` in flight is never dropped: rumqttc abandons a connection whose CONNACK
             // it is awaiting when its future is dropped, and the broker then sees two
             // connections with one client id (rumqttd even lost the live one's last will).
-            let poll = eventloop.poll();
-            tokio::pin!(poll);
-            let event = loop {
-                if delivery.connected {
-                    delivery.pump();
-                }
-                delivery.telemetry.outbox(&delivery.outbox.stats());
-                if inputs.finished(&delivery) {
-                    break 'run;
-                }
-                let drain_at = delivery.drain_at();
-                tokio::select! {
-                    event = &mut poll => break event,
-                    () = inputs.next(&mut delivery) => {}
-                    _ = sleep_until_or_never(drain_at), if drain_at.is_some() => {}
+            let event = {
+                let poll = eventloop.poll();
+                tokio::pin!(poll);
+                loop {
+                    if delivery.connected {
+                        delivery.pump();
+                    }
+                    delivery.telemetry.outbox(&delivery.outbox.stats());
+                    if inputs.finished(&delivery) {
+                        break 'run;
+                    }
+                    let drain_at = delivery.drain_at();
+                    tokio::select! {
+                        event = &mut poll => break event,
+                        () = inputs.next(&mut delivery) => {}
+                        _ = sleep_until_or_never(drain_at), if drain_at.is_some() => {}
+                    }
                 }
             };
+            let failed = event.is_err();
             delivery.handle(event);
+            // Whatever was in flight on the old broker is back in the outbox (`on_error`
+            // rewound it) and goes to the next one, before anything newer.
+            if failed {
+                let from = brokers.current().to_string();
+                if brokers.fail_over(&mut eventloop) {
+                    delivery.telemetry.failed_over(brokers.current());
+                    // While every broker is down this repeats at each attempt: rate-limited,
+                    // the counter has them all.
+                    if let Verdict::Log { suppressed } = delivery.failure_log.check("failover") {
+                        info!(from, to = %brokers.current(), suppressed, "failing over to the next broker");
+                    }
+                }
+            }
         }
         delivery.finish(&mut eventloop).await;
     }
@@ -517,11 +542,17 @@ mod tests {
     /// nowhere once it is dropped.
     fn delivery() -> (Delivery, (EventLoop, mpsc::Receiver<Incoming>)) {
         let options = rumqttc::MqttOptions::new("t", "127.0.0.1", 1);
-        let (client, eventloop) = AsyncClient::new(options, 64);
+        let (client, eventloop) = AsyncClient::new(options.clone(), 64);
         let (commands, commands_rx) = mpsc::channel(1);
+        let endpoint = pantau_runtime::mqtt::Endpoint::parse("mqtt://127.0.0.1:1").unwrap();
+        let brokers = Brokers::new(
+            vec![(endpoint, options)],
+            pantau_runtime::mqtt::Failover::InOrder,
+        );
         let link = Link::new(
             client,
             eventloop,
+            brokers,
             LinkSettings {
                 header: Header {
                     prefix: "pantau".to_owned(),
