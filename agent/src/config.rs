@@ -320,7 +320,9 @@ mod tests {
     fn assert_refused_without_sound(path: &Path) {
         let error = load(path).map(|_| ()).unwrap_err().to_string();
         assert!(
-            error.starts_with("sound: '[sound]' needs a pantau-agent built with the `sound` feature"),
+            error.starts_with(
+                "sound: '[sound]' needs a pantau-agent built with the `sound` feature"
+            ),
             "{}: {error}",
             path.display()
         );
