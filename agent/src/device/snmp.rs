@@ -154,6 +154,12 @@ async fn connect(
 ) -> Result<Client<UdpHandle>, SnmpError> {
     let retry = Retry::fixed(retries, Duration::ZERO).unwrap_or_else(|_| Retry::none());
     Client::builder(target.address.as_str(), auth)
+        // An agent answers a wrong v3 password with an unauthenticated usmStatsWrongDigests
+        // report (it cannot sign with a key that did not verify, RFC 3414 3.2 step 6). The
+        // client drops unauthenticated replies unless this is on, and the wrong password then
+        // looks like a timeout. With it on, a forged report can at most make a poll fail or
+        // set one packet's time fields; it never supplies data.
+        .allow_unauthenticated_v3_time_correction(true)
         .request_timeout(target.timeout)
         .construction_timeout(target.timeout)
         .retry(retry)
