@@ -162,6 +162,13 @@ impl SnmpConfig {
                 "SNMPv3 needs a user name of 1 to 32 bytes",
             ));
         }
+        if self.privacy_protocol.is_some() && self.auth_protocol.is_none() {
+            return Err(ConfigError::invalid(
+                field("auth_protocol"),
+                "(none)",
+                "SNMPv3 privacy needs authentication too",
+            ));
+        }
         let auth = match &self.auth_protocol {
             Some(name) => {
                 let protocol: AuthProtocol = name.parse().map_err(|_| {
@@ -190,16 +197,10 @@ impl SnmpConfig {
             None => None,
         };
         let derived = match (&auth, &privacy) {
-            (None, None) => "noAuthNoPriv",
+            // Privacy without authentication was refused above.
+            (None, _) => "noAuthNoPriv",
             (Some(_), None) => "authNoPriv",
             (Some(_), Some(_)) => "authPriv",
-            (None, Some(_)) => {
-                return Err(ConfigError::invalid(
-                    field("auth_protocol"),
-                    "(none)",
-                    "SNMPv3 privacy needs authentication too",
-                ));
-            }
         };
         for (key, protocol_set, file_set) in [
             (
