@@ -16,7 +16,8 @@ use pantau_tests::{
 const WAIT: Duration = Duration::from_secs(40);
 const SITE: &str = "dc";
 /// The IF-MIB families the agent exports, by snmp_exporter's names.
-const FAMILIES: [&str; 7] = [
+const FAMILIES: [&str; 8] = [
+    "ifAdminStatus",
     "ifHCInOctets",
     "ifHCOutOctets",
     "ifInErrors",
@@ -176,6 +177,7 @@ fn lo_over_v2c_and_v3_matches_snmpget() {
             );
         }
         for (name, oid) in [
+            ("ifAdminStatus", "1.3.6.1.2.1.2.2.1.7.1"),
             ("ifOperStatus", "1.3.6.1.2.1.2.2.1.8.1"),
             ("ifHighSpeed", "1.3.6.1.2.1.31.1.1.1.15.1"),
         ] {

@@ -1,6 +1,6 @@
 //! IF-MIB rows as snmp_exporter's `if_mib` module (0.21, Debian's prometheus-snmp-exporter)
 //! names them: `ifHCInOctets`, `ifHCOutOctets`, `ifInErrors`, `ifOutErrors` (counters),
-//! `ifOperStatus`, `ifHighSpeed` (gauges), each with `ifIndex` and the `ifAlias`, `ifDescr` and
+//! `ifAdminStatus`, `ifOperStatus`, `ifHighSpeed` (gauges), each with `ifIndex` and the `ifAlias`, `ifDescr` and
 //! `ifName` lookups as labels, and `sysUpTime` (gauge, hundredths of a second). Pantau adds
 //! `device`, the `[[snmp]]` table's name, where snmp_exporter relies on the scrape's `instance`.
 //!
@@ -13,7 +13,7 @@ use pantau_protocol::Family;
 
 use crate::metric::FamilyBuilder;
 
-/// Most interfaces reported per device: seven series each, and one agent's message holds at
+/// Most interfaces reported per device: eight series each, and one agent's message holds at
 /// most 2,000 series.
 pub const MAX_INTERFACES: usize = 200;
 /// Label values longer than this are cut (the protocol refuses values past 256 bytes).
@@ -26,6 +26,7 @@ pub const SYS_UPTIME: [u32; 9] = [1, 3, 6, 1, 2, 1, 1, 3, 0];
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Column {
     Descr,
+    AdminStatus,
     OperStatus,
     InErrors,
     OutErrors,
@@ -46,8 +47,9 @@ pub enum Kind {
 }
 
 impl Column {
-    pub const ALL: [Column; 9] = [
+    pub const ALL: [Column; 10] = [
         Column::Descr,
+        Column::AdminStatus,
         Column::OperStatus,
         Column::InErrors,
         Column::OutErrors,
@@ -62,6 +64,7 @@ impl Column {
     pub fn oid(self) -> Vec<u32> {
         let (table, column): (&[u32], u32) = match self {
             Column::Descr => (&IF_ENTRY, 2),
+            Column::AdminStatus => (&IF_ENTRY, 7),
             Column::OperStatus => (&IF_ENTRY, 8),
             Column::InErrors => (&IF_ENTRY, 14),
             Column::OutErrors => (&IF_ENTRY, 20),
@@ -80,6 +83,7 @@ impl Column {
     pub fn name(self) -> &'static str {
         match self {
             Column::Descr => "ifDescr",
+            Column::AdminStatus => "ifAdminStatus",
             Column::OperStatus => "ifOperStatus",
             Column::InErrors => "ifInErrors",
             Column::OutErrors => "ifOutErrors",
@@ -96,13 +100,17 @@ impl Column {
             Column::InErrors | Column::OutErrors | Column::HcInOctets | Column::HcOutOctets => {
                 Kind::Counter
             }
-            Column::OperStatus | Column::HighSpeed => Kind::Gauge,
+            Column::AdminStatus | Column::OperStatus | Column::HighSpeed => Kind::Gauge,
             Column::Descr | Column::Name | Column::Alias => Kind::Label,
         }
     }
 
     fn help(self) -> &'static str {
         match self {
+            Column::AdminStatus => {
+                "The desired state of the interface (1 up, 2 down, 3 testing) - \
+                 1.3.6.1.2.1.2.2.1.7"
+            }
             Column::OperStatus => {
                 "The current operational state of the interface (1 up, 2 down, 3 testing, \
                  4 unknown, 5 dormant, 6 notPresent, 7 lowerLayerDown) - 1.3.6.1.2.1.2.2.1.8"
