@@ -48,7 +48,9 @@ impl Snmpd {
             .tempdir()
             .expect("create a temp dir for snmpd");
         let path = dir.path().to_owned();
-        let conf = path.join("snmpd.conf");
+        // Not in the persistent dir: snmpd keeps its own state there in a file of the same name.
+        fs::create_dir_all(path.join("conf")).expect("create snmpd's config dir");
+        let conf = path.join("conf/snmpd.conf");
         fs::write(
             &conf,
             format!(
@@ -59,6 +61,7 @@ impl Snmpd {
         )
         .expect("write snmpd.conf");
         fs::create_dir_all(path.join("mibs")).expect("create an empty MIB dir");
+        fs::create_dir_all(path.join("state")).expect("create snmpd's persistent dir");
         let mut attempt = 0;
         let (child, port) = loop {
             attempt += 1;
@@ -146,7 +149,7 @@ fn quiet_snmp_env(command: &mut Command, dir: &Path) {
     command
         .env("MIBS", "")
         .env("MIBDIRS", dir.join("mibs"))
-        .env("SNMP_PERSISTENT_DIR", dir)
+        .env("SNMP_PERSISTENT_DIR", dir.join("state"))
         .env("SNMPCONFPATH", dir.join("mibs"));
 }
 
