@@ -1,7 +1,8 @@
 //! The device role: equipment that cannot run an agent, polled by one that can, and reported
 //! as this agent's own series, so the outbox, loss accounting and offline detection cover it.
 //! One file per kind of device: `ups.rs` (UPSes through Network UPS Tools, client in `nut.rs`),
-//! `snmp.rs` (switches and routers over SNMP, IF-MIB rows in `if_mib.rs`).
+//! `snmp.rs` (switches and routers over SNMP: the exchange in `snmp_client.rs`, IF-MIB rows in
+//! `if_mib.rs`).
 //!
 //! Each device is polled by its own task on its own cadence and leaves its latest reading in
 //! a shared slot; `collect` turns the slots into series at the report's tick. A device that
@@ -11,6 +12,7 @@ mod config;
 mod if_mib;
 mod nut;
 mod snmp;
+mod snmp_client;
 mod snmp_config;
 mod ups;
 
