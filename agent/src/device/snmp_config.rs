@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use async_snmp::{Auth, AuthProtocol, PrivProtocol, UsmConfig};
 use pantau_runtime::config::ConfigError;
+use pantau_runtime::mqtt::Secret;
 use serde::Deserialize;
 
 /// One SNMP device.
@@ -18,8 +19,8 @@ pub struct SnmpConfig {
     /// `"2c"` or `"3"`.
     #[serde(default = "default_version")]
     pub version: String,
-    /// v2c community, written here; prefer `community_file`.
-    pub community: Option<String>,
+    /// v2c community, written here (kept out of debug output); prefer `community_file`.
+    pub community: Option<Secret>,
     /// v2c: file holding the community (first line).
     pub community_file: Option<PathBuf>,
     /// v3 USM user name.
@@ -110,7 +111,7 @@ impl SnmpConfig {
                     ));
                 }
                 let community = match (&self.community, &self.community_file) {
-                    (Some(text), None) => text.clone(),
+                    (Some(text), None) => text.0.clone(),
                     (None, Some(path)) => first_line(path, &field("community_file"))?,
                     (Some(_), Some(_)) => {
                         return Err(ConfigError::invalid(
