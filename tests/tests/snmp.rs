@@ -2,7 +2,7 @@
 //! over v2c and v3 (SHA + AES). The interface series for `lo` reach the collector and agree
 //! with `snmpget` on the same OIDs; names, types and labels agree with Debian's
 //! prometheus-snmp-exporter; a link going down is an event at once; a wrong community, a wrong
-//! v3 password and a silent port are each reported as such.
+//! v3 auth or privacy password and a silent port are each reported as such.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;
@@ -34,12 +34,15 @@ fn v2c_table(name: &str, target: &str, community_file: &str, extra: &str) -> Str
     )
 }
 
-fn v3_table(dir: &TestDir, name: &str, target: &str, auth_password: &str, extra: &str) -> String {
+fn v3_table(
+    dir: &TestDir,
+    name: &str,
+    target: &str,
+    (auth_password, privacy_password): (&str, &str),
+    extra: &str,
+) -> String {
     let auth = dir.write(format!("{name}.auth"), format!("{auth_password}\n"));
-    let privacy = dir.write(
-        format!("{name}.priv"),
-        format!("{SNMP_V3_PRIVACY_PASSWORD}\n"),
-    );
+    let privacy = dir.write(format!("{name}.priv"), format!("{privacy_password}\n"));
     format!(
         "[[snmp]]\nname = \"{name}\"\ntarget = \"{target}\"\nversion = \"3\"\n\
          username = \"{SNMP_V3_USER}\"\nauth_protocol = \"SHA\"\nauth_password_file = \"{}\"\n\
@@ -140,7 +143,7 @@ fn lo_over_v2c_and_v3_matches_snmpget() {
             &dir,
             "sw-v3",
             &snmpd.address(),
-            SNMP_V3_AUTH_PASSWORD,
+            (SNMP_V3_AUTH_PASSWORD, SNMP_V3_PRIVACY_PASSWORD),
             "interfaces = [\"lo\"]"
         ),
     );
@@ -318,14 +321,27 @@ fn wrong_credentials_and_silence_are_each_reported_as_such() {
     let silent_address = silent.local_addr().expect("its address").to_string();
     let id = "gor-switch-faults";
     let tables = format!(
-        "{}{}{}",
+        "{}{}{}{}",
         v2c_table(
             "sw-community",
             &snmpd.address(),
             &community_file(&dir, "salah"),
             ""
         ),
-        v3_table(&dir, "sw-password", &snmpd.address(), "salah-sandi", ""),
+        v3_table(
+            &dir,
+            "sw-password",
+            &snmpd.address(),
+            ("salah-sandi", SNMP_V3_PRIVACY_PASSWORD),
+            ""
+        ),
+        v3_table(
+            &dir,
+            "sw-privacy",
+            &snmpd.address(),
+            (SNMP_V3_AUTH_PASSWORD, "salah-rahasia"),
+            ""
+        ),
         v2c_table(
             "sw-silent",
             &silent_address,
@@ -337,6 +353,7 @@ fn wrong_credentials_and_silence_are_each_reported_as_such() {
     for (device, reason) in [
         ("sw-community", "wrong_community"),
         ("sw-password", "auth_failed"),
+        ("sw-privacy", "privacy_failed"),
         ("sw-silent", "timeout"),
     ] {
         collector.wait_for_sample(
@@ -362,9 +379,12 @@ fn wrong_credentials_and_silence_are_each_reported_as_such() {
     let guard = agent.guard();
     guard.wait_for_log("the community is wrong", WAIT);
     guard.wait_for_log("refused the SNMPv3 authentication of user 'pantau'", WAIT);
+    guard.wait_for_log("cannot read our encrypted requests for user 'pantau'", WAIT);
     let body = collector.wait_for_api(&format!("/api/v1/agents/{id}/events"), 200, WAIT, |body| {
         let text = body.to_string();
-        text.contains("sw-community") && text.contains("sw-password") && text.contains("sw-silent")
+        ["sw-community", "sw-password", "sw-privacy", "sw-silent"]
+            .iter()
+            .all(|device| text.contains(device))
     });
     assert!(body.to_string().contains("device_unreachable"), "{body}");
     drop(silent);

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use async_snmp::{Auth, Client, UdpHandle};
+use async_snmp::{Client, UdpHandle};
 use pantau_protocol::{Event, Family, Severity};
 use pantau_runtime::config::ConfigError;
 use tokio::time::MissedTickBehavior;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::if_mib::{self, Column, Table};
-use super::snmp_client::{Reading, SnmpError, Target, answers_v3_discovery, connect, cut, poll};
+use super::snmp_client::{Reading, SnmpError, Target, connect, cut, explain_silence, poll};
 use super::snmp_config::SnmpConfig;
 use crate::metric::FamilyBuilder;
 use crate::role::RoleContext;
@@ -39,6 +39,7 @@ impl Slot {
                 name: config.name.clone(),
                 address: config.socket_address(),
                 auth: config.auth()?,
+                auth_without_privacy: config.auth_without_privacy()?,
                 user: config.username.clone(),
                 timeout: Duration::from_secs(config.timeout_seconds),
                 retries: config.retries,
@@ -72,7 +73,6 @@ pub async fn poll_forever(
         let slot = lock(&slot);
         (slot.target.clone(), slot.interval)
     };
-    let v2c = matches!(target.auth, Auth::Community { .. });
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut client: Option<Client<UdpHandle>> = None;
@@ -93,10 +93,8 @@ pub async fn poll_forever(
             },
         };
         let result = match result {
-            Err(SnmpError::Timeout { .. }) if v2c && answers_v3_discovery(&target).await => {
-                Err(SnmpError::WrongCommunity {
-                    target: target.address.clone(),
-                })
+            Err(timeout @ SnmpError::Timeout { .. }) => {
+                Err(explain_silence(&target).await.unwrap_or(timeout))
             }
             other => other,
         };

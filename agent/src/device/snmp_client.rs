@@ -1,12 +1,7 @@
 //! The SNMP side of `snmp.rs`: one poll of a device with the `async-snmp` client (sysUpTime and
-//! the IF-MIB column walks), and the client's errors mapped to the reasons Pantau reports.
-//!
-//! A wrong v2c community gets no answer at all: agents drop such requests silently (RFC 3584
-//! leaves no other choice; snmpd only counts them in snmpInBadCommunityNames). So after an
-//! unanswered v2c request the poll sends one SNMPv3 engine discovery, which every v3-capable
-//! agent answers without credentials (RFC 3414 section 4). An answer proves the agent is alive
-//! and ignoring our community: `wrong_community`; silence stays `timeout`. A v2c-only device
-//! with a wrong community therefore shows as `timeout`.
+//! the IF-MIB column walks), the client's errors mapped to the reasons Pantau reports, and the
+//! second question that tells a wrong community or privacy key from a dead device
+//! (`explain_silence`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -48,8 +43,14 @@ pub enum SnmpError {
     },
     #[error("{target} does not know the SNMPv3 user '{user}'")]
     UnknownUser { target: String, user: String },
-    #[error("{target} could not decrypt our request: wrong privacy password or protocol")]
-    PrivacyFailed { target: String },
+    #[error(
+        "{target} cannot read our encrypted requests for user '{user}' ({detail}): wrong privacy password or protocol"
+    )]
+    PrivacyFailed {
+        target: String,
+        user: String,
+        detail: String,
+    },
     #[error("the walk of {target} ended early: {detail}")]
     PartialWalk { target: String, detail: String },
     #[error("cannot decode the answer of {target}: {detail}")]
@@ -82,6 +83,8 @@ pub struct Target {
     pub name: String,
     pub address: String,
     pub auth: Auth,
+    /// v3 with privacy: the same user without it (see `explain_silence`).
+    pub auth_without_privacy: Option<Auth>,
     pub user: Option<String>,
     pub timeout: Duration,
     pub retries: u32,
@@ -223,7 +226,11 @@ fn classify(target: &Target, error: &ClientError) -> SnmpError {
                 target: address,
                 user,
             },
-            ReportStatus::DecryptionError { .. } => SnmpError::PrivacyFailed { target: address },
+            ReportStatus::DecryptionError { .. } => SnmpError::PrivacyFailed {
+                target: address,
+                user,
+                detail: "usmStatsDecryptionErrors".to_owned(),
+            },
             other => SnmpError::Refused {
                 target: address,
                 detail: format!("SNMPv3 report: {other}"),
@@ -247,10 +254,39 @@ fn classify(target: &Target, error: &ClientError) -> SnmpError {
     }
 }
 
-/// After an unanswered v2c request: does the agent answer SNMPv3 engine discovery? Any answer
-/// (even the expected unknown-user report) proves it is up and dropping our community.
-pub async fn answers_v3_discovery(target: &Target) -> bool {
-    let Ok(client) = connect(target, UsmConfig::new("pantau-discovery").into(), 0).await else {
+/// What an unanswered poll means, when a second question can tell. Agents drop what they
+/// cannot accept without a word: a v2c request with a wrong community, and (with AES, whose
+/// decryption cannot fail) a v3 request encrypted with a wrong privacy key, which then does not
+/// parse. So after silence, ask something the agent does answer:
+/// - v2c: an SNMPv3 engine discovery, which needs no credentials and which RFC 3414 has every
+///   v3 agent answer. An answer: the agent is up and ignores our community.
+/// - v3 with privacy: the same request from the same user, authenticated but not encrypted. An
+///   authenticated answer (even "unsupported security level" or "authorization error"): the
+///   agent is up and knows our auth key, so the privacy key or protocol is wrong.
+///
+/// Returns None when the second question is not answered either: then it stays a timeout.
+pub async fn explain_silence(target: &Target) -> Option<SnmpError> {
+    if matches!(target.auth, Auth::Community { .. }) {
+        let discovery = UsmConfig::new("pantau-discovery").into();
+        return answers(target, discovery)
+            .await
+            .then(|| SnmpError::WrongCommunity {
+                target: target.address.clone(),
+            });
+    }
+    let auth_only = target.auth_without_privacy.clone()?;
+    answers(target, auth_only)
+        .await
+        .then(|| SnmpError::PrivacyFailed {
+            target: target.address.clone(),
+            user: target.user.clone().unwrap_or_default(),
+            detail: "it answers the same user without encryption".to_owned(),
+        })
+}
+
+/// Whether the agent answers one GET of sysUpTime.0 made with `auth`, whatever the answer.
+async fn answers(target: &Target, auth: Auth) -> bool {
+    let Ok(client) = connect(target, auth, 0).await else {
         return false;
     };
     match client.get(&Oid::from_slice(&SYS_UPTIME)).await {

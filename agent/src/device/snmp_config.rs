@@ -88,6 +88,16 @@ impl SnmpConfig {
         self.auth_at(0)
     }
 
+    /// For a v3 user with privacy, the same user with authentication only: the probe that tells
+    /// a wrong privacy password (an encrypted request the agent cannot read gets no answer)
+    /// from a dead device.
+    pub fn auth_without_privacy(&self) -> Result<Option<Auth>, ConfigError> {
+        if self.version != "3" || self.privacy_protocol.is_none() {
+            return Ok(None);
+        }
+        self.usm(0, false).map(|usm| Some(usm.into()))
+    }
+
     fn auth_at(&self, index: usize) -> Result<Auth, ConfigError> {
         let field = |key: &str| format!("snmp[{index}].{key}");
         let v3_keys = [
@@ -137,7 +147,7 @@ impl SnmpConfig {
                 }
                 Ok(Auth::v2c(community))
             }
-            "3" => self.usm(index).map(Auth::from),
+            "3" => self.usm(index, true).map(Auth::from),
             other => Err(ConfigError::invalid(
                 field("version"),
                 other,
@@ -146,7 +156,7 @@ impl SnmpConfig {
         }
     }
 
-    fn usm(&self, index: usize) -> Result<UsmConfig, ConfigError> {
+    fn usm(&self, index: usize, with_privacy: bool) -> Result<UsmConfig, ConfigError> {
         let field = |key: &str| format!("snmp[{index}].{key}");
         if self.community.is_some() || self.community_file.is_some() {
             return Err(ConfigError::invalid(
@@ -184,7 +194,7 @@ impl SnmpConfig {
             None => None,
         };
         let privacy = match &self.privacy_protocol {
-            Some(name) => {
+            Some(name) if with_privacy => {
                 let protocol: PrivProtocol = name.parse().map_err(|_| {
                     ConfigError::invalid(
                         field("privacy_protocol"),
@@ -195,7 +205,7 @@ impl SnmpConfig {
                 })?;
                 Some((protocol, password(self, index, "privacy_password_file")?))
             }
-            None => None,
+            _ => None,
         };
         let derived = match (&auth, &privacy) {
             // Privacy without authentication was refused above.
@@ -211,7 +221,7 @@ impl SnmpConfig {
             ),
             (
                 "privacy_password_file",
-                privacy.is_some(),
+                self.privacy_protocol.is_some(),
                 self.privacy_password_file.is_some(),
             ),
         ] {
@@ -224,6 +234,7 @@ impl SnmpConfig {
             }
         }
         if let Some(level) = &self.security_level
+            && with_privacy
             && level != derived
         {
             return Err(ConfigError::invalid(
@@ -410,6 +421,11 @@ mod tests {
             privacy.path().display()
         );
         validate(&[parse(&v3)]).expect("v3 authPriv");
+        // The probe for a wrong privacy key: the same user, authentication only, even though
+        // the table says authPriv.
+        assert!(parse(&v3).auth_without_privacy().expect("probe").is_some());
+        let v2c = parse("name = \"sw1\"\ntarget = \"sw1.lan\"\ncommunity = \"public\"");
+        assert!(v2c.auth_without_privacy().expect("none").is_none());
         let wrong_level = v3.replace("\"authPriv\"", "\"authNoPriv\"");
         let error = validate(&[parse(&wrong_level)]).unwrap_err().to_string();
         assert!(
