@@ -163,7 +163,14 @@ fn store(slot: &Mutex<Slot>, result: Result<Reading, SnmpError>) {
     let mut slot = lock(slot);
     match result {
         Ok(reading) => {
-            for (reason, _) in &reading.table.problems {
+            // Once per poll and reason, however many values were bad.
+            let reasons: BTreeSet<&'static str> = reading
+                .table
+                .problems
+                .iter()
+                .map(|(reason, _)| *reason)
+                .collect();
+            for reason in reasons {
                 *slot.errors.entry(reason).or_default() += 1;
             }
             slot.up = true;
