@@ -189,6 +189,8 @@ pub fn assemble(columns: &BTreeMap<Column, Vec<(Vec<u32>, Value)>>, watch: &[Str
                     continue;
                 }
             };
+            // The device did send this cell; a value of the wrong type is `decode`, not a gap.
+            present.entry(*column).or_default().insert(index);
             let row = table.rows.entry(index).or_default();
             let stored = match column.kind() {
                 Kind::Label => value.as_bytes().map(|bytes| {
@@ -201,11 +203,13 @@ pub fn assemble(columns: &BTreeMap<Column, Vec<(Vec<u32>, Value)>>, watch: &[Str
             if stored.is_none() {
                 table.problems.push((
                     "decode",
-                    format!("{}.{index}: unexpected value {value:?}", column.name()),
+                    format!(
+                        "{}.{index}: a {} value, not the MIB's type",
+                        column.name(),
+                        value.kind().as_str()
+                    ),
                 ));
-                continue;
             }
-            present.entry(*column).or_default().insert(index);
         }
     }
     // A column the device has for some interfaces but not others lost rows on the way (a
