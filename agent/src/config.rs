@@ -40,6 +40,9 @@ pub struct AgentConfig {
     /// Device role: UPSes behind a NUT server, each its own `[[ups]]` table.
     #[serde(default)]
     pub ups: Vec<crate::device::UpsConfig>,
+    /// Device role: switches and routers polled over SNMP, each its own `[[snmp]]` table.
+    #[serde(default)]
+    pub snmp: Vec<crate::device::SnmpConfig>,
     /// Where messages wait until the broker acknowledges them.
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -228,7 +231,7 @@ impl AgentConfig {
             host.validate()?;
         }
         crate::probe::validate(&self.probes, &self.links, self.agent.interval_seconds)?;
-        crate::device::validate(&self.ups)?;
+        crate::device::validate(&self.ups, &self.snmp)?;
         if let Some(sound) = &self.sound {
             sound.validate()?;
         }

@@ -42,7 +42,7 @@ pub enum RoleKind {
     Probe,
     /// Announcements and the reminder schedule on the office sound system (`[sound]`).
     Sound,
-    /// Equipment that cannot run an agent, polled from this one (`[[ups]]`).
+    /// Equipment that cannot run an agent, polled from this one (`[[ups]]`, `[[snmp]]`).
     Device,
 }
 
@@ -69,7 +69,7 @@ impl RoleKind {
             RoleKind::Host => &["host"],
             RoleKind::Probe => &["probes", "links"],
             RoleKind::Sound => &["sound"],
-            RoleKind::Device => &["ups"],
+            RoleKind::Device => &["ups", "snmp"],
         }
     }
 
@@ -124,9 +124,10 @@ impl Role {
             let role = SoundRole::new(sound, &config.agent.state_dir)?;
             roles.push(Role::Sound(Box::new(role)));
         }
-        if !config.ups.is_empty() {
+        if !config.ups.is_empty() || !config.snmp.is_empty() {
             roles.push(Role::Device(DeviceRole::new(
                 &config.ups,
+                &config.snmp,
                 config.agent.interval_seconds,
             )?));
         }

@@ -223,6 +223,25 @@ def links():
             [target(f'pantau_link_carrier{{{l}}}', "{{link}}")])
     b.panel("timeseries", "HTTP and DNS duration", "Total time of HTTP and DNS probes.", "s",
             [target(f'probe_duration_seconds{{{l}}}', "{{probe}}")])
+    # Series under snmp_exporter's if_mib names, with the [[snmp]] table's name as `device`.
+    b.row("Switches and routers (SNMP)")
+    b.panel("timeseries", "Interface traffic (SNMP)", "Bits per second in and out of each watched interface of the SNMP devices (ifHCInOctets, ifHCOutOctets), against its speed (ifHighSpeed).", "bps",
+            [target('rate(ifHCInOctets[$__rate_interval]) * 8', "{{device}} {{ifName}} in"),
+             target('rate(ifHCOutOctets[$__rate_interval]) * 8', "{{device}} {{ifName}} out"),
+             target('ifHighSpeed * 1e6', "{{device}} {{ifName}} speed")], w=12)
+    b.panel("state-timeline", "Interface state (SNMP)", "ifOperStatus of each watched interface: up, down, lowerLayerDown, ...", "none",
+            [target('ifOperStatus', "{{device}} {{ifName}}")], w=12,
+            defaults={"mappings": [{"type": "value", "options": {
+                "1": {"text": "up", "color": "green"}, "2": {"text": "down", "color": "red"},
+                "3": {"text": "testing", "color": "blue"}, "4": {"text": "unknown", "color": "orange"},
+                "5": {"text": "dormant", "color": "blue"}, "6": {"text": "notPresent", "color": "orange"},
+                "7": {"text": "lowerLayerDown", "color": "red"}}}]})
+    b.panel("timeseries", "Interface errors (SNMP)", "Packets per second that arrived damaged (ifInErrors) or could not be sent (ifOutErrors).", "pps",
+            [target('rate(ifInErrors[$__rate_interval])', "{{device}} {{ifName}} in"),
+             target('rate(ifOutErrors[$__rate_interval])', "{{device}} {{ifName}} out")], w=12)
+    b.panel("stat", "SNMP devices answering", "SNMP devices that answered their last poll, of all polled; pantau_device_poll_errors_total{kind=\"snmp\"} has the reasons of failed polls.", "none",
+            [target('sum(pantau_device_up{kind="snmp"}) or vector(0)', "up"),
+             target('count(pantau_device_up{kind="snmp"}) or vector(0)', "polled")], w=12)
     return b
 
 

@@ -50,6 +50,7 @@ mod process;
 mod prometheus;
 mod promtool;
 mod signing;
+mod snmpd;
 mod wait;
 mod webdriver;
 mod webhook;
@@ -72,6 +73,10 @@ pub use promtool::{
     promtool_check_metrics, promtool_check_rules, promtool_metric_lints, promtool_test_rules,
 };
 pub use signing::signed_command;
+pub use snmpd::{
+    SNMP_COMMUNITY, SNMP_V3_AUTH_PASSWORD, SNMP_V3_PRIVACY_PASSWORD, SNMP_V3_USER, SnmpExporter,
+    Snmpd, free_udp_port,
+};
 pub use wait::{poll_until, wait_until};
 pub use webdriver::{Browser, Element, screenshot_dir};
 pub use webhook::WebhookReceiver;

@@ -192,11 +192,11 @@ pub(crate) fn wait_ready(
     });
     match outcome {
         Some(None) => Ok(()),
+        // snmpd logs (-Lo) to stdout and words it its own way.
         Some(Some(_))
-            if child
-                .stderr()
-                .to_lowercase()
-                .contains("address already in use") =>
+            if ["address already in use", "error opening specified endpoint"]
+                .iter()
+                .any(|words| child.logs().to_lowercase().contains(words)) =>
         {
             Err(NotReady::PortTaken)
         }

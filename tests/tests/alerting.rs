@@ -109,7 +109,7 @@ fn the_prometheus_config_loads_the_rules() {
     );
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
-    assert!(text.contains("SUCCESS: 27 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 28 rules found"), "{text}");
 }
 
 #[test]

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pantau_tests::{
-    Agent, AudioCapture, Collector, Mosquitto, Nut, Prometheus, TestDir, example_config, http_post,
-    poll_until,
+    Agent, AudioCapture, Collector, Mosquitto, Nut, Prometheus, SNMP_COMMUNITY, Snmpd, TestDir,
+    example_config, http_post, poll_until,
 };
 use serde_json::{Value, json};
 
@@ -204,19 +204,25 @@ fields = [
         ],
     );
 
-    // A server watching the collector's process, so the process panel has a group, and a UPS
-    // simulated by NUT.
+    // A server watching the collector's process, so the process panel has a group, a UPS
+    // simulated by NUT and a "switch" that is the test machine's own snmpd.
     let nut = Nut::start(
         "dc-ups",
         "battery.charge: 100\nbattery.runtime: 3600\nups.load: 20\ninput.voltage: 230\nups.status: OL\n",
         &[],
     );
+    let snmpd = Snmpd::start();
     let server_config = std::fs::read_to_string(example_config("agent-server.toml"))
         .expect("server example")
         + "\n[[host.processes]]\nname = \"collector\"\ncomm = [\"pantau-collecto\"]\n"
         + &format!(
             "\n[[ups]]\naddress = \"{}\"\nname = \"dc-ups\"\n",
             nut.address()
+        )
+        + &format!(
+            "\n[[snmp]]\nname = \"dc-switch\"\ntarget = \"{}\"\ncommunity = \"{SNMP_COMMUNITY}\"\n\
+             interfaces = [\"lo\"]\n",
+            snmpd.address()
         );
     let server_config = dir.write("agent-server.toml", server_config);
     let _server = Agent::start_config(

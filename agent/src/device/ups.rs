@@ -229,17 +229,10 @@ fn number(value: &str) -> Option<f64> {
     }
 }
 
-/// The series of every UPS slot, one family per name.
-pub fn families(slots: &[Slot]) -> Vec<Family> {
+/// The series of every UPS slot, one family per name; up and error samples go into the
+/// families shared with the other device kinds.
+pub fn families(slots: &[Slot], up: &mut FamilyBuilder, errors: &mut FamilyBuilder) -> Vec<Family> {
     let mut by_name: BTreeMap<String, FamilyBuilder> = BTreeMap::new();
-    let mut up = FamilyBuilder::gauge(
-        "pantau_device_up",
-        "1 if the device answered its last poll, else 0.",
-    );
-    let mut errors = FamilyBuilder::counter(
-        "pantau_device_poll_errors_total",
-        "Failed polls of a device, by reason.",
-    );
     for slot in slots {
         let ups = slot.name();
         up.sample(
@@ -309,10 +302,7 @@ pub fn families(slots: &[Slot]) -> Vec<Family> {
             })
             .sample(&info, 1.0);
     }
-    let mut families: Vec<Family> = by_name.into_values().map(FamilyBuilder::build).collect();
-    families.push(up.build());
-    families.push(errors.build());
-    families
+    by_name.into_values().map(FamilyBuilder::build).collect()
 }
 
 #[cfg(test)]
@@ -335,6 +325,15 @@ mod tests {
             up,
             errors: BTreeMap::new(),
         }
+    }
+
+    fn families(slots: &[Slot]) -> Vec<Family> {
+        let mut up = FamilyBuilder::gauge("pantau_device_up", "");
+        let mut errors = FamilyBuilder::counter("pantau_device_poll_errors_total", "");
+        let mut families = super::families(slots, &mut up, &mut errors);
+        families.push(up.build());
+        families.push(errors.build());
+        families
     }
 
     fn value(families: &[Family], name: &str, labels: &[(&str, &str)]) -> Option<f64> {

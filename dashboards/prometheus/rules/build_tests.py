@@ -134,6 +134,14 @@ case("DeviceDown", "10m",
      [S("pantau_device_up", d1, "0x10"),
       S("pantau_device_up", d2, "1x10")],
      [d1])
+i1 = {"instance": "gor-link", "site": "gor", "device": "gor-satria-sw1", "ifIndex": "2", "ifName": "Gi0/1", "ifDescr": "GigabitEthernet0/1", "ifAlias": "uplink"}
+i2 = {**i1, "ifIndex": "3", "ifName": "Gi0/2", "ifDescr": "GigabitEthernet0/2", "ifAlias": ""}
+i3 = {**i1, "ifIndex": "4", "ifName": "Gi0/3", "ifDescr": "GigabitEthernet0/3", "ifAlias": "spare"}
+case("SnmpInterfaceDown", "5m",
+     [S("ifOperStatus", i1, "1 1 2x4"), S("ifAdminStatus", i1, "1x6"),
+      S("ifOperStatus", i2, "1x6"), S("ifAdminStatus", i2, "1x6"),
+      S("ifOperStatus", i3, "2x6"), S("ifAdminStatus", i3, "2x6")],
+     [i1])
 
 r1 = {"room": "server-room", "device": "th-rack1"}
 r2 = {"room": "meeting-room", "device": "ruang-rapat"}
