@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use pantau_protocol::Family;
-use regex::Regex;
+use regex_lite::Regex;
 
 use super::{CollectError, FamilyBuilder, Paths};
 

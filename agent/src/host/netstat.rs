@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use pantau_protocol::Family;
-use regex::Regex;
+use regex_lite::Regex;
 
 use super::{CollectError, FamilyBuilder, Paths};
 

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use regex::Regex;
+use regex_lite::Regex;
 use serde::{Deserialize, Deserializer};
 
 /// A compiled pattern; the empty string (and the default) is "not set" and matches nothing,
@@ -21,7 +21,7 @@ impl Pattern {
         match Regex::new(source) {
             Ok(regex) => Ok(Self { regex: Some(regex) }),
             Err(error) => {
-                // regex's syntax errors span several lines; the last one says what is wrong.
+                // regex-lite's syntax errors may span several lines; the last one says what is wrong.
                 let text = error.to_string();
                 let why = text.lines().last().unwrap_or_default();
                 let why = why.strip_prefix("error: ").unwrap_or(why);
@@ -73,7 +73,7 @@ mod tests {
         assert!(!empty.is_set() && !empty.is_match("anything"));
         assert_eq!(
             Pattern::new("(unclosed").err().unwrap(),
-            "'(unclosed' is not a valid regular expression (unclosed group)"
+            "'(unclosed' is not a valid regular expression (found open group without closing ')')"
         );
     }
 }
