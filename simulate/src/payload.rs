@@ -31,6 +31,9 @@ pub enum Shape {
     Probe,
     /// A sound agent: the `pantau_sound_*` families of the agent's sound role.
     Sound,
+    /// Not a Pantau message: the header plus 30 flat numeric fields, the shape a generic
+    /// MQTT-to-Prometheus bridge (mqtt-exporter) reads, for the side-by-side benchmark.
+    Flat,
 }
 
 /// A metrics message with the header left out.
@@ -61,6 +64,12 @@ impl Template {
 
     /// A built-in shape.
     pub fn shape(shape: Shape) -> Self {
+        if shape == Shape::Flat {
+            let fields: Map<String, Value> = (0..30)
+                .map(|i| (format!("field_{i:02}"), json!(i as f64 * 1.5)))
+                .collect();
+            return Self::from_rest(fields, 30);
+        }
         let families: Vec<Value> = match shape {
             Shape::Small => (0..30)
                 .map(|i| {
@@ -71,6 +80,7 @@ impl Template {
                 .collect(),
             Shape::Probe => probe_families(),
             Shape::Sound => sound_families(),
+            Shape::Flat => Vec::new(),
         };
         let samples = families.iter().map(count_samples).sum();
         let mut rest = Map::new();
@@ -211,6 +221,17 @@ mod tests {
         assert_eq!(metrics.families[1].samples[1].labels["mode"], "user");
         let rendered = String::from_utf8(template.tail.clone()).expect("utf-8");
         assert!(!rendered.contains("real-host") && !rendered.contains("991"));
+    }
+
+    #[test]
+    fn the_flat_shape_is_thirty_numeric_fields_after_the_header() {
+        let mut out = Vec::new();
+        Template::shape(Shape::Flat).render("sim-00001", "dc", 2, 9, &mut out);
+        let value: Value = serde_json::from_slice(&out).expect("JSON");
+        let object = value.as_object().expect("object");
+        assert_eq!(object.len(), 35);
+        assert_eq!(object["seq"], 2);
+        assert_eq!(object["field_29"], 43.5);
     }
 
     #[test]

@@ -200,9 +200,15 @@ impl State {
 
     /// Every agent as readers see it at `now`, ordered by id.
     pub fn views(&self, now: Instant) -> Vec<AgentView> {
+        self.views_where(now, |_, _| true)
+    }
+
+    /// The agents `keep(id, site)` accepts, as readers see them at `now`, ordered by id.
+    pub fn views_where(&self, now: Instant, keep: impl Fn(&str, &str) -> bool) -> Vec<AgentView> {
         let mut views: Vec<AgentView> = self
             .agents
             .iter()
+            .filter(|(id, agent)| keep(id, &agent.site))
             .map(|(id, agent)| AgentView::new(id, agent, &self.liveness, now))
             .collect();
         views.sort_by(|a, b| a.id.cmp(&b.id));
