@@ -92,15 +92,20 @@ impl<'de> Deserialize<'de> for AnyFamily {
         }
         let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
         let text = raw.get();
-        let histogram = match serde_json::from_str::<Kind>(text) {
-            Ok(kind) => kind.kind.as_deref() == Some("histogram"),
-            // Not an object (or `type` not a string): the family's own parse says what.
-            Err(_) => false,
+        // Counters and gauges (nearly all families) parse at the first try. A histogram's
+        // samples have no `value`, so its plain parse fails, and only then is `type` read.
+        let plain = match serde_json::from_str::<Family>(text) {
+            Ok(family) if family.kind != MetricKind::Histogram => {
+                return Ok(AnyFamily::Plain(family));
+            }
+            Ok(family) => Ok(family),
+            Err(error) => Err(error),
         };
-        let parsed = if histogram {
-            serde_json::from_str(text).map(AnyFamily::Histogram)
-        } else {
-            serde_json::from_str(text).map(AnyFamily::Plain)
+        let histogram = serde_json::from_str::<Kind>(text)
+            .is_ok_and(|kind| kind.kind.as_deref() == Some("histogram"));
+        let parsed = match (histogram, plain) {
+            (true, _) => serde_json::from_str(text).map(AnyFamily::Histogram),
+            (false, plain) => plain.map(AnyFamily::Plain),
         };
         parsed.map_err(|error| D::Error::custom(without_position(&error)))
     }

@@ -77,9 +77,11 @@ pub async fn measure(
     };
     let status_topic = Topic::new(site, agent, Channel::Status).render(prefix);
     let payload = serde_json::to_vec(&status).expect("a status message serializes");
-    let _ = client
-        .publish(status_topic, QoS::AtLeastOnce, true, payload)
-        .await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.publish(status_topic, QoS::AtLeastOnce, true, payload),
+    )
+    .await;
     let topic = Topic::new(site, agent, Channel::Metrics).render(prefix);
     let template = Template::shape(Shape::Small);
     let mut buffer = Vec::new();
@@ -90,9 +92,11 @@ pub async fn measure(
     let mut seq = 1;
     while Instant::now() < deadline {
         template.render(agent, site, seq, now_ms(), &mut buffer);
-        let _ = client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, buffer.clone())
-            .await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.publish(topic.clone(), QoS::AtLeastOnce, false, buffer.clone()),
+        )
+        .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         if last_sequence(http, agent).await == Some(seq) {
             break;
@@ -103,11 +107,11 @@ pub async fn measure(
         seq += 1;
         template.render(agent, site, seq, now_ms(), &mut buffer);
         let sent = Instant::now();
-        if client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, buffer.clone())
-            .await
-            .is_err()
-        {
+        let publish = client.publish(topic.clone(), QoS::AtLeastOnce, false, buffer.clone());
+        if !matches!(
+            tokio::time::timeout(Duration::from_secs(5), publish).await,
+            Ok(Ok(()))
+        ) {
             break;
         }
         let deadline = sent + Duration::from_secs(5);

@@ -56,6 +56,9 @@ pub struct Report {
     pub connection_errors: u64,
 }
 
+/// How long past the end a publish may wait for room in the client's queue.
+const GRACE: Duration = Duration::from_secs(5);
+
 pub fn agent_id(index: usize) -> String {
     format!("sim-{:05}", index + 1)
 }
@@ -182,11 +185,8 @@ async fn connection(
         };
         let topic = Topic::new(&plan.site, id, Channel::Status).render(&plan.prefix);
         let payload = serde_json::to_vec(&status).expect("a status message serializes");
-        if client
-            .publish(topic, QoS::AtLeastOnce, true, payload)
-            .await
-            .is_ok()
-        {
+        let publish = client.publish(topic, QoS::AtLeastOnce, true, payload);
+        if let Ok(Ok(())) = tokio::time::timeout_at(start + plan.duration + GRACE, publish).await {
             births += 1;
         }
     }
@@ -207,11 +207,9 @@ async fn connection(
         let slot = (index % ids.len() as u64) as usize;
         let seq = sent[slot] + 1;
         template.render(&ids[slot], &plan.site, seq, now_ms(), &mut buffer);
-        if client
-            .publish(topics[slot].clone(), QoS::AtLeastOnce, false, buffer.clone())
-            .await
-            .is_err()
-        {
+        // Bounded even if the broker is gone and the client's queue stays full.
+        let publish = client.publish(topics[slot].clone(), QoS::AtLeastOnce, false, buffer.clone());
+        if !matches!(tokio::time::timeout_at(end + GRACE, publish).await, Ok(Ok(()))) {
             break;
         }
         sent[slot] = seq;
@@ -224,7 +222,7 @@ async fn connection(
     while mine.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(GRACE, client.disconnect()).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     poller.abort();
     let reports = ids
