@@ -27,7 +27,10 @@ const MAX_DURATION_SECONDS: u64 = 900;
 const MAX_LATENCY_SAMPLES: usize = 10_000;
 
 #[derive(Parser)]
-#[command(version, about = "Simulated Pantau agents for benchmarks (loopback brokers only)")]
+#[command(
+    version,
+    about = "Simulated Pantau agents for benchmarks (loopback brokers only)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -95,7 +98,8 @@ fn loopback(url: &str) -> anyhow::Result<(String, u16)> {
         .parse()
         .with_context(|| format!("url {url:?}: bad port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let is_loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    let is_loopback =
+        host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
     if !is_loopback {
         bail!("url {url:?}: only loopback brokers (127.0.0.0/8, ::1, localhost) are allowed");
     }

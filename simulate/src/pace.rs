@@ -69,7 +69,10 @@ mod tests {
             seen.sort_unstable();
             assert_eq!(seen, (0..agents).collect::<Vec<_>>());
             let total: f64 = groups.iter().map(|(_, rate)| rate).sum();
-            assert!((total - 1000.0).abs() < 1e-6, "{agents}/{connections}: {total}");
+            assert!(
+                (total - 1000.0).abs() < 1e-6,
+                "{agents}/{connections}: {total}"
+            );
             let sizes: Vec<usize> = groups.iter().map(|(g, _)| g.len()).collect();
             let (min, max) = (sizes.iter().min(), sizes.iter().max());
             assert!(max.zip(min).is_some_and(|(max, min)| max - min <= 1));

@@ -157,16 +157,22 @@ fn probe_families() -> Vec<Value> {
 }
 
 fn sound_families() -> Vec<Value> {
-    let one = |name: &str, kind: &str, value: f64| {
-        json!({"name": name, "type": kind, "samples": [{"value": value}]})
-    };
+    let one = |name: &str, kind: &str, value: f64| json!({"name": name, "type": kind, "samples": [{"value": value}]});
     vec![
         one("pantau_sound_device_up", "gauge", 1.0),
         one("pantau_sound_playing", "gauge", 0.0),
         one("pantau_sound_queue_length", "gauge", 0.0),
         one("pantau_sound_schedule_version", "gauge", 3.0),
-        one("pantau_sound_last_success_timestamp_seconds", "gauge", 1.7e9),
-        one("pantau_sound_next_scheduled_timestamp_seconds", "gauge", 1.7e9),
+        one(
+            "pantau_sound_last_success_timestamp_seconds",
+            "gauge",
+            1.7e9,
+        ),
+        one(
+            "pantau_sound_next_scheduled_timestamp_seconds",
+            "gauge",
+            1.7e9,
+        ),
         json!({"name": "pantau_sound_announcements_total", "type": "counter",
                "samples": [{"labels": {"result": "played"}, "value": 12.0},
                            {"labels": {"result": "failed"}, "value": 0.0}]}),

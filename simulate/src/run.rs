@@ -97,7 +97,9 @@ pub async fn run(plan: Plan, template: Arc<Template>) -> Report {
     }
     agents.sort_by(|a, b| a.agent.cmp(&b.agent));
     let total = agents.iter().map(|agent| agent.sent).sum();
-    let seconds = published_until.saturating_duration_since(start).as_secs_f64();
+    let seconds = published_until
+        .saturating_duration_since(start)
+        .as_secs_f64();
     Report {
         connections: connections.min(plan.agents),
         total,
@@ -105,7 +107,11 @@ pub async fn run(plan: Plan, template: Arc<Template>) -> Report {
         births,
         samples_per_message: template.samples(),
         offered_rate: plan.rate,
-        achieved_rate: if seconds > 0.0 { total as f64 / seconds } else { 0.0 },
+        achieved_rate: if seconds > 0.0 {
+            total as f64 / seconds
+        } else {
+            0.0
+        },
         seconds,
         connection_errors: errors.load(Ordering::Relaxed),
         agents,
@@ -208,8 +214,16 @@ async fn connection(
         let seq = sent[slot] + 1;
         template.render(&ids[slot], &plan.site, seq, now_ms(), &mut buffer);
         // Bounded even if the broker is gone and the client's queue stays full.
-        let publish = client.publish(topics[slot].clone(), QoS::AtLeastOnce, false, buffer.clone());
-        if !matches!(tokio::time::timeout_at(end + GRACE, publish).await, Ok(Ok(()))) {
+        let publish = client.publish(
+            topics[slot].clone(),
+            QoS::AtLeastOnce,
+            false,
+            buffer.clone(),
+        );
+        if !matches!(
+            tokio::time::timeout_at(end + GRACE, publish).await,
+            Ok(Ok(()))
+        ) {
             break;
         }
         sent[slot] = seq;

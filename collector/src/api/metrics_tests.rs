@@ -20,7 +20,11 @@ fn fixture() -> AppState {
     })));
     let telemetry = Arc::new(Telemetry::new(state.clone()).expect("telemetry"));
     let app = AppState::new(state, telemetry, Readiness::default());
-    for (site, id) in [("dc", "dc-srv-01"), ("dc", "dc-srv-02"), ("hq", "hq-srv-01")] {
+    for (site, id) in [
+        ("dc", "dc-srv-01"),
+        ("dc", "dc-srv-02"),
+        ("hq", "hq-srv-01"),
+    ] {
         let payload = format!(
             r#"{{"schema":1,"agent":"{id}","site":"{site}","seq":1,"timestamp_ms":{},
                 "families":[{{"name":"node_load1","type":"gauge","samples":[{{"value":0.5}}]}}]}}"#,
@@ -113,8 +117,12 @@ async fn bad_scrape_parameters_get_400_and_are_counted_by_reason() {
         ("invalid_scope", 1),
         ("conflicting_parameters", 1),
     ] {
-        let line = format!(r#"pantau_collector_bad_scrape_requests_total{{reason="{reason}"}} {count}"#);
+        let line =
+            format!(r#"pantau_collector_bad_scrape_requests_total{{reason="{reason}"}} {count}"#);
         assert!(metrics.contains(&line), "missing {line}");
     }
-    assert!(metrics.contains(r#"pantau_collector_http_requests_total{code="400",handler="/metrics"} 6"#));
+    assert!(
+        metrics
+            .contains(r#"pantau_collector_http_requests_total{code="400",handler="/metrics"} 6"#)
+    );
 }

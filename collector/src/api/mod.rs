@@ -169,8 +169,9 @@ async fn metrics(
     tokio::task::spawn_blocking(move || {
         // Held until the last chunk is queued: the next render starts when this one is done.
         let _permit = permit;
-        let result =
-            telemetry.render_chunks(&scope, |chunk| chunks.blocking_send(Ok(chunk.into())).is_ok());
+        let result = telemetry.render_chunks(&scope, |chunk| {
+            chunks.blocking_send(Ok(chunk.into())).is_ok()
+        });
         if let Err(cause) = result {
             error!(%cause, "rendering /metrics failed");
             let _ = chunks.blocking_send(Err(std::io::Error::other(cause.to_string())));
@@ -236,9 +237,9 @@ mod alert_tests;
 #[cfg(test)]
 mod announcement_tests;
 #[cfg(test)]
-mod schedule_tests;
-#[cfg(test)]
 mod metrics_tests;
+#[cfg(test)]
+mod schedule_tests;
 #[cfg(test)]
 mod stop_tests;
 #[cfg(test)]

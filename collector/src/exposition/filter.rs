@@ -173,7 +173,10 @@ mod tests {
             (&[("site", "")], "invalid_site"),
             (&[("agent", "x+y")], "invalid_agent"),
             (&[("scope", "all")], "invalid_scope"),
-            (&[("scope", "collector"), ("site", "dc")], "conflicting_parameters"),
+            (
+                &[("scope", "collector"), ("site", "dc")],
+                "conflicting_parameters",
+            ),
         ];
         for (query, reason) in cases {
             let error = parse(query).expect_err("refused");

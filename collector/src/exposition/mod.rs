@@ -17,9 +17,9 @@ use prometheus::{
 };
 use tokio::time::Instant;
 
+pub use filter::{AgentFilter, Scope, ScopeError};
 #[cfg(test)]
 pub use snapshot::render_snapshot;
-pub use filter::{AgentFilter, Scope, ScopeError};
 pub use snapshot::{ChunkWriter, Snapshot, agent_labels, for_each_series};
 
 use crate::state::SharedState;

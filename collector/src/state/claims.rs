@@ -130,11 +130,17 @@ mod tests {
         assert!(!same_shape(&own, &[family("a", MetricKind::Gauge)]));
         assert!(!same_shape(
             &own,
-            &[family("a", MetricKind::Gauge), family("b", MetricKind::Gauge)]
+            &[
+                family("a", MetricKind::Gauge),
+                family("b", MetricKind::Gauge)
+            ]
         ));
         assert!(!same_shape(
             &own,
-            &[family("b", MetricKind::Counter), family("a", MetricKind::Gauge)]
+            &[
+                family("b", MetricKind::Counter),
+                family("a", MetricKind::Gauge)
+            ]
         ));
         assert!(same_shape(&[], &[]));
     }
