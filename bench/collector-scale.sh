@@ -11,7 +11,7 @@
 #   ./bench/collector-scale.sh                  # full: about 15 minutes
 #   QUICK=1 ./bench/collector-scale.sh          # shorter steps, 1 run: about 5 minutes
 #   BIN=/path/to/release/dir ./bench/collector-scale.sh   # another build (the BEFORE numbers)
-#   PARTS="a b" ...                             # only some parts
+#   PARTS="a b" MODES=external ...              # only some parts / broker modes
 set -euo pipefail
 
 ROOT=${ROOT:-$(cd "$(dirname "$0")/.." && pwd)}
@@ -23,6 +23,7 @@ else
     RUNS=${RUNS:-3}; STEP=${STEP:-8}; CONFIRM=${CONFIRM:-60}; LAT_COUNT=${LAT_COUNT:-200}
 fi
 PARTS=${PARTS:-a b c d e}
+MODES=${MODES:-external embedded}
 AGENTS=${AGENTS:-1000}
 # Offered rates (messages/s) for the small (30-sample) and the host-template workloads.
 SMALL_RATES=${SMALL_RATES:-5000 10000 20000 30000}
@@ -180,7 +181,7 @@ part_b() {
     echo "## b) Collector, $AGENTS agents over 50 connections: highest lossless rate, CPU per sample, RSS"
     echo "| broker | payload | offered msg/s | achieved msg/s | lossless runs | µs CPU/sample | RSS MB |"
     echo "|---|---|---|---|---|---|---|"
-    for mode in external embedded; do
+    for mode in $MODES; do
         for payload in small host; do
             local rates args best=""
             if [ "$payload" = small ]; then rates=$SMALL_RATES; args=(--shape small); else rates=$HOST_RATES; args=(--template "$WORK/host.json"); fi

@@ -205,7 +205,8 @@ impl PerAgent {
 }
 
 impl Snapshot {
-    /// Every agent's view at `now`.
+    /// Every agent's view at `now` (scrapes go through `take_matching`).
+    #[cfg(test)]
     pub fn take(state: &State, now: Instant) -> Self {
         Self {
             rows: state.views(now),
