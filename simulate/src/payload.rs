@@ -142,7 +142,7 @@ fn probe_families() -> Vec<Value> {
                 json!({"labels": {"link": "uplink", "probe": probe, "target": target}, "value": value})
             })
             .collect();
-        json!({"name": name, "type": "gauge", "samples": samples})
+        json!({"name": name, "type": "gauge", "help": "A simulated probe result.", "samples": samples})
     };
     vec![
         gauge("probe_success", 1.0),
@@ -157,7 +157,7 @@ fn probe_families() -> Vec<Value> {
 }
 
 fn sound_families() -> Vec<Value> {
-    let one = |name: &str, kind: &str, value: f64| json!({"name": name, "type": kind, "samples": [{"value": value}]});
+    let one = |name: &str, kind: &str, value: f64| json!({"name": name, "type": kind, "help": "A simulated sound agent's state.", "samples": [{"value": value}]});
     vec![
         one("pantau_sound_device_up", "gauge", 1.0),
         one("pantau_sound_playing", "gauge", 0.0),
@@ -173,7 +173,7 @@ fn sound_families() -> Vec<Value> {
             "gauge",
             1.7e9,
         ),
-        json!({"name": "pantau_sound_announcements_total", "type": "counter",
+        json!({"name": "pantau_sound_announcements_total", "type": "counter", "help": "Simulated announcements.",
                "samples": [{"labels": {"result": "played"}, "value": 12.0},
                            {"labels": {"result": "failed"}, "value": 0.0}]}),
     ]
