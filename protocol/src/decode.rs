@@ -409,7 +409,9 @@ fn validate_plain(family: &Family, limits: &Limits) -> Result<(), DecodeError> {
             family.name
         )));
     }
-    let mut label_sets = HashSet::with_capacity(family.samples.len());
+    // A family of one sample (most of them) cannot repeat a label set: no set to build.
+    let many = family.samples.len() > 1;
+    let mut label_sets = HashSet::with_capacity(if many { family.samples.len() } else { 0 });
     for sample in &family.samples {
         validate_labels(&family.name, &sample.labels, limits)?;
         if !sample.value.is_finite() {
@@ -418,7 +420,7 @@ fn validate_plain(family: &Family, limits: &Limits) -> Result<(), DecodeError> {
                 value: sample.value,
             });
         }
-        if !label_sets.insert(&sample.labels) {
+        if many && !label_sets.insert(&sample.labels) {
             return Err(DecodeError::DuplicateSeries(family.name.clone()));
         }
     }

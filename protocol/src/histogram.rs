@@ -81,17 +81,44 @@ impl Serialize for AnyFamily {
 
 impl<'de> Deserialize<'de> for AnyFamily {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Read once as a JSON value, then by `type`: counter and gauge keep their own shape.
-        let value = serde_json::Value::deserialize(deserializer)?;
-        if value.get("type").and_then(serde_json::Value::as_str) == Some("histogram") {
-            serde_json::from_value(value)
-                .map(AnyFamily::Histogram)
-                .map_err(D::Error::custom)
-        } else {
-            serde_json::from_value(value)
-                .map(AnyFamily::Plain)
-                .map_err(D::Error::custom)
+        // Kept as raw JSON (one copy of its text, already checked to be valid JSON), its
+        // `type` looked up, then parsed straight into its own shape. This used to go through
+        // a serde_json::Value tree, which allocated every key and string twice and was the
+        // largest cost of ingest in the profile (BENCHMARKS.md, issue 16).
+        #[derive(Deserialize)]
+        struct Kind<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: Option<std::borrow::Cow<'a, str>>,
         }
+        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
+        let text = raw.get();
+        // Counters and gauges (nearly all families) parse at the first try. A histogram's
+        // samples have no `value`, so its plain parse fails, and only then is `type` read.
+        let plain = match serde_json::from_str::<Family>(text) {
+            Ok(family) if family.kind != MetricKind::Histogram => {
+                return Ok(AnyFamily::Plain(family));
+            }
+            Ok(family) => Ok(family),
+            Err(error) => Err(error),
+        };
+        let histogram = serde_json::from_str::<Kind>(text)
+            .is_ok_and(|kind| kind.kind.as_deref() == Some("histogram"));
+        let parsed = match (histogram, plain) {
+            (true, _) => serde_json::from_str(text).map(AnyFamily::Histogram),
+            (false, plain) => plain.map(AnyFamily::Plain),
+        };
+        parsed.map_err(|error| D::Error::custom(without_position(&error)))
+    }
+}
+
+/// The error's message without serde_json's ` at line L column C`: the position would be
+/// within the family's own text, and the outer parse adds the position in the payload.
+fn without_position(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    match text.strip_suffix(&suffix) {
+        Some(message) => message.to_owned(),
+        None => text,
     }
 }
 

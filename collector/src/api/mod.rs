@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -28,7 +28,7 @@ pub use error::ApiError;
 
 use crate::announce::Announcer;
 use crate::console::Console;
-use crate::exposition::Telemetry;
+use crate::exposition::{Scope, Telemetry};
 use crate::readiness::Readiness;
 use crate::state::SharedState;
 
@@ -147,7 +147,17 @@ pub fn app(state: AppState) -> Router {
 
 /// Renders on a blocking thread, never on the async workers (which must keep answering
 /// `/healthz` and the API), and streams the text as it is produced.
-async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
+async fn metrics(
+    State(app): State<AppState>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let scope = Scope::parse(&query).map_err(|error| {
+        app.telemetry
+            .bad_scrapes
+            .with_label_values(&[error.reason()])
+            .inc();
+        ApiError::BadRequest(error.to_string())
+    })?;
     let permit = app
         .renders
         .clone()
@@ -159,8 +169,9 @@ async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
     tokio::task::spawn_blocking(move || {
         // Held until the last chunk is queued: the next render starts when this one is done.
         let _permit = permit;
-        let result =
-            telemetry.render_chunks(|chunk| chunks.blocking_send(Ok(chunk.into())).is_ok());
+        let result = telemetry.render_chunks(&scope, |chunk| {
+            chunks.blocking_send(Ok(chunk.into())).is_ok()
+        });
         if let Err(cause) = result {
             error!(%cause, "rendering /metrics failed");
             let _ = chunks.blocking_send(Err(std::io::Error::other(cause.to_string())));
@@ -225,6 +236,8 @@ async fn count_requests(State(app): State<AppState>, request: Request, next: Nex
 mod alert_tests;
 #[cfg(test)]
 mod announcement_tests;
+#[cfg(test)]
+mod metrics_tests;
 #[cfg(test)]
 mod schedule_tests;
 #[cfg(test)]

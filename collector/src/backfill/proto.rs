@@ -60,7 +60,7 @@ pub fn write_request(replayed: &Replayed, target: &TargetLabels) -> WriteRequest
         for_each_series(family, base, |series| {
             let mut labels: Vec<Label> = Vec::with_capacity(series.labels.len() + 3);
             labels.push(label("__name__", series.name));
-            for (name, value) in &series.labels {
+            for (name, value) in series.labels {
                 // Without honor_labels the scrape renames what clashes with its target labels.
                 match (*name, &target.instance) {
                     ("instance", Some(_)) => labels.push(label("exported_instance", value)),

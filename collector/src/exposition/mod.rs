@@ -5,6 +5,7 @@
 //! Rendering is blocking work proportional to the number of series: `render_chunks` runs on a
 //! blocking thread (see `api`) and hands the text over in chunks as it goes.
 
+mod filter;
 mod snapshot;
 
 use std::sync::PoisonError;
@@ -16,6 +17,7 @@ use prometheus::{
 };
 use tokio::time::Instant;
 
+pub use filter::{AgentFilter, Scope, ScopeError};
 #[cfg(test)]
 pub use snapshot::render_snapshot;
 pub use snapshot::{ChunkWriter, Snapshot, agent_labels, for_each_series};
@@ -62,6 +64,9 @@ pub struct Telemetry {
     /// was `corrupt` or `unreadable` at start (the collector started afresh), or a `write`
     /// failed.
     pub sequence_file_errors: IntCounterVec,
+    /// `pantau_collector_bad_scrape_requests_total{reason}`: `/metrics` queries refused with
+    /// 400 (`ScopeError::REASONS`).
+    pub bad_scrapes: IntCounterVec,
 }
 
 impl Telemetry {
@@ -159,6 +164,17 @@ impl Telemetry {
         for reason in crate::ingest::AccountingError::REASONS {
             sequence_file_errors.with_label_values(&[reason]);
         }
+        let bad_scrapes = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_bad_scrape_requests_total",
+                "/metrics requests refused with 400 for a bad site, agent or scope parameter, by \
+                 reason.",
+            ),
+            &["reason"],
+        )?;
+        for reason in ScopeError::REASONS {
+            bad_scrapes.with_label_values(&[reason]);
+        }
         let build_info = IntGauge::with_opts(
             Opts::new(
                 "pantau_collector_build_info",
@@ -189,6 +205,7 @@ impl Telemetry {
         registry.register(Box::new(api_auth_failures.clone()))?;
         registry.register(Box::new(schedule_version.clone()))?;
         registry.register(Box::new(sequence_file_errors.clone()))?;
+        registry.register(Box::new(bad_scrapes.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -210,6 +227,7 @@ impl Telemetry {
             api_auth_failures,
             schedule_version,
             sequence_file_errors,
+            bad_scrapes,
         })
     }
 
@@ -219,20 +237,25 @@ impl Telemetry {
         &self.registry
     }
 
-    /// Writes the exposition of everything to `sink` in chunks of about `CHUNK_BYTES`; stops
+    /// Writes the exposition of `scope` to `sink` in chunks of about `CHUNK_BYTES`; stops
     /// early once `sink` returns false (the client went away). Blocking: the agents' part
     /// takes time in proportion to their series.
     pub fn render_chunks(
         &self,
+        scope: &Scope,
         sink: impl FnMut(Vec<u8>) -> bool,
     ) -> Result<(), prometheus::Error> {
         let mut out = ChunkWriter::new(sink);
-        out.write(&encode(&self.registry.gather())?);
-        let snapshot = {
-            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-            Snapshot::take(&state, Instant::now())
-        };
-        snapshot.write(&mut out);
+        if scope.own_series() {
+            out.write(&encode(&self.registry.gather())?);
+        }
+        if let Some(filter) = scope.agents() {
+            let snapshot = {
+                let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+                Snapshot::take_matching(&state, Instant::now(), &filter)
+            };
+            snapshot.write(&mut out);
+        }
         out.flush();
         Ok(())
     }
@@ -240,8 +263,14 @@ impl Telemetry {
     /// The whole exposition as one string.
     #[cfg(test)]
     pub fn render(&self) -> Result<String, prometheus::Error> {
+        self.render_scope(&Scope::All)
+    }
+
+    /// The exposition of `scope` as one string.
+    #[cfg(test)]
+    pub fn render_scope(&self, scope: &Scope) -> Result<String, prometheus::Error> {
         let mut text = Vec::new();
-        self.render_chunks(|chunk| {
+        self.render_chunks(scope, |chunk| {
             text.extend_from_slice(&chunk);
             true
         })?;

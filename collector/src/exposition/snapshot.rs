@@ -8,11 +8,13 @@
 //! escaping, same number format); the golden file checks it.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pantau_protocol::{AnyFamily, HistogramFamily, MetricKind, agent_series};
 use tokio::time::Instant;
 
+use super::AgentFilter;
 use crate::state::{AgentView, State};
 
 /// Where rendered text goes: chunks of about `CHUNK_BYTES`, handed to `sink`, which returns
@@ -42,6 +44,29 @@ impl<F: FnMut(Vec<u8>) -> bool> ChunkWriter<F> {
 
     pub fn write(&mut self, text: &str) {
         self.buffer.extend_from_slice(text.as_bytes());
+        if self.buffer.len() >= CHUNK_BYTES {
+            self.flush();
+        }
+    }
+
+    /// One sample line, written straight into the chunk: no allocation per series.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let out = &mut self.buffer;
+        out.extend_from_slice(name.as_bytes());
+        for (index, (label, text)) in labels.iter().enumerate() {
+            out.push(if index == 0 { b'{' } else { b',' });
+            out.extend_from_slice(label.as_bytes());
+            out.extend_from_slice(b"=\"");
+            out.extend_from_slice(escape(text, true).as_bytes());
+            out.push(b'"');
+        }
+        if !labels.is_empty() {
+            out.push(b'}');
+        }
+        out.push(b' ');
+        // Display of f64, as `f64::to_string` and the prometheus crate write it.
+        let _ = write!(out, "{value}");
+        out.push(b'\n');
         if self.buffer.len() >= CHUNK_BYTES {
             self.flush();
         }
@@ -180,10 +205,18 @@ impl PerAgent {
 }
 
 impl Snapshot {
-    /// Every agent's view at `now`.
+    /// Every agent's view at `now` (scrapes go through `take_matching`).
+    #[cfg(test)]
     pub fn take(state: &State, now: Instant) -> Self {
         Self {
             rows: state.views(now),
+        }
+    }
+
+    /// The agents `filter` matches at `now`.
+    pub fn take_matching(state: &State, now: Instant, filter: &AgentFilter) -> Self {
+        Self {
+            rows: state.views_where(now, |id, site| filter.matches(id, site)),
         }
     }
 
@@ -205,7 +238,7 @@ impl Snapshot {
                 names.insert(series.describe().0, Source::PerAgent(series));
             }
         }
-        let mut line = String::new();
+        let mut labels: Vec<(&str, &str)> = Vec::new();
         for (name, source) in &names {
             if !out.is_open() {
                 return;
@@ -218,8 +251,7 @@ impl Snapshot {
                     header(out, name, first.help(), first.kind());
                     for (row, family) in rows {
                         for_each_series(family, agent_labels(&row.id, &row.site), |series| {
-                            sample_line(&mut line, series.name, &series.labels, series.value);
-                            out.write(&line);
+                            out.sample(series.name, series.labels, series.value);
                         });
                     }
                 }
@@ -232,10 +264,10 @@ impl Snapshot {
                                 header(out, name, help, kind);
                                 started = true;
                             }
-                            let base = agent_labels(&row.id, &row.site);
-                            let labels: Vec<(&str, &str)> = base.into_iter().chain(extra).collect();
-                            sample_line(&mut line, name, &labels, value);
-                            out.write(&line);
+                            labels.clear();
+                            labels.extend(agent_labels(&row.id, &row.site));
+                            labels.extend(extra);
+                            out.sample(name, &labels, value);
                         }
                     }
                 }
@@ -254,7 +286,7 @@ pub struct Series<'a> {
     /// The series' name: the family's, or a histogram's `_bucket`, `_sum` or `_count`.
     pub name: &'a str,
     /// The sample's labels plus the agent's (and `le` for a bucket), sorted by name.
-    pub labels: Vec<(&'a str, &'a str)>,
+    pub labels: &'a [(&'a str, &'a str)],
     pub value: f64,
 }
 
@@ -268,10 +300,13 @@ pub fn for_each_series<'a>(
 ) {
     match family {
         AnyFamily::Plain(family) => {
+            // One label buffer for the whole family: a scrape allocates nothing per series.
+            let mut labels = Vec::new();
             for sample in &family.samples {
+                with_base(&mut labels, &sample.labels, base, None);
                 each(Series {
                     name: &family.name,
-                    labels: with_base(&sample.labels, base, None),
+                    labels: &labels,
                     value: sample.value,
                 });
             }
@@ -282,18 +317,20 @@ pub fn for_each_series<'a>(
 
 /// A sample's labels plus `instance` and `site` (and `le` for a bucket), sorted by name.
 fn with_base<'a>(
+    all: &mut Vec<(&'a str, &'a str)>,
     labels: &'a BTreeMap<String, String>,
     base: [(&'a str, &'a str); 2],
     le: Option<&'a str>,
-) -> Vec<(&'a str, &'a str)> {
-    let mut all: Vec<(&str, &str)> = labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(base)
-        .chain(le.map(|le| ("le", le)))
-        .collect();
+) {
+    all.clear();
+    all.extend(
+        labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain(base)
+            .chain(le.map(|le| ("le", le))),
+    );
     all.sort_unstable_by_key(|(name, _)| *name);
-    all
 }
 
 /// A histogram's `_bucket{le}`, `_sum` and `_count` series, as Prometheus writes them.
@@ -312,21 +349,24 @@ fn for_each_histogram_series(
                 f64::INFINITY => "+Inf".to_owned(),
                 le => le.to_string(),
             };
+            let mut labels = Vec::new();
+            with_base(&mut labels, &sample.labels, base, Some(&le));
             each(Series {
                 name: &bucket,
-                labels: with_base(&sample.labels, base, Some(&le)),
+                labels: &labels,
                 value: step.count as f64,
             });
         }
-        let labels = with_base(&sample.labels, base, None);
+        let mut labels = Vec::new();
+        with_base(&mut labels, &sample.labels, base, None);
         each(Series {
             name: &sum,
-            labels: labels.clone(),
+            labels: &labels,
             value: sample.sum,
         });
         each(Series {
             name: &count,
-            labels,
+            labels: &labels,
             value: sample.count as f64,
         });
     }
@@ -342,24 +382,6 @@ fn header<F: FnMut(Vec<u8>) -> bool>(
         out.write(&format!("# HELP {name} {}\n", escape(help, false)));
     }
     out.write(&format!("# TYPE {name} {}\n", kind.as_str()));
-}
-
-fn sample_line(line: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
-    line.clear();
-    line.push_str(name);
-    for (index, (label, text)) in labels.iter().enumerate() {
-        line.push(if index == 0 { '{' } else { ',' });
-        line.push_str(label);
-        line.push_str("=\"");
-        line.push_str(&escape(text, true));
-        line.push('"');
-    }
-    if !labels.is_empty() {
-        line.push('}');
-    }
-    line.push(' ');
-    line.push_str(&value.to_string());
-    line.push('\n');
 }
 
 /// The text format's escaping: `\` and newline always, `"` in label values.

@@ -29,6 +29,17 @@ pub struct Conflict {
     pub known: MetricKind,
 }
 
+/// Whether `incoming` has exactly `own`'s names and types, in order: the usual message of an
+/// agent whose families did not change. All of it is then admitted (each family was admitted
+/// with that type before, and pinned types never change) and the claims stay as they are.
+pub fn same_shape(own: &[AnyFamily], incoming: &[AnyFamily]) -> bool {
+    own.len() == incoming.len()
+        && own
+            .iter()
+            .zip(incoming)
+            .all(|(old, new)| old.kind() == new.kind() && old.name() == new.name())
+}
+
 impl Claims {
     /// The type `name` must have for an agent whose current families are `own`: pinned, or
     /// the type other agents use it with. An agent alone with a name may change its type.
@@ -91,5 +102,46 @@ impl Claims {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.names.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pantau_protocol::{Family, MetricKind};
+
+    use super::*;
+
+    fn family(name: &str, kind: MetricKind) -> AnyFamily {
+        AnyFamily::Plain(Family {
+            name: name.to_owned(),
+            kind,
+            help: String::new(),
+            samples: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn same_shape_means_same_names_and_types_in_order() {
+        let own = [
+            family("a", MetricKind::Gauge),
+            family("b", MetricKind::Counter),
+        ];
+        assert!(same_shape(&own, &own.clone()));
+        assert!(!same_shape(&own, &[family("a", MetricKind::Gauge)]));
+        assert!(!same_shape(
+            &own,
+            &[
+                family("a", MetricKind::Gauge),
+                family("b", MetricKind::Gauge)
+            ]
+        ));
+        assert!(!same_shape(
+            &own,
+            &[
+                family("b", MetricKind::Counter),
+                family("a", MetricKind::Gauge)
+            ]
+        ));
+        assert!(same_shape(&[], &[]));
     }
 }
