@@ -47,14 +47,7 @@ impl UpsConfig {
         let Some(path) = &self.password_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigError::invalid(
-                "ups.password_file",
-                path.display(),
-                format!("cannot be read: {error}"),
-            )
-        })?;
-        Ok(Some(text.lines().next().unwrap_or("").to_owned()))
+        super::first_line(path, "ups.password_file").map(Some)
     }
 }
 
@@ -70,19 +63,7 @@ pub fn validate(ups: &[UpsConfig]) -> Result<(), ConfigError> {
     let mut seen = std::collections::BTreeSet::new();
     for (index, entry) in ups.iter().enumerate() {
         let field = |key: &str| format!("ups[{index}].{key}");
-        let name_ok = !entry.name.is_empty()
-            && entry.name.len() <= 64
-            && entry
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !name_ok {
-            return Err(ConfigError::invalid(
-                field("name"),
-                &entry.name,
-                "must be 1 to 64 letters, digits, '-', '_' or '.' (the UPS's name in upsd)",
-            ));
-        }
+        super::check_name(field("name"), &entry.name, " (the UPS's name in upsd)")?;
         if !seen.insert((entry.socket_address(), entry.name.clone())) {
             return Err(ConfigError::invalid(
                 field("name"),

@@ -16,7 +16,8 @@ mod snmp_client;
 mod snmp_config;
 mod ups;
 
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use pantau_protocol::{AnyFamily, Family};
 use pantau_runtime::config::ConfigError;
@@ -62,14 +63,14 @@ impl DeviceRole {
 
     pub fn start(&mut self, context: &RoleContext, supervisor: &mut Supervisor) {
         for slot in &self.ups {
-            let name = ups::lock(slot).name().to_owned();
+            let name = lock(slot).name().to_owned();
             supervisor.spawn(
                 &format!("ups-{name}"),
                 ups::poll_forever(slot.clone(), context.clone(), supervisor.shutdown()),
             );
         }
         for slot in &self.snmp {
-            let name = snmp::lock(slot).name().to_owned();
+            let name = lock(slot).name().to_owned();
             supervisor.spawn(
                 &format!("snmp-{name}"),
                 snmp::poll_forever(slot.clone(), context.clone(), supervisor.shutdown()),
@@ -79,16 +80,8 @@ impl DeviceRole {
 
     /// The latest reading of every device.
     pub fn collect(&self) -> Vec<AnyFamily> {
-        let slots: Vec<_> = self
-            .ups
-            .iter()
-            .map(|slot| ups::lock(slot).clone())
-            .collect();
-        let snmp: Vec<_> = self
-            .snmp
-            .iter()
-            .map(|slot| snmp::lock(slot).clone())
-            .collect();
+        let slots: Vec<_> = self.ups.iter().map(|slot| lock(slot).clone()).collect();
+        let snmp: Vec<_> = self.snmp.iter().map(|slot| lock(slot).clone()).collect();
         // Both kinds share these two families: one family per name in a message.
         let mut up = FamilyBuilder::gauge(
             "pantau_device_up",
@@ -104,4 +97,37 @@ impl DeviceRole {
         families.push(errors.build());
         families.into_iter().map(AnyFamily::Plain).collect()
     }
+}
+
+/// A device's latest reading; a poll task that panicked mid-update leaves it as it was, which
+/// is still worth showing.
+pub fn lock<T>(slot: &Mutex<T>) -> MutexGuard<'_, T> {
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Checks a device's `name` (a label value and part of log lines): 1 to 64 letters, digits,
+/// '-', '_' or '.'. `hint` says where the name comes from, for the error.
+pub fn check_name(field: String, name: &str, hint: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        field,
+        name,
+        format!("must be 1 to 64 letters, digits, '-', '_' or '.'{hint}"),
+    ))
+}
+
+/// The first line of a secret file (a password, a community), without its line end.
+pub fn first_line(path: &Path, field: &str) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        ConfigError::invalid(field, path.display(), format!("cannot be read: {error}"))
+    })?;
+    Ok(text.lines().next().unwrap_or("").to_owned())
 }

@@ -5,7 +5,9 @@
 //! `snmp_client.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use super::lock;
 use std::time::{Duration, Instant};
 
 use async_snmp::{Client, UdpHandle};
@@ -56,11 +58,6 @@ impl Slot {
     pub fn name(&self) -> &str {
         &self.target.name
     }
-}
-
-pub fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
-    slot.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Polls the device every interval until shutdown.

@@ -1,12 +1,14 @@
 //! `[[snmp]]`: switches and routers this agent polls over SNMP (v2c or v3 USM), read once and
 //! validated at load so a poll never meets a bad setting.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use async_snmp::{Auth, AuthProtocol, PrivProtocol, UsmConfig};
 use pantau_runtime::config::ConfigError;
 use pantau_runtime::mqtt::Secret;
 use serde::Deserialize;
+
+use super::first_line;
 
 /// One SNMP device.
 #[derive(Debug, Clone, Deserialize)]
@@ -280,13 +282,6 @@ fn password(config: &SnmpConfig, index: usize, key: &str) -> Result<String, Conf
     Ok(text)
 }
 
-fn first_line(path: &Path, field: &str) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|error| {
-        ConfigError::invalid(field, path.display(), format!("cannot be read: {error}"))
-    })?;
-    Ok(text.lines().next().unwrap_or("").to_owned())
-}
-
 /// Checks every `[[snmp]]` table.
 pub fn validate(devices: &[SnmpConfig]) -> Result<(), ConfigError> {
     if devices.len() > MAX_DEVICES {
@@ -299,19 +294,7 @@ pub fn validate(devices: &[SnmpConfig]) -> Result<(), ConfigError> {
     let mut seen = std::collections::BTreeSet::new();
     for (index, entry) in devices.iter().enumerate() {
         let field = |key: &str| format!("snmp[{index}].{key}");
-        let name_ok = !entry.name.is_empty()
-            && entry.name.len() <= 64
-            && entry
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if !name_ok {
-            return Err(ConfigError::invalid(
-                field("name"),
-                &entry.name,
-                "must be 1 to 64 letters, digits, '-', '_' or '.'",
-            ));
-        }
+        super::check_name(field("name"), &entry.name, "")?;
         if !seen.insert(entry.name.clone()) {
             return Err(ConfigError::invalid(
                 field("name"),

@@ -5,7 +5,9 @@
 //! `ups.status` (on battery, low battery, back on line) is an event at once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use super::lock;
 use std::time::Duration;
 
 use pantau_protocol::{Event, Family, Severity, validate_metric_name};
@@ -62,11 +64,6 @@ impl Slot {
     pub fn name(&self) -> &str {
         &self.target.ups
     }
-}
-
-pub fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
-    slot.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Polls the UPS every interval until shutdown, keeping the latest reading in `slot` and
