@@ -18,7 +18,7 @@ mod sender;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 
-use pantau_protocol::AnyFamily;
+use crate::state::StoredFamily;
 use pantau_runtime::supervise::Supervisor;
 use tracing::info;
 
@@ -33,7 +33,7 @@ pub struct Replayed {
     pub agent: String,
     pub site: String,
     pub timestamp_ms: i64,
-    pub families: Arc<Vec<AnyFamily>>,
+    pub families: Arc<Vec<StoredFamily>>,
 }
 
 impl Replayed {

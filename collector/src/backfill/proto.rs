@@ -115,6 +115,21 @@ mod tests {
     use crate::exposition::{ChunkWriter, Snapshot};
 
     fn replayed() -> Replayed {
+        Replayed {
+            agent: "dc-01".to_owned(),
+            site: "dc".to_owned(),
+            timestamp_ms: 1_700_000_000_123,
+            families: Arc::new(
+                families()
+                    .into_iter()
+                    .map(crate::state::StoredFamily::detached)
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The families of `replayed`, as decoded.
+    fn families() -> Vec<AnyFamily> {
         let mut labels = BTreeMap::new();
         labels.insert("cpu".to_owned(), "0".to_owned());
         let mut histogram = HistogramFamily::new("dns_lookup_seconds", "");
@@ -124,23 +139,18 @@ mod tests {
             &[2, 3],
             1.25,
         ));
-        Replayed {
-            agent: "dc-01".to_owned(),
-            site: "dc".to_owned(),
-            timestamp_ms: 1_700_000_000_123,
-            families: Arc::new(vec![
-                AnyFamily::Plain(Family {
-                    name: "node_load1".to_owned(),
-                    kind: MetricKind::Gauge,
-                    help: String::new(),
-                    samples: vec![Point {
-                        labels: labels.clone(),
-                        value: 0.5,
-                    }],
-                }),
-                AnyFamily::Histogram(histogram),
-            ]),
-        }
+        vec![
+            AnyFamily::Plain(Family {
+                name: "node_load1".to_owned(),
+                kind: MetricKind::Gauge,
+                help: String::new(),
+                samples: vec![Point {
+                    labels: labels.clone(),
+                    value: 0.5,
+                }],
+            }),
+            AnyFamily::Histogram(histogram),
+        ]
     }
 
     fn target() -> TargetLabels {
@@ -188,10 +198,10 @@ mod tests {
             default_interval: std::time::Duration::from_secs(15),
             forget_after: std::time::Duration::from_secs(3600),
         });
-        let (mut families, mut histograms) = (Vec::new(), Vec::new());
-        for family in replayed.families.iter() {
-            match family.clone() {
-                AnyFamily::Plain(family) => families.push(family),
+        let (mut plain, mut histograms) = (Vec::new(), Vec::new());
+        for family in families() {
+            match family {
+                AnyFamily::Plain(family) => plain.push(family),
                 AnyFamily::Histogram(family) => histograms.push(family),
             }
         }
@@ -213,7 +223,7 @@ mod tests {
                         .duration_since(std::time::UNIX_EPOCH)
                         .unwrap()
                         .as_millis() as i64,
-                    families,
+                    families: plain,
                     histograms,
                 }),
             },

@@ -50,10 +50,7 @@ fn metrics(seq: u64, timestamp_ms: i64) -> Decoded {
 fn shown(state: &State) -> Option<f64> {
     let view = state.view("a", Instant::now())?;
     let families = view.families?;
-    match families.first()? {
-        pantau_protocol::AnyFamily::Plain(family) => Some(family.samples[0].value),
-        pantau_protocol::AnyFamily::Histogram(_) => None,
-    }
+    families.first()?.first_value()
 }
 
 #[test]

@@ -81,12 +81,8 @@ fn gauge(view: &AgentView, name: &str) -> Option<f64> {
     view.families
         .as_ref()?
         .iter()
-        .find_map(|family| match family {
-            pantau_protocol::AnyFamily::Plain(family) if family.name == name => {
-                family.samples.first().map(|sample| sample.value)
-            }
-            _ => None,
-        })
+        .find(|family| family.name() == name)?
+        .first_value()
 }
 
 /// The agents that said they have the sound role, sorted by id.

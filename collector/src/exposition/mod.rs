@@ -67,6 +67,10 @@ pub struct Telemetry {
     /// `pantau_collector_bad_scrape_requests_total{reason}`: `/metrics` queries refused with
     /// 400 (`ScopeError::REASONS`).
     pub bad_scrapes: IntCounterVec,
+    /// `pantau_collector_interned_strings` and `_shapes`: what the stored families share
+    /// (label names and values, family shapes), set at each scrape.
+    interned_strings: IntGauge,
+    interned_shapes: IntGauge,
 }
 
 impl Telemetry {
@@ -206,6 +210,18 @@ impl Telemetry {
         registry.register(Box::new(schedule_version.clone()))?;
         registry.register(Box::new(sequence_file_errors.clone()))?;
         registry.register(Box::new(bad_scrapes.clone()))?;
+        let interned_strings = IntGauge::new(
+            "pantau_collector_interned_strings",
+            "Distinct label names, label values and family names and help texts the stored \
+             series share.",
+        )?;
+        registry.register(Box::new(interned_strings.clone()))?;
+        let interned_shapes = IntGauge::new(
+            "pantau_collector_interned_shapes",
+            "Distinct family shapes (name, type, help and every sample's labels) the stored \
+             series share.",
+        )?;
+        registry.register(Box::new(interned_shapes.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -228,6 +244,8 @@ impl Telemetry {
             schedule_version,
             sequence_file_errors,
             bad_scrapes,
+            interned_strings,
+            interned_shapes,
         })
     }
 
@@ -247,6 +265,13 @@ impl Telemetry {
     ) -> Result<(), prometheus::Error> {
         let mut out = ChunkWriter::new(sink);
         if scope.own_series() {
+            let (strings, shapes) = self
+                .state
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .interned();
+            self.interned_strings.set(saturating_i64(strings));
+            self.interned_shapes.set(saturating_i64(shapes));
             out.write(&encode(&self.registry.gather())?);
         }
         if let Some(filter) = scope.agents() {
@@ -276,6 +301,10 @@ impl Telemetry {
         })?;
         String::from_utf8(text).map_err(|error| prometheus::Error::Msg(error.to_string()))
     }
+}
+
+fn saturating_i64(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 /// Encodes families in the Prometheus text format (version 0.0.4).

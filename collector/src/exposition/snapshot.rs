@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pantau_protocol::{AnyFamily, HistogramFamily, MetricKind, agent_series};
+use pantau_protocol::{MetricKind, agent_series};
 use tokio::time::Instant;
 
 use super::AgentFilter;
-use crate::state::{AgentView, State};
+use crate::state::{AgentView, Label, State, StoredFamily};
 
 /// Where rendered text goes: chunks of about `CHUNK_BYTES`, handed to `sink`, which returns
 /// false once nobody is reading any more.
@@ -90,7 +90,7 @@ pub struct Snapshot {
 /// What one name in the output is made of.
 enum Source<'a> {
     /// Agents' families of this name, in agent order.
-    Relayed(Vec<(&'a AgentView, &'a AnyFamily)>),
+    Relayed(Vec<(&'a AgentView, &'a StoredFamily)>),
     /// One of the per-agent series.
     PerAgent(PerAgent),
 }
@@ -294,82 +294,80 @@ pub struct Series<'a> {
 /// `/metrics` is written from this, and so is what remote write backfills, so the two always
 /// land in the same Prometheus series.
 pub fn for_each_series<'a>(
-    family: &'a AnyFamily,
+    family: &'a StoredFamily,
     base: [(&'a str, &'a str); 2],
     mut each: impl FnMut(Series<'_>),
 ) {
-    match family {
-        AnyFamily::Plain(family) => {
-            // One label buffer for the whole family: a scrape allocates nothing per series.
-            let mut labels = Vec::new();
-            for sample in &family.samples {
-                with_base(&mut labels, &sample.labels, base, None);
+    // One label buffer for the whole family: a scrape allocates nothing per series.
+    let mut labels = Vec::new();
+    if family.kind() != MetricKind::Histogram {
+        for (sample, values) in family.samples() {
+            with_base(&mut labels, &sample.labels, base, None);
+            for &value in values {
                 each(Series {
-                    name: &family.name,
+                    name: family.name(),
                     labels: &labels,
-                    value: sample.value,
+                    value,
                 });
             }
         }
-        AnyFamily::Histogram(family) => for_each_histogram_series(family, base, each),
+        return;
+    }
+    let name = family.name();
+    let bucket = format!("{name}_bucket");
+    let sum = format!("{name}_sum");
+    let count = format!("{name}_count");
+    for (sample, values) in family.samples() {
+        let (counts, totals) = values.split_at(sample.buckets.len().min(values.len()));
+        for ((_, le), &value) in sample.buckets.iter().zip(counts) {
+            with_base(&mut labels, &sample.labels, base, Some(le));
+            each(Series {
+                name: &bucket,
+                labels: &labels,
+                value,
+            });
+        }
+        with_base(&mut labels, &sample.labels, base, None);
+        if let [sum_value, count_value] = *totals {
+            each(Series {
+                name: &sum,
+                labels: &labels,
+                value: sum_value,
+            });
+            each(Series {
+                name: &count,
+                labels: &labels,
+                value: count_value,
+            });
+        }
     }
 }
 
-/// A sample's labels plus `instance` and `site` (and `le` for a bucket), sorted by name.
+/// A sample's labels plus `instance` and `site` (and `le` for a bucket), sorted by name: the
+/// sample's are sorted already, so the others are merged in rather than the whole sorted.
 fn with_base<'a>(
     all: &mut Vec<(&'a str, &'a str)>,
-    labels: &'a BTreeMap<String, String>,
+    labels: &'a [Label],
     base: [(&'a str, &'a str); 2],
     le: Option<&'a str>,
 ) {
     all.clear();
-    all.extend(
-        labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .chain(base)
-            .chain(le.map(|le| ("le", le))),
-    );
-    all.sort_unstable_by_key(|(name, _)| *name);
-}
-
-/// A histogram's `_bucket{le}`, `_sum` and `_count` series, as Prometheus writes them.
-fn for_each_histogram_series(
-    family: &HistogramFamily,
-    base: [(&str, &str); 2],
-    mut each: impl FnMut(Series<'_>),
-) {
-    let name = &family.name;
-    let bucket = format!("{name}_bucket");
-    let sum = format!("{name}_sum");
-    let count = format!("{name}_count");
-    for sample in &family.samples {
-        for step in &sample.buckets {
-            let le = match step.le {
-                f64::INFINITY => "+Inf".to_owned(),
-                le => le.to_string(),
-            };
-            let mut labels = Vec::new();
-            with_base(&mut labels, &sample.labels, base, Some(&le));
-            each(Series {
-                name: &bucket,
-                labels: &labels,
-                value: step.count as f64,
-            });
-        }
-        let mut labels = Vec::new();
-        with_base(&mut labels, &sample.labels, base, None);
-        each(Series {
-            name: &sum,
-            labels: &labels,
-            value: sample.sum,
-        });
-        each(Series {
-            name: &count,
-            labels: &labels,
-            value: sample.count as f64,
-        });
+    let mut extra = [None; 3];
+    let mut extras = 0;
+    for label in base.into_iter().chain(le.map(|le| ("le", le))) {
+        extra[extras] = Some(label);
+        extras += 1;
     }
+    // `instance` < `le` < `site`: keep the extra labels in name order.
+    extra[..extras].sort_unstable_by_key(|label| label.map(|(name, _)| name));
+    let mut pending = extra[..extras].iter().flatten().copied().peekable();
+    for (name, value) in labels {
+        while let Some(next) = pending.next_if(|(extra, _)| *extra < &**name) {
+            all.push(next);
+        }
+        all.push((name, value));
+    }
+    all.extend(pending);
 }
 
 fn header<F: FnMut(Vec<u8>) -> bool>(

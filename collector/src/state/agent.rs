@@ -4,11 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pantau_protocol::{AgentState, AnyFamily};
+use pantau_protocol::AgentState;
 use tokio::time::Instant;
 
 use super::events::{EventCounts, RecentEvents};
 use super::sequence::SeqWindow;
+use super::series::StoredFamily;
 use super::{Liveness, Moment};
 
 /// How many of the collector's own rejection events an agent keeps. Apart from the agent's
@@ -44,7 +45,7 @@ pub struct Agent {
     /// The collector's most recent rejections of this agent's messages, bounded.
     pub rejections: RecentEvents,
     /// Latest samples; shared with scrapes in progress, replaced whole on each message.
-    pub families: Arc<Vec<AnyFamily>>,
+    pub families: Arc<Vec<StoredFamily>>,
     /// Whether the last sweep saw the agent up, to log transitions once.
     pub was_up: bool,
     /// `connected_ms` of the last `online` status: an `offline` from an older connection is

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
-use pantau_protocol::{AnyFamily, MetricKind, pinned_kind};
+use pantau_protocol::{MetricKind, pinned_kind};
+
+use super::series::Named;
 
 /// A name's type and how many agents' current families use it.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +34,7 @@ pub struct Conflict {
 /// Whether `incoming` has exactly `own`'s names and types, in order: the usual message of an
 /// agent whose families did not change. All of it is then admitted (each family was admitted
 /// with that type before, and pinned types never change) and the claims stay as they are.
-pub fn same_shape(own: &[AnyFamily], incoming: &[AnyFamily]) -> bool {
+pub fn same_shape(own: &[impl Named], incoming: &[impl Named]) -> bool {
     own.len() == incoming.len()
         && own
             .iter()
@@ -43,7 +45,7 @@ pub fn same_shape(own: &[AnyFamily], incoming: &[AnyFamily]) -> bool {
 impl Claims {
     /// The type `name` must have for an agent whose current families are `own`: pinned, or
     /// the type other agents use it with. An agent alone with a name may change its type.
-    fn required(&self, name: &str, own: &[AnyFamily]) -> Option<MetricKind> {
+    fn required(&self, name: &str, own: &[impl Named]) -> Option<MetricKind> {
         if let Some(kind) = pinned_kind(name) {
             return Some(kind);
         }
@@ -53,11 +55,7 @@ impl Claims {
     }
 
     /// Splits `incoming` into the families that may replace `own` and those in conflict.
-    pub fn admit(
-        &self,
-        own: &[AnyFamily],
-        incoming: Vec<AnyFamily>,
-    ) -> (Vec<AnyFamily>, Vec<Conflict>) {
+    pub fn admit<F: Named>(&self, own: &[impl Named], incoming: Vec<F>) -> (Vec<F>, Vec<Conflict>) {
         let mut kept = Vec::with_capacity(incoming.len());
         let mut conflicts = Vec::new();
         for family in incoming {
@@ -73,10 +71,8 @@ impl Claims {
     }
 
     /// An agent's families changed from `old` to `new` (either may be empty).
-    pub fn replace(&mut self, old: &[AnyFamily], new: &[AnyFamily]) {
-        for family in old {
-            self.release(family.name());
-        }
+    pub fn replace(&mut self, old: &[impl Named], new: &[impl Named]) {
+        self.release_all(old);
         for family in new.iter().filter(|f| pinned_kind(f.name()).is_none()) {
             let claim = self.names.entry(family.name().to_owned()).or_insert(Claim {
                 kind: family.kind(),
@@ -86,6 +82,13 @@ impl Claims {
             // uses the name any more and this agent sets it.
             claim.kind = family.kind();
             claim.users += 1;
+        }
+    }
+
+    /// An agent's families `old` are gone (the agent went down or stopped reporting).
+    pub fn release_all(&mut self, old: &[impl Named]) {
+        for family in old {
+            self.release(family.name());
         }
     }
 
@@ -107,7 +110,7 @@ impl Claims {
 
 #[cfg(test)]
 mod tests {
-    use pantau_protocol::{Family, MetricKind};
+    use pantau_protocol::{AnyFamily, Family, MetricKind};
 
     use super::*;
 
@@ -142,6 +145,7 @@ mod tests {
                 family("a", MetricKind::Gauge)
             ]
         ));
-        assert!(same_shape(&[], &[]));
+        let none: [AnyFamily; 0] = [];
+        assert!(same_shape(&none, &none));
     }
 }

@@ -13,6 +13,7 @@ mod events;
 mod restore;
 mod saved;
 mod sequence;
+mod series;
 mod view;
 
 use std::collections::HashMap;
@@ -34,11 +35,13 @@ pub use saved::{
 };
 #[cfg(test)]
 pub use sequence::WINDOW as SEQUENCE_WINDOW;
+pub use series::{Label, StoredFamily};
 pub use view::AgentView;
 
 use crate::backfill::Replayed;
 use claims::Claims;
 use sequence::SeqCheck;
+use series::Interner;
 
 /// The state shared by ingest (writer), exposition and the API (readers). Readers hold the
 /// lock only to copy out views; no lock is held across an `.await`.
@@ -129,6 +132,8 @@ pub struct State {
     /// History waiting for `take_replayed`: late messages' samples and those older than the
     /// live window.
     replayed: Vec<Replayed>,
+    /// The strings and shapes the agents' stored families share.
+    interner: Interner,
 }
 
 /// A state change worth a log line, reported by `sweep`.
@@ -153,6 +158,7 @@ impl State {
             restored: HashMap::new(),
             live_window: None,
             replayed: Vec::new(),
+            interner: Interner::default(),
         }
     }
 
@@ -201,6 +207,11 @@ impl State {
     /// Every agent as readers see it at `now`, ordered by id.
     pub fn views(&self, now: Instant) -> Vec<AgentView> {
         self.views_where(now, |_, _| true)
+    }
+
+    /// Strings and shapes the stored families share.
+    pub fn interned(&self) -> (usize, usize) {
+        self.interner.sizes()
     }
 
     /// The agents `keep(id, site)` accepts, as readers see them at `now`, ordered by id.
@@ -274,7 +285,7 @@ impl State {
                 return false;
             };
             if let Some(agent) = self.agents.remove(&victim) {
-                self.claims.replace(&agent.families, &[]);
+                self.claims.release_all(&agent.families);
             }
         }
         let (liveness, max_events) = (self.liveness, self.max_events);
@@ -351,7 +362,7 @@ impl State {
         if agent.status == AgentState::Offline {
             // Down at once: only the liveness series stay.
             let old = std::mem::take(&mut agent.families);
-            self.claims.replace(&old, &[]);
+            self.claims.release_all(&old);
         }
         Outcome::Accepted
     }
@@ -386,7 +397,7 @@ impl State {
                 agent: id.to_owned(),
                 site: agent.site.clone(),
                 timestamp_ms: metrics.timestamp_ms,
-                families: Arc::new(incoming),
+                families: Arc::new(self.interner.store_all(incoming, &agent.families)),
             });
             return if late {
                 Outcome::Late
@@ -398,12 +409,12 @@ impl State {
             // The steady state: the same names with the same types as last time, so every
             // family is admitted and the claims stay as they are. Skips the name lookups
             // (quadratic in the families) that showed in the ingest profile.
-            agent.families = Arc::new(incoming);
+            agent.families = Arc::new(self.interner.store_all(incoming, &agent.families));
             return Outcome::Accepted;
         }
         let (kept, conflicts) = self.claims.admit(&agent.families, incoming);
         self.claims.replace(&agent.families, &kept);
-        agent.families = Arc::new(kept);
+        agent.families = Arc::new(self.interner.store_all(kept, &agent.families));
         match conflicts.is_empty() {
             true => Outcome::Accepted,
             false => Outcome::Partly { conflicts },
@@ -453,7 +464,7 @@ impl State {
             }
             if !up && !agent.families.is_empty() {
                 let old = std::mem::take(&mut agent.families);
-                claims.replace(&old, &[]);
+                claims.release_all(&old);
             }
             let idle = now.saturating_duration_since(agent.last_activity);
             let forget = !up && idle > liveness.forget_after;

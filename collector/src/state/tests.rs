@@ -41,11 +41,8 @@ fn metrics(agent: &str, seq: u64, kind: MetricKind) -> Decoded {
 }
 
 /// The first sample's value of a counter or gauge family.
-fn value_of(family: &AnyFamily) -> f64 {
-    match family {
-        AnyFamily::Plain(family) => family.samples[0].value,
-        AnyFamily::Histogram(_) => panic!("not a counter or gauge"),
-    }
+fn value_of(family: &StoredFamily) -> f64 {
+    family.first_value().expect("a counter or gauge")
 }
 
 /// A metrics message with one unlabelled sample of value `seq` per named family.

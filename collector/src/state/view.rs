@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use pantau_protocol::{AgentState, AnyFamily};
+use pantau_protocol::AgentState;
 use serde::{Serialize, Serializer};
 use tokio::time::Instant;
 
 use super::events::EventCounts;
-use super::{Agent, Liveness};
+use super::{Agent, Liveness, StoredFamily};
 
 /// One agent, copied out of `State` so the lock is held only briefly. The serialized fields
 /// are the API's JSON fields (README "What the collector serves").
@@ -44,7 +44,7 @@ pub struct AgentView {
     /// The latest samples, present only while the agent is up: a down agent's last values
     /// would be stale, so its relayed series disappear.
     #[serde(skip)]
-    pub families: Option<Arc<Vec<AnyFamily>>>,
+    pub families: Option<Arc<Vec<StoredFamily>>>,
 }
 
 impl AgentView {
