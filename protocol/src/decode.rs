@@ -312,6 +312,11 @@ fn decode_metrics_payload(
 /// Reads only the `schema` field first, so that a future version with a different shape is
 /// reported as an unknown version rather than as a schema mismatch.
 pub(crate) fn check_schema_version(payload: &[u8]) -> Result<(), DecodeError> {
+    // Every agent writes `{"schema":1,` first: seen there, the whole payload need not be
+    // scanned for it (the full parse that follows still checks all of it).
+    if current_schema_first(payload) {
+        return Ok(());
+    }
     #[derive(Deserialize)]
     struct Probe {
         schema: Option<u64>,
@@ -332,6 +337,26 @@ pub(crate) fn check_schema_version(payload: &[u8]) -> Result<(), DecodeError> {
         Some(version) if version == u64::from(SCHEMA_VERSION) => Ok(()),
         Some(version) => Err(DecodeError::UnknownSchemaVersion(version)),
     }
+}
+
+/// Whether `payload` opens with the current schema version as its first field.
+fn current_schema_first(payload: &[u8]) -> bool {
+    let start = payload
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(payload.len());
+    let Some(rest) = payload[start..].strip_prefix(br#"{"schema":"#) else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    // At most 9 digits (no overflow) and no leading zero (not JSON).
+    if !(1..=9).contains(&digits) || (digits > 1 && rest[0] == b'0') {
+        return false;
+    }
+    let version = rest[..digits]
+        .iter()
+        .fold(0u32, |number, digit| number * 10 + u32::from(digit - b'0'));
+    version == SCHEMA_VERSION && matches!(rest.get(digits), Some(b',' | b'}'))
 }
 
 pub(crate) fn parse<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
@@ -374,12 +399,12 @@ fn validate_families(families: &[AnyFamily], limits: &Limits) -> Result<(), Deco
     // than its parse did. A histogram sample is its buckets plus `_count` and `_sum`.
     let series = families.iter().map(AnyFamily::series).sum();
     check_count(Counted::Series, series, limits.max_series_per_message)?;
-    let mut names = HashSet::with_capacity(families.len());
+    let mut names: HashSet<&str> = HashSet::with_capacity(families.len());
     for family in families {
         let name = family.name();
         check_length(Limited::MetricName, name, limits.max_metric_name_bytes)?;
         validate_metric_name(name).map_err(DecodeError::InvalidMetricName)?;
-        if !names.insert(name.to_owned()) {
+        if !names.insert(name) {
             return Err(DecodeError::DuplicateSeries(name.to_owned()));
         }
         match family {
@@ -393,7 +418,7 @@ fn validate_families(families: &[AnyFamily], limits: &Limits) -> Result<(), Deco
         if let AnyFamily::Histogram(histogram) = family {
             for suffix in ["_bucket", "_count", "_sum"] {
                 let exposed = format!("{}{suffix}", histogram.name);
-                if names.contains(&exposed) {
+                if names.contains(exposed.as_str()) {
                     return Err(DecodeError::DuplicateSeries(exposed));
                 }
             }
@@ -1107,5 +1132,33 @@ mod tests {
         let error = decode_default(TOPIC, payload.as_bytes()).unwrap_err();
         assert_eq!(error.reason(), RejectReason::MetricNameTooLong);
         assert!(error.to_string().len() < 200, "{error}");
+    }
+
+    /// The version read from the opening bytes, and the full read it stands in for, agree.
+    #[test]
+    fn the_schema_version_in_front_is_read_without_scanning_the_rest() {
+        for (payload, first) in [
+            (r#"{"schema":1,"agent":"a"}"#, true),
+            (r#"  {"schema":1}"#, true),
+            (r#"{"schema":2,"agent":"a"}"#, false),
+            (r#"{"schema":11,"agent":"a"}"#, false),
+            (r#"{"schema":01,"agent":"a"}"#, false),
+            (r#"{"schema":1.5,"agent":"a"}"#, false),
+            (r#"{"schema": 1,"agent":"a"}"#, false),
+            (r#"{"agent":"a","schema":1}"#, false),
+            (r#"{"schema":1"#, false),
+        ] {
+            assert_eq!(current_schema_first(payload.as_bytes()), first, "{payload}");
+        }
+        // Where the opening bytes do not tell, the whole payload is read as before.
+        assert!(matches!(
+            check_schema_version(br#"{"schema":2,"agent":"a"}"#),
+            Err(DecodeError::UnknownSchemaVersion(2))
+        ));
+        assert!(check_schema_version(br#"{"agent":"a","schema":1}"#).is_ok());
+        assert!(matches!(
+            check_schema_version(br#"{"schema":01}"#),
+            Err(DecodeError::InvalidJson(_))
+        ));
     }
 }
