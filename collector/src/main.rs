@@ -6,6 +6,9 @@
 //! ends or panics before shutdown, `/readyz` turns 503 naming it at once, the others stop, and
 //! `run` returns the failure, so the process exits non-zero and systemd restarts it.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod announce;
 mod api;
 mod backfill;

@@ -81,38 +81,92 @@ impl Serialize for AnyFamily {
 
 impl<'de> Deserialize<'de> for AnyFamily {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Kept as raw JSON (one copy of its text, already checked to be valid JSON), its
-        // `type` looked up, then parsed straight into its own shape. This used to go through
-        // a serde_json::Value tree, which allocated every key and string twice and was the
-        // largest cost of ingest in the profile (BENCHMARKS.md, issue 16).
-        #[derive(Deserialize)]
-        struct Kind<'a> {
-            #[serde(rename = "type", borrow)]
-            kind: Option<std::borrow::Cow<'a, str>>,
-        }
-        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
-        let text = raw.get();
-        // Counters and gauges (nearly all families) parse at the first try. A histogram's
-        // samples have no `value`, so its plain parse fails, and only then is `type` read.
-        let plain = match serde_json::from_str::<Family>(text) {
-            Ok(family) if family.kind != MetricKind::Histogram => {
-                return Ok(AnyFamily::Plain(family));
-            }
-            Ok(family) => Ok(family),
-            Err(error) => Err(error),
-        };
-        let histogram = serde_json::from_str::<Kind>(text)
-            .is_ok_and(|kind| kind.kind.as_deref() == Some("histogram"));
-        let parsed = match (histogram, plain) {
-            (true, _) => serde_json::from_str(text).map(AnyFamily::Histogram),
-            (false, plain) => plain.map(AnyFamily::Plain),
-        };
-        parsed.map_err(|error| D::Error::custom(without_position(&error)))
+        deserializer.deserialize_map(AnyFamilyVisitor)
     }
 }
 
-/// The error's message without serde_json's ` at line L column C`: the position would be
-/// within the family's own text, and the outer parse adds the position in the payload.
+/// Reads a family in one pass. Agents write `type` before `samples`, so the samples are parsed
+/// straight into the type's own shape. This used to keep each family's raw JSON and parse it
+/// again, the largest cost of ingest after allocation in the profile (BENCHMARKS.md, issue
+/// 16); only a family whose `samples` come before its `type` is still read that way.
+struct AnyFamilyVisitor;
+
+/// `samples` as read: parsed when the type was known, kept as raw JSON when not yet.
+enum Samples {
+    Plain(Vec<crate::message::Sample>),
+    Histogram(Vec<HistogramSample>),
+    Raw(Box<serde_json::value::RawValue>),
+}
+
+impl<'de> serde::de::Visitor<'de> for AnyFamilyVisitor {
+    type Value = AnyFamily;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a metric family object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AnyFamily, A::Error> {
+        let (mut name, mut kind, mut help, mut samples) = (None, None, None, None);
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match &*key {
+                "name" if name.is_some() => return Err(A::Error::duplicate_field("name")),
+                "name" => name = Some(map.next_value::<String>()?),
+                "type" if kind.is_some() => return Err(A::Error::duplicate_field("type")),
+                "type" => kind = Some(map.next_value::<MetricKind>()?),
+                "help" if help.is_some() => return Err(A::Error::duplicate_field("help")),
+                "help" => help = Some(map.next_value::<String>()?),
+                "samples" if samples.is_some() => {
+                    return Err(A::Error::duplicate_field("samples"));
+                }
+                "samples" => {
+                    samples = Some(match kind {
+                        Some(MetricKind::Histogram) => Samples::Histogram(map.next_value()?),
+                        Some(_) => Samples::Plain(map.next_value()?),
+                        None => Samples::Raw(map.next_value()?),
+                    });
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let name = name.ok_or_else(|| A::Error::missing_field("name"))?;
+        let kind = kind.ok_or_else(|| A::Error::missing_field("type"))?;
+        let help = help.unwrap_or_default();
+        let samples = samples.ok_or_else(|| A::Error::missing_field("samples"))?;
+        let samples = match (samples, kind) {
+            (Samples::Raw(raw), MetricKind::Histogram) => {
+                Samples::Histogram(parse_raw(&raw).map_err(A::Error::custom)?)
+            }
+            (Samples::Raw(raw), _) => Samples::Plain(parse_raw(&raw).map_err(A::Error::custom)?),
+            (parsed, _) => parsed,
+        };
+        Ok(match samples {
+            Samples::Histogram(samples) => AnyFamily::Histogram(HistogramFamily {
+                name,
+                kind: (),
+                help,
+                samples,
+            }),
+            Samples::Plain(samples) => AnyFamily::Plain(Family {
+                name,
+                kind,
+                help,
+                samples,
+            }),
+            Samples::Raw(_) => unreachable!("parsed above"),
+        })
+    }
+}
+
+/// Parses raw JSON kept aside; an error's message loses serde_json's position within the
+/// kept text (the outer parse adds its own).
+fn parse_raw<T: serde::de::DeserializeOwned>(
+    raw: &serde_json::value::RawValue,
+) -> Result<T, String> {
+    serde_json::from_str(raw.get()).map_err(|error| without_position(&error))
+}
+
 fn without_position(error: &serde_json::Error) -> String {
     let text = error.to_string();
     let suffix = format!(" at line {} column {}", error.line(), error.column());
@@ -361,5 +415,58 @@ mod tests {
                 infinite_bucket: 4
             })
         );
+    }
+
+    fn parse(json: &str) -> Result<AnyFamily, String> {
+        serde_json::from_str(json).map_err(|error| error.to_string())
+    }
+
+    /// A family reads the same whether its `type` comes before its `samples` (one pass, as
+    /// agents write it) or after (the samples kept and read again).
+    #[test]
+    fn samples_before_the_type_read_the_same() {
+        let histogram = r#"{"samples":[{"buckets":[[0.001,1],["+Inf",4]],"count":4,"sum":1}],"name":"x","type":"histogram"}"#;
+        let AnyFamily::Histogram(family) = parse(histogram).unwrap() else {
+            panic!("a histogram")
+        };
+        assert_eq!(family.samples[0].buckets.len(), 2);
+        let gauge = r#"{"samples":[{"labels":{"a":"b"},"value":2}],"name":"y","type":"gauge","extra":[1,{"z":2}]}"#;
+        let AnyFamily::Plain(family) = parse(gauge).unwrap() else {
+            panic!("a gauge")
+        };
+        assert_eq!(
+            (family.kind, family.samples[0].value),
+            (MetricKind::Gauge, 2.0)
+        );
+        // The kept samples' errors name the problem, without a position inside them.
+        let error = parse(r#"{"samples":[{}],"name":"y","type":"gauge"}"#).unwrap_err();
+        assert!(
+            error.starts_with("missing field `value` at line 1 column"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn missing_repeated_and_misplaced_fields_are_named() {
+        let error = parse(r#"{"name":"y","samples":[]}"#).unwrap_err();
+        assert!(error.starts_with("missing field `type`"), "{error}");
+        let error = parse(r#"{"type":"gauge","samples":[]}"#).unwrap_err();
+        assert!(error.starts_with("missing field `name`"), "{error}");
+        let error = parse(r#"{"name":"y","type":"gauge"}"#).unwrap_err();
+        assert!(error.starts_with("missing field `samples`"), "{error}");
+        let error = parse(r#"{"name":"y","name":"z","type":"gauge","samples":[]}"#).unwrap_err();
+        assert!(error.starts_with("duplicate field `name`"), "{error}");
+        let error = parse(r#"{"name":"y","type":"gauge","samples":[{"value":1,"buckets":[]}]}"#);
+        assert!(
+            error.is_ok(),
+            "unknown fields of a sample are ignored: {error:?}"
+        );
+        let error =
+            parse(r#"{"name":"y","type":"histogram","samples":[{"value":1}]}"#).unwrap_err();
+        assert!(error.starts_with("missing field `buckets`"), "{error}");
+        let error = parse(r#"{"name":"y","type":"summary","samples":[]}"#).unwrap_err();
+        assert!(error.starts_with("unknown variant `summary`"), "{error}");
+        let error = parse(r#"["y","gauge","",[]]"#).unwrap_err();
+        assert!(error.starts_with("invalid type: sequence"), "{error}");
     }
 }

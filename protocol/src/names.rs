@@ -57,11 +57,13 @@ pub fn is_collector_owned_metric(name: &str) -> bool {
 
 /// Checks `[a-zA-Z_:][a-zA-Z0-9_:]*` and the collector's reserved names.
 pub fn validate_metric_name(name: &str) -> Result<(), NameError> {
-    let mut chars = name.chars();
-    let first_ok = chars
+    // Bytes, not chars: every allowed character is ASCII, and any byte of a multi-byte
+    // character fails the test just as the character would.
+    let mut bytes = name.bytes();
+    let first_ok = bytes
         .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':');
-    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':');
+    if !first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':') {
         return Err(NameError::Grammar(name.to_owned()));
     }
     if is_collector_owned_metric(name) {
@@ -73,11 +75,11 @@ pub fn validate_metric_name(name: &str) -> Result<(), NameError> {
 /// Checks `[a-zA-Z_][a-zA-Z0-9_]*`, refuses the `__` prefix Prometheus keeps for itself and the
 /// labels the collector adds.
 pub fn validate_label_name(name: &str) -> Result<(), NameError> {
-    let mut chars = name.chars();
-    let first_ok = chars
+    let mut bytes = name.bytes();
+    let first_ok = bytes
         .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !first_ok || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return Err(NameError::Grammar(name.to_owned()));
     }
     if name.starts_with("__") || COLLECTOR_OWNED_LABELS.contains(&name) {
