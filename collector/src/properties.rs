@@ -3,16 +3,19 @@
 //! and sweeps in between. Whatever arrives, nothing panics, and after every step:
 //! - a render holds no series twice and gives each name one `# TYPE`;
 //! - all agents' families of one name have one type, pinned names their pinned one;
-//! - no per-agent counter ever decreases while the agent is followed.
+//! - no per-agent counter ever decreases while the agent is followed;
+//! - a second state fed the same messages, metrics read against the stored shapes whenever
+//!   they have them (`ingest::known_shape`), renders exactly the same.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use pantau_protocol::{Limits, decode, pinned_kind};
+use pantau_protocol::{Channel, Limits, Topic, decode, pinned_kind};
 use proptest::prelude::*;
 use tokio::time::Instant;
 
 use crate::exposition::{Snapshot, render_snapshot};
+use crate::ingest::known_shape;
 use crate::state::{AgentView, Liveness, Moment, State};
 
 const AGENTS: [&str; 3] = ["a", "b", "c"];
@@ -41,6 +44,12 @@ enum Step {
         seconds: u64,
     },
     Sweep,
+    /// The agent's last metrics message again, with the next sequence number and other
+    /// values: the steady state, which takes the known-shape path.
+    Again {
+        agent: usize,
+        shift: f64,
+    },
 }
 
 /// A family: index into `NAMES`, counter (else gauge), samples as (label value, value).
@@ -107,6 +116,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(agent, bytes)| Step::Garbage { agent, bytes }),
         2 => (0u64..30).prop_map(|seconds| Step::Wait { seconds }),
         1 => Just(Step::Sweep),
+        4 => (0..AGENTS.len(), -10f64..10.0).prop_map(|(agent, shift)| Step::Again { agent, shift }),
     ]
 }
 
@@ -226,26 +236,65 @@ proptest! {
         let start = Instant::now();
         let mut elapsed = 0u64;
         let mut last: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut shadow = State::new(liveness).with_max_agents(max_agents).with_max_events(5);
+        let mut last_metrics: HashMap<usize, (u64, Vec<FamilySpec>)> = HashMap::new();
         for step in steps {
             let now = Moment {
                 instant: start + Duration::from_secs(elapsed),
                 wall: SystemTime::UNIX_EPOCH + Duration::from_secs(elapsed),
             };
+            let publish = match &step {
+                Step::Publish { agent, payload, retained } => Some((*agent, payload.clone(), *retained)),
+                Step::Again { agent, shift } => last_metrics.get(agent).map(|(seq, families)| {
+                    let families = families
+                        .iter()
+                        .map(|(name, counter, samples)| {
+                            let samples = samples.iter().map(|(l, v)| (*l, v + shift)).collect();
+                            (*name, *counter, samples)
+                        })
+                        .collect();
+                    (*agent, Payload::Metrics { seq: seq.saturating_add(1), families }, false)
+                }),
+                _ => None,
+            };
+            if let Some((agent, Payload::Metrics { seq, families }, _)) = &publish {
+                last_metrics.insert(*agent, (*seq, families.clone()));
+            }
             match step {
-                Step::Publish { agent, payload, retained } => {
+                Step::Publish { .. } | Step::Again { .. } => {
+                    let Some((agent, payload, retained)) = publish else {
+                        continue;
+                    };
                     let (channel, json) = render_payload(AGENTS[agent], &payload);
                     let topic = format!("pantau/v1/dc/{}/{channel}", AGENTS[agent]);
-                    match decode("pantau", &topic, json.as_bytes(), &limits) {
-                        Ok(decoded) => {
-                            state.apply(decoded, retained, now);
+                    let known = Topic::parse("pantau", &topic)
+                        .ok()
+                        .filter(|topic| topic.channel == Channel::Metrics)
+                        .and_then(|topic| {
+                            let stored = shadow.stored_families(&topic.agent)?;
+                            let known = known_shape::read(&topic, json.as_bytes(), &stored)?;
+                            Some((topic, known))
+                        });
+                    let through_decode: &mut [&mut State] = match known {
+                        Some((topic, known)) => {
+                            shadow.apply_known(&topic, known, now);
+                            &mut [&mut state]
                         }
-                        Err(error) => state.record_rejection(
-                            AGENTS[agent],
-                            "message_rejected",
-                            error.reason().as_str(),
-                            &error.to_string(),
-                            now.wall,
-                        ),
+                        None => &mut [&mut state, &mut shadow],
+                    };
+                    for state in through_decode {
+                        match decode("pantau", &topic, json.as_bytes(), &limits) {
+                            Ok(decoded) => {
+                                state.apply(decoded, retained, now);
+                            }
+                            Err(error) => state.record_rejection(
+                                AGENTS[agent],
+                                "message_rejected",
+                                error.reason().as_str(),
+                                &error.to_string(),
+                                now.wall,
+                            ),
+                        }
                     }
                 }
                 Step::Garbage { agent, bytes } => {
@@ -255,10 +304,16 @@ proptest! {
                 Step::Wait { seconds } => elapsed += seconds,
                 Step::Sweep => {
                     state.sweep(now.instant);
+                    shadow.sweep(now.instant);
                 }
             }
             let now = start + Duration::from_secs(elapsed);
             check_invariants(&state, now)?;
+            prop_assert_eq!(
+                render_snapshot(&Snapshot::take(&state, now)),
+                render_snapshot(&Snapshot::take(&shadow, now)),
+                "the known-shape path changed what is shown"
+            );
             let views = state.views(now);
             prop_assert!(views.len() <= max_agents);
             let present: HashSet<&str> = views.iter().map(|v| v.id.as_str()).collect();

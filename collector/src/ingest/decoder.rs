@@ -11,13 +11,14 @@
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use pantau_protocol::{DropReason, Limits, RejectReason, Topic, decode};
+use pantau_protocol::{Channel, DropReason, Limits, RejectReason, Topic, decode};
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::Received;
+use super::known_shape::{self, KnownShape};
 use crate::announce::Tap;
 use crate::backfill::Backfill;
 use crate::exposition::Telemetry;
@@ -120,6 +121,16 @@ impl Decoder {
             return;
         }
         let now = Moment::now();
+        if let Some((topic, known)) = self.read_known_shape(&received) {
+            let (outcome, replayed) = {
+                let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+                let outcome = state.apply_known(&topic, known, now);
+                (outcome, state.take_replayed())
+            };
+            // Metrics are nothing the announcements observe.
+            self.settle(topic.agent, None, outcome, replayed, now);
+            return;
+        }
         let decoded = match decode(
             &self.prefix,
             &received.topic,
@@ -159,6 +170,38 @@ impl Decoder {
             let outcome = state.apply(decoded, received.retained, now);
             (outcome, state.take_replayed())
         };
+        self.settle(agent, observation, outcome, replayed, now);
+    }
+
+    /// A metrics message read against its agent's stored shapes (`known_shape`), or `None`
+    /// when it needs the full decode: not a metrics topic, too big, or another shape.
+    fn read_known_shape(&self, received: &Received) -> Option<(Topic, KnownShape)> {
+        if received.payload.len() > self.limits.max_payload_bytes {
+            return None;
+        }
+        let topic = Topic::parse(&self.prefix, &received.topic).ok()?;
+        if topic.channel != Channel::Metrics {
+            return None;
+        }
+        let stored = self
+            .state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .stored_families(&topic.agent)?;
+        let known = known_shape::read(&topic, &received.payload, &stored)?;
+        Some((topic, known))
+    }
+
+    /// What follows applying a message: history to the backfill, observations to the
+    /// announcements, and the outcome counted and logged.
+    fn settle(
+        &mut self,
+        agent: String,
+        observation: Option<crate::announce::Observation>,
+        outcome: Outcome,
+        replayed: Vec<crate::backfill::Replayed>,
+        now: Moment,
+    ) {
         if let Some(backfill) = &self.backfill
             && !replayed.is_empty()
         {

@@ -5,6 +5,7 @@
 
 mod accounting;
 mod decoder;
+pub(crate) mod known_shape;
 mod sweeper;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 
 pub use accounting::{Accounting, AccountingError};
 pub use decoder::Decoder;
+pub use known_shape::KnownShape;
 pub use sweeper::run as run_sweeper;
 
 /// A publish as received, waiting to be decoded.

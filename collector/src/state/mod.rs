@@ -41,7 +41,9 @@ pub use view::AgentView;
 use crate::backfill::Replayed;
 use claims::Claims;
 use sequence::SeqCheck;
-use series::Interner;
+use series::{Interner, IntoStored};
+
+use crate::ingest::KnownShape;
 
 /// The state shared by ingest (writer), exposition and the API (readers). Readers hold the
 /// lock only to copy out views; no lock is held across an `.await`.
@@ -134,6 +136,13 @@ pub struct State {
     replayed: Vec<Replayed>,
     /// The strings and shapes the agents' stored families share.
     interner: Interner,
+}
+
+/// What `apply_families` needs of a metrics message besides its families.
+struct Header<'a> {
+    site: &'a str,
+    seq: u64,
+    timestamp_ms: i64,
 }
 
 /// A state change worth a log line, reported by `sweep`.
@@ -279,7 +288,9 @@ impl State {
                 .agents
                 .iter()
                 .filter(|(_, agent)| !agent.is_up(&liveness, now))
-                .min_by_key(|(_, agent)| agent.last_activity)
+                // Ties (agents last active at the same moment) go by id, so which agent
+                // makes room does not depend on the map's order.
+                .min_by_key(|(id, agent)| (agent.last_activity, *id))
                 .map(|(id, _)| id.clone());
             let Some(victim) = oldest_down else {
                 return false;
@@ -368,7 +379,51 @@ impl State {
     }
 
     fn apply_metrics(&mut self, id: &str, metrics: MetricsMessage, now: Moment) -> Outcome {
-        if !self.admit(id, &metrics.site, now.instant) {
+        let incoming: Vec<AnyFamily> = metrics
+            .families
+            .into_iter()
+            .map(AnyFamily::Plain)
+            .chain(metrics.histograms.into_iter().map(AnyFamily::Histogram))
+            .collect();
+        let header = Header {
+            site: &metrics.site,
+            seq: metrics.seq,
+            timestamp_ms: metrics.timestamp_ms,
+        };
+        self.apply_families(id, header, incoming, now)
+    }
+
+    /// Applies a metrics message read against agent `topic.agent`'s stored shapes
+    /// (`ingest::known_shape`): as `apply` would apply the same message decoded in full.
+    pub fn apply_known(
+        &mut self,
+        topic: &pantau_protocol::Topic,
+        known: KnownShape,
+        now: Moment,
+    ) -> Outcome {
+        let header = Header {
+            site: &topic.site,
+            seq: known.seq,
+            timestamp_ms: known.timestamp_ms,
+        };
+        self.apply_families(&topic.agent, header, known.families, now)
+    }
+
+    /// The families currently stored for agent `id`, when it has any: what the next message
+    /// of the same shape is read against.
+    pub fn stored_families(&self, id: &str) -> Option<Arc<Vec<StoredFamily>>> {
+        let agent = self.agents.get(id)?;
+        (!agent.families.is_empty()).then(|| agent.families.clone())
+    }
+
+    fn apply_families(
+        &mut self,
+        id: &str,
+        metrics: Header,
+        incoming: Vec<impl IntoStored>,
+        now: Moment,
+    ) -> Outcome {
+        if !self.admit(id, metrics.site, now.instant) {
             return Outcome::Rejected(RejectReason::TooManyAgents);
         }
         let Some(agent) = self.agents.get_mut(id) else {
@@ -382,12 +437,6 @@ impl State {
                 return Outcome::Rejected(RejectReason::SequenceOutOfWindow);
             }
         };
-        let incoming: Vec<AnyFamily> = metrics
-            .families
-            .into_iter()
-            .map(AnyFamily::Plain)
-            .chain(metrics.histograms.into_iter().map(AnyFamily::Histogram))
-            .collect();
         let window = self
             .live_window
             .unwrap_or_else(|| agent.interval.saturating_mul(2));

@@ -38,6 +38,23 @@ impl Named for AnyFamily {
     }
 }
 
+/// A family on its way into the state: decoded, or already in the stored form.
+pub trait IntoStored: Named {
+    fn into_stored(self, interner: &mut Interner, previous: Option<&StoredFamily>) -> StoredFamily;
+}
+
+impl IntoStored for AnyFamily {
+    fn into_stored(self, interner: &mut Interner, previous: Option<&StoredFamily>) -> StoredFamily {
+        interner.store(self, previous)
+    }
+}
+
+impl IntoStored for StoredFamily {
+    fn into_stored(self, _: &mut Interner, _: Option<&StoredFamily>) -> StoredFamily {
+        self
+    }
+}
+
 /// A label name and value.
 pub type Label = (Arc<str>, Arc<str>);
 
@@ -105,6 +122,16 @@ impl StoredFamily {
             rest = after;
             (sample, own)
         })
+    }
+
+    /// The same shape with other values, which the caller has read in the stored order
+    /// (`ingest::known_shape`).
+    pub fn with_values(&self, values: Box<[f64]>) -> Self {
+        debug_assert_eq!(values.len(), self.values.len());
+        Self {
+            shape: self.shape.clone(),
+            values,
+        }
     }
 
     /// The first sample's value of a counter or gauge.
@@ -199,13 +226,13 @@ impl Interner {
     /// `previous` (an agent's families usually come in the same order every time).
     pub fn store_all(
         &mut self,
-        families: Vec<AnyFamily>,
+        families: Vec<impl IntoStored>,
         previous: &[StoredFamily],
     ) -> Vec<StoredFamily> {
         let stored = families
             .into_iter()
             .enumerate()
-            .map(|(index, family)| self.store(family, previous.get(index)))
+            .map(|(index, family)| family.into_stored(self, previous.get(index)))
             .collect();
         self.prune_if_grown();
         stored
