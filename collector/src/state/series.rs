@@ -348,12 +348,13 @@ fn same_shape(family: &AnyFamily, shape: &Shape) -> bool {
                     **name == **stored_name && **value == **stored_value
                 })
     }
+    if family.kind() != shape.kind || family.name() != &*shape.name || family.help() != &*shape.help
+    {
+        return false;
+    }
     match family {
         AnyFamily::Plain(family) => {
-            family.kind == shape.kind
-                && *family.name == *shape.name
-                && *family.help == *shape.help
-                && family.samples.len() == shape.samples.len()
+            family.samples.len() == shape.samples.len()
                 && family
                     .samples
                     .iter()
@@ -361,10 +362,7 @@ fn same_shape(family: &AnyFamily, shape: &Shape) -> bool {
                     .all(|(sample, stored)| same_labels(&sample.labels, &stored.labels))
         }
         AnyFamily::Histogram(family) => {
-            shape.kind == MetricKind::Histogram
-                && *family.name == *shape.name
-                && *family.help == *shape.help
-                && family.samples.len() == shape.samples.len()
+            family.samples.len() == shape.samples.len()
                 && family
                     .samples
                     .iter()
