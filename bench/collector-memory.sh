@@ -10,11 +10,14 @@
 #   SHAPE=wide  AGENTS=100 SERIES=95   ./bench/collector-memory.sh   # 16 labels of 256-byte values
 #   SHAPE=bare  AGENTS=100 SERIES=2000 ./bench/collector-memory.sh   # no labels at all
 #   SHAPE=fill  AGENTS=100 SERIES=2000 ./bench/collector-memory.sh   # 4 labels of 48 bytes: ~500 KB
+#   UNIQUE=1 ...                     # label values differ per agent: no shape or value is shared
+#                                    # between agents (the worst case of the compact store)
 set -euo pipefail
 
 AGENTS=${AGENTS:-100}
 SERIES=${SERIES:-2000}
 SHAPE=${SHAPE:-node}
+UNIQUE=${UNIQUE:-0}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$ROOT/target/release/pantau-collector}
 WORK=$(mktemp -d)
@@ -28,6 +31,7 @@ PANTAU_BROKER__LISTEN=127.0.0.1:$MQTT PANTAU_HTTP__LISTEN=127.0.0.1:$HTTP PANTAU
 PANTAU_LIMITS__MAX_AGENTS=100000 PANTAU_LIMITS__MAX_SERIES_PER_AGENT=1000000 \
 PANTAU_INGEST__MAX_PAYLOAD_BYTES=16000000 PANTAU_BROKER__MAX_PACKET_BYTES=16777216 \
 PANTAU_BROKER__PASSWORD_FILE= PANTAU_AGENTS__DEFAULT_INTERVAL_SECONDS=3600 \
+PANTAU_STORAGE__DIR="$WORK/storage" \
   "$BIN" --config "$ROOT/configs/collector.toml" >"$WORK/log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null && break; sleep 0.1; done
@@ -36,10 +40,17 @@ rss() { awk '/VmRSS/ {print $2 * 1024}' "/proc/$PID/status"; }
 before=$(rss)
 
 for agent in $(seq 1 "$AGENTS"); do
-  python3 - "$agent" "$SERIES" "$SHAPE" >"$WORK/p.json" <<'EOF'
+  python3 - "$agent" "$SERIES" "$SHAPE" "$UNIQUE" >"$WORK/p.json" <<'EOF'
 import json, sys
-agent, series, shape = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+agent, series, shape, unique = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
 def labels(i):
+    own = plain_labels(i)
+    if not unique:
+        return own
+    # Prefixed with the agent; cut to the same length where the shape sits at the size limits.
+    cut = shape in ("fill", "wide")
+    return {k: (f"{agent}-{v}"[:len(v)] if cut else f"{agent}-{v}") for k, v in own.items()}
+def plain_labels(i):
     if shape == "bare":
         return {}
     if shape == "fill":
@@ -51,8 +62,10 @@ families = [{"name": "bench_series" if shape != "bare" else f"bench_series_{i}",
              "type": "gauge", "samples": []} for i in range(1 if shape != "bare" else series)]
 for i in range(series):
     families[0 if shape != "bare" else i]["samples"].append({"labels": labels(i), "value": i * 1.5})
+# Taken now: samples older than the live window are history (backfill), never stored as current.
+import time
 print(json.dumps({"schema": 1, "agent": f"bench-{agent}", "site": "dc", "seq": 1,
-                  "timestamp_ms": 1, "families": families}))
+                  "timestamp_ms": int(time.time() * 1000), "families": families}))
 EOF
   mosquitto_pub -p "$MQTT" -q 1 -t "pantau/v1/dc/bench-$agent/metrics" -f "$WORK/p.json"
 done
@@ -65,7 +78,7 @@ for _ in $(seq 600); do
 done
 stored=$(rss)
 start=$(date +%s.%N)
-size=$(curl -sf "http://127.0.0.1:$HTTP/metrics" | wc -c)
+curl -sf "http://127.0.0.1:$HTTP/metrics" >"$WORK/body"; size=$(wc -c <"$WORK/body"); [ -z "${KEEP_BODY:-}" ] || cp "$WORK/body" "$KEEP_BODY"
 scrape_s=$(echo "$(date +%s.%N) - $start" | bc)
 scraped=$(rss)
 
