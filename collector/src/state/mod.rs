@@ -502,6 +502,7 @@ impl State {
         let liveness = self.liveness;
         let claims = &mut self.claims;
         let mut transitions = Vec::new();
+        let mut dropped = false;
         self.agents.retain(|id, agent| {
             let up = agent.is_up(&liveness, now);
             if up != agent.was_up {
@@ -514,6 +515,7 @@ impl State {
             if !up && !agent.families.is_empty() {
                 let old = std::mem::take(&mut agent.families);
                 claims.release_all(&old);
+                dropped = true;
             }
             let idle = now.saturating_duration_since(agent.last_activity);
             let forget = !up && idle > liveness.forget_after;
@@ -522,6 +524,11 @@ impl State {
             }
             !forget
         });
+        if dropped {
+            // What only the dropped families used goes now, not when the interner has doubled:
+            // a fleet that shrinks gives its memory back.
+            self.interner.prune();
+        }
         transitions
     }
 }

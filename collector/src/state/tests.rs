@@ -292,9 +292,12 @@ async fn a_name_is_released_when_its_last_agent_goes_down() {
     );
     assert_eq!(state.claimed_names(), 1);
     // Down after 3 × 15 s of silence: the sweep drops its samples and frees the name.
+    assert_ne!(state.interned(), (0, 0));
     state.sweep(start + Duration::from_secs(46));
     assert!(state.agent("a").unwrap().families.is_empty());
     assert_eq!(state.claimed_names(), 0);
+    // Nothing stored uses its shape or strings any more: the interner let them go.
+    assert_eq!(state.interned(), (0, 0));
     let outcome = state.apply(
         metrics_named("b", 1, &[("ups_load", MetricKind::Gauge)]),
         false,
