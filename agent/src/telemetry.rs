@@ -23,6 +23,8 @@ pub struct Telemetry {
     outbox_expired: AtomicU64,
     pub drained_messages: AtomicU64,
     pub dropped_messages: AtomicU64,
+    /// Of `dropped_messages`, those in flight when a connection was lost.
+    pub dropped_sent_messages: AtomicU64,
     pub oversized_messages: AtomicU64,
     pub dropped_families: AtomicU64,
     pub connections: AtomicU64,
@@ -139,6 +141,13 @@ impl Telemetry {
                  limit (these are also in pantau_agent_outbox_expired_messages_total).",
             )
             .single(get(&self.dropped_messages) + get(&self.outbox_expired)),
+            FamilyBuilder::counter(
+                "pantau_agent_outbox_dropped_sent_messages_total",
+                "Of the messages dropped because the outbox was full, those that had been sent \
+                 and were waiting for the broker's acknowledgement when the connection was \
+                 lost: the broker may have taken them, so the collector may have them.",
+            )
+            .single(get(&self.dropped_sent_messages)),
             FamilyBuilder::counter(
                 "pantau_agent_outbox_expired_messages_total",
                 "Messages dropped for being older than outbox.max_age_seconds.",

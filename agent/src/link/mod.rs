@@ -15,7 +15,7 @@
 mod failure;
 mod outbox;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -130,6 +130,10 @@ struct Delivery {
     handed: VecDeque<Option<u64>>,
     /// Sent, waiting for PUBACK, by packet id.
     in_flight: HashMap<u16, Option<u64>>,
+    /// Sequence numbers that were in flight when a connection was lost: the broker may have
+    /// taken them without the acknowledgement reaching us. Dropped from a full outbox, they are
+    /// counted apart, since the collector may have them. At most `4 * WINDOW`, oldest out.
+    sent_unacknowledged: BTreeSet<u64>,
     /// Taken from the outbox but refused by rumqttc's full request channel; sent first.
     stalled: Option<Envelope>,
     /// The first message composed during the current connection: it and everything after it
@@ -206,6 +210,7 @@ impl Link {
                 outbox,
                 handed: VecDeque::new(),
                 in_flight: HashMap::new(),
+                sent_unacknowledged: BTreeSet::new(),
                 stalled: None,
                 live_from: None,
                 drain: Drain::new(settings.drain_per_second),
@@ -326,6 +331,13 @@ impl Delivery {
             self.telemetry
                 .dropped_messages
                 .fetch_add(dropped.len() as u64, Ordering::Relaxed);
+            let sent = dropped
+                .iter()
+                .filter(|seq| self.sent_unacknowledged.remove(seq))
+                .count();
+            self.telemetry
+                .dropped_sent_messages
+                .fetch_add(sent as u64, Ordering::Relaxed);
             if let Verdict::Log { suppressed } = self.failure_log.check("outbox_full") {
                 warn!(
                     oldest_seq = oldest,
@@ -443,6 +455,7 @@ impl Delivery {
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 if let Some(Some(seq)) = self.in_flight.remove(&ack.pkid) {
                     self.outbox.acknowledge(seq);
+                    self.sent_unacknowledged.remove(&seq);
                 }
             }
             Ok(_) => {}
@@ -491,7 +504,11 @@ impl Delivery {
         self.connected = false;
         self.connected_at = None;
         self.handed.clear();
-        self.in_flight.clear();
+        self.sent_unacknowledged
+            .extend(self.in_flight.drain().filter_map(|(_, seq)| seq));
+        while self.sent_unacknowledged.len() > 4 * WINDOW {
+            self.sent_unacknowledged.pop_first();
+        }
         self.stalled = None;
         self.outbox.rewind();
         self.retry_at = Some(Instant::now() + delay);
