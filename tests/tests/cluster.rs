@@ -29,19 +29,24 @@ fn a_qos1_message_crosses_the_cluster() {
     let (first, third) = (nats.mqtt_port(0).to_string(), nats.mqtt_port(2).to_string());
     let topic = "pantau/v1/dc/dc-srv-01/metrics";
     // Subscribe with a persistent session and leave once the broker acknowledged it.
-    let subscribed = mosquitto(&[
-        "mosquitto_sub",
-        "-p",
-        &third,
-        "-i",
-        "cluster-sub",
-        "-c",
-        "-q",
-        "1",
-        "-t",
-        topic,
-        "-E",
-    ]);
+    // The same persistent session each time: client id `cluster-sub` on the third node.
+    let session = |extra: &[&str]| {
+        let mut args = vec![
+            "mosquitto_sub",
+            "-p",
+            &third,
+            "-i",
+            "cluster-sub",
+            "-c",
+            "-q",
+            "1",
+            "-t",
+            topic,
+        ];
+        args.extend_from_slice(extra);
+        mosquitto(&args)
+    };
+    let subscribed = session(&["-E"]);
     assert!(
         subscribed.status.success(),
         "{subscribed:?}\n{}",
@@ -65,22 +70,7 @@ fn a_qos1_message_crosses_the_cluster() {
         "{published:?}\n{}",
         nats.logs(0)
     );
-    let received = mosquitto(&[
-        "mosquitto_sub",
-        "-p",
-        &third,
-        "-i",
-        "cluster-sub",
-        "-c",
-        "-q",
-        "1",
-        "-t",
-        topic,
-        "-C",
-        "1",
-        "-W",
-        "20",
-    ]);
+    let received = session(&["-C", "1", "-W", "20"]);
     assert_eq!(
         String::from_utf8_lossy(&received.stdout).trim(),
         "hello",

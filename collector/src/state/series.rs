@@ -87,11 +87,11 @@ pub struct StoredFamily {
 
 impl Named for StoredFamily {
     fn name(&self) -> &str {
-        &self.shape.name
+        StoredFamily::name(self)
     }
 
     fn kind(&self) -> MetricKind {
-        self.shape.kind
+        StoredFamily::kind(self)
     }
 }
 
