@@ -120,9 +120,10 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// The JSON an agent (or someone pretending to be one) would publish.
-fn render_payload(agent: &str, payload: &Payload) -> (String, String) {
-    let head = format!(r#""schema":1,"agent":"{agent}","site":"dc","timestamp_ms":1"#);
+/// The JSON an agent (or someone pretending to be one) would publish at `timestamp_ms`; a
+/// metrics message in the agent's own serialization (`known_shape::canonical` reads it).
+fn render_payload(agent: &str, payload: &Payload, timestamp_ms: u64) -> (String, String) {
+    let head = format!(r#""schema":1,"agent":"{agent}","site":"dc","timestamp_ms":{timestamp_ms}"#);
     match payload {
         Payload::Status {
             online,
@@ -161,7 +162,7 @@ fn render_payload(agent: &str, payload: &Payload) -> (String, String) {
             (
                 "metrics".to_owned(),
                 format!(
-                    r#"{{{head},"seq":{seq},"families":[{}]}}"#,
+                    r#"{{"schema":1,"agent":"{agent}","site":"dc","seq":{seq},"timestamp_ms":{timestamp_ms},"families":[{}]}}"#,
                     families.join(",")
                 ),
             )
@@ -265,19 +266,21 @@ proptest! {
                     let Some((agent, payload, retained)) = publish else {
                         continue;
                     };
-                    let (channel, json) = render_payload(AGENTS[agent], &payload);
+                    let (channel, json) = render_payload(AGENTS[agent], &payload, elapsed * 1000);
                     let topic = format!("pantau/v1/dc/{}/{channel}", AGENTS[agent]);
+                    let mut values = Vec::new();
                     let known = Topic::parse("pantau", &topic)
                         .ok()
                         .filter(|topic| topic.channel == Channel::Metrics)
                         .and_then(|topic| {
-                            let stored = shadow.stored_families(&topic.agent)?;
-                            let known = known_shape::read(&topic, json.as_bytes(), &stored)?;
+                            let stored = shadow.families_of(&topic.agent)?;
+                            let known =
+                                known_shape::read(&topic, json.as_bytes(), stored, &mut values)?;
                             Some((topic, known))
                         });
                     let through_decode: &mut [&mut State] = match known {
                         Some((topic, known)) => {
-                            shadow.apply_known(&topic, known, now);
+                            shadow.apply_known(&topic, known, &values, now);
                             &mut [&mut state]
                         }
                         None => &mut [&mut state, &mut shadow],

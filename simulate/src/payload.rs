@@ -7,12 +7,10 @@
 
 use std::io::Write;
 
-use pantau_protocol::SCHEMA_VERSION;
+use pantau_protocol::{Family, MetricKind, SCHEMA_VERSION, Sample};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use thiserror::Error;
-
-/// The header fields rewritten per message; every other field of the template is kept as is.
-const HEADER: [&str; 5] = ["schema", "agent", "site", "seq", "timestamp_ms"];
 
 #[derive(Debug, Error)]
 pub enum PayloadError {
@@ -39,64 +37,75 @@ pub enum Shape {
 /// A metrics message with the header left out.
 #[derive(Debug, Clone)]
 pub struct Template {
-    /// `,"families":[...]}`: what follows the header, closing brace included.
+    /// `,"families":[...]}`: what follows the header, closing brace included (for the flat
+    /// shape, its fields).
     tail: Vec<u8>,
     /// Sample entries over all families (a histogram sample counts its buckets, sum and count).
     samples: usize,
 }
 
 impl Template {
-    /// A template from a captured metrics message (`mosquitto_sub -C 1 -t .../metrics`).
+    /// A template from a captured metrics message (`mosquitto_sub -C 1 -t .../metrics`): its
+    /// `families` are kept byte for byte, as the agent wrote them, so the collector reads
+    /// simulated messages exactly as it reads the real one.
     pub fn from_json(bytes: &[u8]) -> Result<Self, PayloadError> {
+        #[derive(serde::Deserialize)]
+        struct Captured<'a> {
+            #[serde(borrow)]
+            families: Option<&'a RawValue>,
+        }
         let value: Value = serde_json::from_slice(bytes)?;
-        let Value::Object(mut object) = value else {
+        let Value::Object(object) = value else {
             return Err(PayloadError::NotMetrics("not a JSON object"));
         };
-        for key in HEADER {
-            object.remove(key);
-        }
         let Some(Value::Array(families)) = object.get("families") else {
             return Err(PayloadError::NotMetrics("no `families` array"));
         };
         let samples = families.iter().map(count_samples).sum();
-        Ok(Self::from_rest(object, samples))
+        let captured: Captured = serde_json::from_slice(bytes)?;
+        let raw = captured
+            .families
+            .ok_or(PayloadError::NotMetrics("no `families` array"))?;
+        Ok(Self::from_families(raw.get(), samples))
     }
 
-    /// A built-in shape.
+    /// A built-in shape. A Pantau shape is written from `pantau_protocol`'s types, as an agent
+    /// writes it.
     pub fn shape(shape: Shape) -> Self {
-        if shape == Shape::Flat {
-            let fields: Map<String, Value> = (0..30)
-                .map(|i| (format!("field_{i:02}"), json!(i as f64 * 1.5)))
-                .collect();
-            return Self::from_rest(fields, 30);
-        }
-        let families: Vec<Value> = match shape {
+        let families = match shape {
+            Shape::Flat => {
+                let fields: Map<String, Value> = (0..30)
+                    .map(|i| (format!("field_{i:02}"), json!(i as f64 * 1.5)))
+                    .collect();
+                let rendered = Value::Object(fields).to_string();
+                // `{...}` without its opening brace, after a comma.
+                let mut tail = b",".to_vec();
+                tail.extend_from_slice(&rendered.as_bytes()[1..]);
+                return Self { tail, samples: 30 };
+            }
             Shape::Small => (0..30)
                 .map(|i| {
-                    json!({"name": format!("sim_metric_{i:02}"), "type": "gauge",
-                           "help": "A simulated gauge.",
-                           "samples": [{"labels": {"slot": format!("s{i}")}, "value": i as f64 * 1.5}]})
+                    gauge(
+                        &format!("sim_metric_{i:02}"),
+                        "A simulated gauge.",
+                        vec![sample(&[("slot", &format!("s{i}"))], i as f64 * 1.5)],
+                    )
                 })
                 .collect(),
             Shape::Probe => probe_families(),
             Shape::Sound => sound_families(),
-            Shape::Flat => Vec::new(),
         };
-        let samples = families.iter().map(count_samples).sum();
-        let mut rest = Map::new();
-        rest.insert("families".to_owned(), Value::Array(families));
-        Self::from_rest(rest, samples)
+        let samples = families.iter().map(|family| family.samples.len()).sum();
+        let rendered = serde_json::to_string(&families).expect("families serialize");
+        Self::from_families(&rendered, samples)
     }
 
-    fn from_rest(rest: Map<String, Value>, samples: usize) -> Self {
-        let rendered = Value::Object(rest).to_string();
-        // `{...}` without its opening brace, after a comma unless nothing is left but `}`.
-        let body = &rendered.as_bytes()[1..];
-        let mut tail = Vec::with_capacity(body.len() + 1);
-        if body != b"}" {
-            tail.push(b',');
-        }
-        tail.extend_from_slice(body);
+    /// `,"families":<families>}`: what follows the header.
+    fn from_families(families: &str, samples: usize) -> Self {
+        let mut tail = Vec::with_capacity(families.len() + 14);
+        tail.extend_from_slice(b",\"families\":");
+        tail.extend_from_slice(families.as_bytes());
+        tail.push(b'}');
         Self { tail, samples }
     }
 
@@ -131,51 +140,76 @@ fn count_samples(family: &Value) -> usize {
         .sum()
 }
 
-fn probe_families() -> Vec<Value> {
+fn gauge(name: &str, help: &str, samples: Vec<Sample>) -> Family {
+    family(name, MetricKind::Gauge, help, samples)
+}
+
+fn family(name: &str, kind: MetricKind, help: &str, samples: Vec<Sample>) -> Family {
+    Family {
+        name: name.to_owned(),
+        kind,
+        help: help.to_owned(),
+        samples,
+    }
+}
+
+fn sample(labels: &[(&str, &str)], value: f64) -> Sample {
+    Sample {
+        labels: labels
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect(),
+        value,
+    }
+}
+
+fn probe_families() -> Vec<Family> {
     let probes: Vec<(String, String)> = (0..8)
         .map(|i| (format!("probe-{i}"), format!("10.0.{i}.1")))
         .collect();
-    let gauge = |name: &str, value: f64| {
-        let samples: Vec<Value> = probes
+    let probe_gauge = |name: &str, value: f64| {
+        let samples = probes
             .iter()
             .map(|(probe, target)| {
-                json!({"labels": {"link": "uplink", "probe": probe, "target": target}, "value": value})
+                sample(
+                    &[("link", "uplink"), ("probe", probe), ("target", target)],
+                    value,
+                )
             })
             .collect();
-        json!({"name": name, "type": "gauge", "help": "A simulated probe result.", "samples": samples})
+        gauge(name, "A simulated probe result.", samples)
     };
     vec![
-        gauge("probe_success", 1.0),
-        gauge("probe_duration_seconds", 0.0123),
-        gauge("pantau_probe_icmp_rtt_avg_seconds", 0.004),
-        gauge("pantau_probe_icmp_rtt_min_seconds", 0.003),
-        gauge("pantau_probe_icmp_rtt_max_seconds", 0.006),
-        gauge("pantau_probe_icmp_jitter_seconds", 0.0004),
-        gauge("pantau_probe_icmp_packet_loss_ratio", 0.0),
-        gauge("pantau_probe_icmp_sent_packets", 5.0),
+        probe_gauge("probe_success", 1.0),
+        probe_gauge("probe_duration_seconds", 0.0123),
+        probe_gauge("pantau_probe_icmp_rtt_avg_seconds", 0.004),
+        probe_gauge("pantau_probe_icmp_rtt_min_seconds", 0.003),
+        probe_gauge("pantau_probe_icmp_rtt_max_seconds", 0.006),
+        probe_gauge("pantau_probe_icmp_jitter_seconds", 0.0004),
+        probe_gauge("pantau_probe_icmp_packet_loss_ratio", 0.0),
+        probe_gauge("pantau_probe_icmp_sent_packets", 5.0),
     ]
 }
 
-fn sound_families() -> Vec<Value> {
-    let one = |name: &str, kind: &str, value: f64| json!({"name": name, "type": kind, "help": "A simulated sound agent's state.", "samples": [{"value": value}]});
+fn sound_families() -> Vec<Family> {
+    let help = "A simulated sound agent's state.";
+    let one = |name: &str, value: f64| gauge(name, help, vec![sample(&[], value)]);
     vec![
-        one("pantau_sound_device_up", "gauge", 1.0),
-        one("pantau_sound_playing", "gauge", 0.0),
-        one("pantau_sound_queue_length", "gauge", 0.0),
-        one("pantau_sound_schedule_version", "gauge", 3.0),
-        one(
-            "pantau_sound_last_success_timestamp_seconds",
-            "gauge",
-            1.7e9,
+        one("pantau_sound_device_up", 1.0),
+        one("pantau_sound_playing", 0.0),
+        one("pantau_sound_queue_length", 0.0),
+        one("pantau_sound_schedule_version", 3.0),
+        one("pantau_sound_last_success_timestamp_seconds", 1.7e9),
+        one("pantau_sound_next_scheduled_timestamp_seconds", 1.7e9),
+        family(
+            "pantau_sound_announcements_total",
+            MetricKind::Counter,
+            "Simulated announcements.",
+            vec![
+                sample(&[("result", "played")], 12.0),
+                sample(&[("result", "failed")], 0.0),
+            ],
         ),
-        one(
-            "pantau_sound_next_scheduled_timestamp_seconds",
-            "gauge",
-            1.7e9,
-        ),
-        json!({"name": "pantau_sound_announcements_total", "type": "counter", "help": "Simulated announcements.",
-               "samples": [{"labels": {"result": "played"}, "value": 12.0},
-                           {"labels": {"result": "failed"}, "value": 0.0}]}),
     ]
 }
 
@@ -209,6 +243,23 @@ mod tests {
             assert_eq!(metrics.timestamp_ms, 1_700_000_000_000);
             let decoded: usize = metrics.families.iter().map(|f| f.samples.len()).sum();
             assert_eq!(decoded, samples, "{shape:?}");
+        }
+    }
+
+    /// The collector reads an agent's own serialization fastest (its `known_shape`), so a
+    /// simulated message must be byte for byte what an agent would send.
+    #[test]
+    fn a_rendered_message_is_what_an_agent_writes() {
+        for shape in [Shape::Small, Shape::Probe, Shape::Sound] {
+            let template = Template::shape(shape);
+            let mut out = Vec::new();
+            template.render("sim-00042", "dc", 7, 1_700_000_000_000, &mut out);
+            let metrics = decoded(&template, "sim-00042", 7);
+            let written = serde_json::to_vec(&metrics).expect("serializes");
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&written)
+            );
         }
     }
 

@@ -98,6 +98,23 @@ fn agent_reaches_metrics_through_mosquitto() {
         ),
         Some(0.0)
     );
+    // A real agent's messages after its first are read on the fastest path: its own
+    // serialization matched against the stored shapes, never the slower serde reader.
+    collector.wait_for_sample(
+        r#"pantau_collector_decoded_messages_total{path="bytes"}"#,
+        WAIT,
+        |v| v >= 2.0,
+    );
+    let text = collector.metrics();
+    assert_eq!(
+        sample(
+            &text,
+            r#"pantau_collector_decoded_messages_total{path="shape"}"#
+        ),
+        Some(0.0),
+        "{}",
+        agent.logs()
+    );
 }
 
 #[test]

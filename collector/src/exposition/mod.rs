@@ -71,6 +71,20 @@ pub struct Telemetry {
     /// (label names and values, family shapes), set at each scrape.
     interned_strings: IntGauge,
     interned_shapes: IntGauge,
+    /// `pantau_collector_decoded_messages_total{path}`: how each message was read, resolved
+    /// once per path (this is counted per message).
+    pub decoded: DecodePaths,
+}
+
+/// The children of `pantau_collector_decoded_messages_total`, one per path.
+pub struct DecodePaths {
+    /// An agent's own serialization of its stored shapes, matched byte by byte.
+    pub bytes: IntCounter,
+    /// The stored shapes spelled another way, read with serde against them.
+    pub shape: IntCounter,
+    /// The full decode: an agent's first message, a changed shape, another channel, or a
+    /// message refused.
+    pub full: IntCounter,
 }
 
 impl Telemetry {
@@ -222,6 +236,21 @@ impl Telemetry {
              series share.",
         )?;
         registry.register(Box::new(interned_shapes.clone()))?;
+        let decoded = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_decoded_messages_total",
+                "Messages read, by path: bytes (an agent's own serialization of its stored \
+                 shapes, the fastest), shape (the stored shapes spelled another way), full (the \
+                 full decode: a first message, a changed shape, another channel, or refused).",
+            ),
+            &["path"],
+        )?;
+        registry.register(Box::new(decoded.clone()))?;
+        let decoded = DecodePaths {
+            bytes: decoded.with_label_values(&["bytes"]),
+            shape: decoded.with_label_values(&["shape"]),
+            full: decoded.with_label_values(&["full"]),
+        };
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -246,6 +275,7 @@ impl Telemetry {
             bad_scrapes,
             interned_strings,
             interned_shapes,
+            decoded,
         })
     }
 

@@ -20,18 +20,39 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess,
 
 use crate::state::{Label, StoredFamily};
 
-/// A metrics message read against its agent's stored shapes.
-#[derive(Debug)]
+mod canonical;
+
+/// The header of a metrics message read against its agent's stored shapes; its values are
+/// where `read` put them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KnownShape {
     pub seq: u64,
     pub timestamp_ms: i64,
-    /// The stored shapes with this message's values.
-    pub families: Vec<StoredFamily>,
+    /// Which reader read it.
+    pub reader: Reader,
+}
+
+/// The two readers of a message of the stored shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// The agent's own serialization, matched byte by byte (`canonical`).
+    Bytes,
+    /// Any other spelling, read with serde.
+    Serde,
 }
 
 /// Reads `payload`, received on metrics topic `topic`, against `stored`, the families kept
-/// for its agent; `None` when it does not have exactly their shapes or is not plainly valid.
-pub fn read(topic: &Topic, payload: &[u8], stored: &[StoredFamily]) -> Option<KnownShape> {
+/// for its agent, putting the values of all families into `values` in the stored order;
+/// `None` when it does not have exactly their shapes or is not plainly valid.
+///
+/// The agent's own serialization is matched byte by byte first (`canonical`); anything
+/// else of the same shape (another order of keys, white space, escapes) is read with serde.
+pub fn read(
+    topic: &Topic,
+    payload: &[u8],
+    stored: &[StoredFamily],
+    values: &mut Vec<f64>,
+) -> Option<KnownShape> {
     if stored.is_empty()
         || stored
             .iter()
@@ -39,11 +60,20 @@ pub fn read(topic: &Topic, payload: &[u8], stored: &[StoredFamily]) -> Option<Kn
     {
         return None;
     }
+    values.clear();
+    if let Some(known) = canonical::read(topic, payload, stored, values) {
+        return Some(known);
+    }
+    values.clear();
     let text = std::str::from_utf8(payload).ok()?;
     let mut deserializer = serde_json::Deserializer::from_str(text);
-    let known = MessageSeed { topic, stored }
-        .deserialize(&mut deserializer)
-        .ok()?;
+    let known = MessageSeed {
+        topic,
+        stored,
+        values,
+    }
+    .deserialize(&mut deserializer)
+    .ok()?;
     deserializer.end().ok()?;
     Some(known)
 }
@@ -115,6 +145,7 @@ fn first_time<E: serde::de::Error>(seen: &mut bool) -> Result<(), E> {
 struct MessageSeed<'s> {
     topic: &'s Topic,
     stored: &'s [StoredFamily],
+    values: &'s mut Vec<f64>,
 }
 
 impl<'de> DeserializeSeed<'de> for MessageSeed<'_> {
@@ -134,7 +165,7 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<KnownShape, A::Error> {
         let (mut schema, mut agent, mut site) = (false, false, false);
-        let (mut seq, mut timestamp_ms, mut families) = (None, None, None);
+        let (mut seq, mut timestamp_ms, mut families) = (None, None, false);
         while let Some(Text(key)) = map.next_key()? {
             match &*key {
                 "schema" => {
@@ -166,19 +197,21 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
                     timestamp_ms = in_range.then_some(value);
                     timestamp_ms.ok_or_else(differs)?;
                 }
-                "families" if families.is_none() => {
-                    families = Some(map.next_value_seed(FamiliesSeed {
+                "families" if !families => {
+                    map.next_value_seed(FamiliesSeed {
                         stored: self.stored,
-                    })?);
+                        values: &mut *self.values,
+                    })?;
+                    families = true;
                 }
                 _ => return Err(differs()),
             }
         }
         match (schema, agent, site, seq, timestamp_ms, families) {
-            (true, true, true, Some(seq), Some(timestamp_ms), Some(families)) => Ok(KnownShape {
+            (true, true, true, Some(seq), Some(timestamp_ms), true) => Ok(KnownShape {
                 seq,
                 timestamp_ms,
-                families,
+                reader: Reader::Serde,
             }),
             _ => Err(differs()),
         }
@@ -187,10 +220,11 @@ impl<'de> Visitor<'de> for MessageSeed<'_> {
 
 struct FamiliesSeed<'s> {
     stored: &'s [StoredFamily],
+    values: &'s mut Vec<f64>,
 }
 
 impl<'de> DeserializeSeed<'de> for FamiliesSeed<'_> {
-    type Value = Vec<StoredFamily>;
+    type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_seq(self)
@@ -198,34 +232,35 @@ impl<'de> DeserializeSeed<'de> for FamiliesSeed<'_> {
 }
 
 impl<'de> Visitor<'de> for FamiliesSeed<'_> {
-    type Value = Vec<StoredFamily>;
+    type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("the stored families")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut families = Vec::with_capacity(self.stored.len());
         for stored in self.stored {
-            let values = seq
-                .next_element_seed(FamilySeed { stored })?
-                .ok_or_else(differs)?;
-            families.push(stored.with_values(values));
+            seq.next_element_seed(FamilySeed {
+                stored,
+                values: &mut *self.values,
+            })?
+            .ok_or_else(differs)?;
         }
         // One family more than stored.
         if seq.next_element::<IgnoredAny>()?.is_some() {
             return Err(differs());
         }
-        Ok(families)
+        Ok(())
     }
 }
 
 struct FamilySeed<'s> {
     stored: &'s StoredFamily,
+    values: &'s mut Vec<f64>,
 }
 
 impl<'de> DeserializeSeed<'de> for FamilySeed<'_> {
-    type Value = Box<[f64]>;
+    type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -233,7 +268,7 @@ impl<'de> DeserializeSeed<'de> for FamilySeed<'_> {
 }
 
 impl<'de> Visitor<'de> for FamilySeed<'_> {
-    type Value = Box<[f64]>;
+    type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("a stored family")
@@ -241,7 +276,7 @@ impl<'de> Visitor<'de> for FamilySeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let stored = self.stored;
-        let (mut name, mut kind, mut help, mut values) = (false, false, false, None);
+        let (mut name, mut kind, mut help, mut samples) = (false, false, false, false);
         while let Some(Text(key)) = map.next_key()? {
             match &*key {
                 "name" => {
@@ -262,15 +297,19 @@ impl<'de> Visitor<'de> for FamilySeed<'_> {
                         return Err(differs());
                     }
                 }
-                "samples" if values.is_none() => {
-                    values = Some(map.next_value_seed(SamplesSeed { stored })?);
+                "samples" if !samples => {
+                    map.next_value_seed(SamplesSeed {
+                        stored,
+                        values: &mut *self.values,
+                    })?;
+                    samples = true;
                 }
                 _ => return Err(differs()),
             }
         }
         // An absent help is an empty one.
-        match (name, kind, help || stored.help().is_empty(), values) {
-            (true, true, true, Some(values)) => Ok(values),
+        match (name, kind, help || stored.help().is_empty(), samples) {
+            (true, true, true, true) => Ok(()),
             _ => Err(differs()),
         }
     }
@@ -278,10 +317,11 @@ impl<'de> Visitor<'de> for FamilySeed<'_> {
 
 struct SamplesSeed<'s> {
     stored: &'s StoredFamily,
+    values: &'s mut Vec<f64>,
 }
 
 impl<'de> DeserializeSeed<'de> for SamplesSeed<'_> {
-    type Value = Box<[f64]>;
+    type Value = ();
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_seq(self)
@@ -289,26 +329,25 @@ impl<'de> DeserializeSeed<'de> for SamplesSeed<'_> {
 }
 
 impl<'de> Visitor<'de> for SamplesSeed<'_> {
-    type Value = Box<[f64]>;
+    type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
         formatter.write_str("the stored samples")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut values = Vec::with_capacity(self.stored.series());
         for (sample, _) in self.stored.samples() {
             let value = seq
                 .next_element_seed(SampleSeed {
                     labels: &sample.labels,
                 })?
                 .ok_or_else(differs)?;
-            values.push(value);
+            self.values.push(value);
         }
         if seq.next_element::<IgnoredAny>()?.is_some() {
             return Err(differs());
         }
-        Ok(values.into_boxed_slice())
+        Ok(())
     }
 }
 
@@ -423,27 +462,127 @@ mod tests {
         let mut state = state();
         let outcome = state.apply(decoded, false, Moment::now());
         assert_eq!(outcome, Outcome::Accepted, "{payload}");
-        state
-            .stored_families("srv-01")
-            .map(|families| families.to_vec())
+        state.families_of("srv-01").map(<[_]>::to_vec)
     }
 
     fn topic() -> Topic {
         Topic::parse("pantau", TOPIC).unwrap()
     }
 
+    /// `read` with its values made into families, as the state would store them.
+    fn read_families(
+        payload: &str,
+        stored: &[StoredFamily],
+    ) -> Option<(KnownShape, Vec<StoredFamily>)> {
+        let mut values = vec![99.0];
+        let known = read(&topic(), payload.as_bytes(), stored, &mut values)?;
+        Some((known, StoredFamily::all_with_values(stored, &values)))
+    }
+
+    /// Whether the byte matcher (not the serde reader) reads `payload`.
+    fn canonical(payload: &str, stored: &[StoredFamily]) -> bool {
+        canonical::read(&topic(), payload.as_bytes(), stored, &mut Vec::new()).is_some()
+    }
+
     #[test]
     fn a_message_of_the_stored_shape_reads_as_the_full_decode_stores_it() {
         let stored = decoded(&message(1, FAMILIES)).unwrap();
         let next = message(2, &FAMILIES.replace("0.5", "0.75").replace("10", "11"));
-        let known = read(&topic(), next.as_bytes(), &stored).expect("the stored shape");
-        assert_eq!((known.seq, known.timestamp_ms), (2, 1_800_000_000_000));
-        assert_eq!(Some(known.families.clone()), decoded(&next));
-        assert_eq!(known.families[0].first_value(), Some(0.75));
-        assert!(known.families[1].shares_shape_with(&stored[1]));
-        // Escaped text that reads as the stored text is the same shape.
-        let escaped = message(3, &FAMILIES.replace("Load.", r"Lo\u0061d."));
-        assert!(read(&topic(), escaped.as_bytes(), &stored).is_some());
+        assert!(canonical(&next, &stored), "the agent's own serialization");
+        let (known, families) = read_families(&next, &stored).expect("the stored shape");
+        assert_eq!(
+            known,
+            KnownShape {
+                seq: 2,
+                timestamp_ms: 1_800_000_000_000,
+                reader: Reader::Bytes,
+            }
+        );
+        assert_eq!(Some(families.clone()), decoded(&next));
+        assert_eq!(families[0].first_value(), Some(0.75));
+        assert!(families[1].shares_shape_with(&stored[1]));
+        // The same message in another spelling is read by serde, to the same result: escaped
+        // text that reads as the stored text, keys in another order, white space.
+        for other in [
+            next.replace("Load.", r"Lo\u0061d."),
+            next.replace(
+                r#""name":"node_load1","type":"gauge""#,
+                r#""type":"gauge","name":"node_load1""#,
+            ),
+            next.replace(r#","families""#, r#", "families""#),
+        ] {
+            assert!(!canonical(&other, &stored), "{other}");
+            let (known, same) = read_families(&other, &stored).expect("the stored shape");
+            let read = (known.seq, known.reader, &same);
+            assert_eq!(read, (2, Reader::Serde, &families), "{other}");
+        }
+    }
+
+    /// What an agent writes, numbers of every kind included, is read by the byte matcher to
+    /// exactly the values the full decode stores.
+    #[test]
+    fn the_agents_serialization_reads_bit_for_bit_as_the_full_decode() {
+        use pantau_protocol::{Family, MetricsMessage, Sample};
+        let values = [
+            0.0,
+            -0.0,
+            0.1 + 0.2,
+            1e-300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            9007199254740993.0,
+            1.7e9,
+            -123456.789,
+            5e-324,
+            1e21,
+            12.0,
+        ];
+        let message = |seq: u64, shift: f64| MetricsMessage {
+            schema: 1,
+            agent: "srv-01".to_owned(),
+            site: "dc".to_owned(),
+            seq,
+            timestamp_ms: 1_800_000_000_000,
+            families: vec![
+                Family {
+                    name: "node_load1".to_owned(),
+                    kind: MetricKind::Gauge,
+                    help: "Load \"1\"\n\tavg\u{1}.".to_owned(),
+                    samples: values
+                        .iter()
+                        .enumerate()
+                        .map(|(index, value)| Sample {
+                            labels: [("i".to_owned(), format!("{index} é\\"))].into(),
+                            value: value * shift,
+                        })
+                        .collect(),
+                },
+                Family {
+                    name: "up".to_owned(),
+                    kind: MetricKind::Untyped,
+                    help: String::new(),
+                    samples: vec![Sample {
+                        labels: Default::default(),
+                        value: shift,
+                    }],
+                },
+            ],
+            histograms: Vec::new(),
+        };
+        let first = serde_json::to_string(&message(1, 1.0)).unwrap();
+        let stored = decoded(&first).unwrap();
+        for (seq, shift) in [(2, 1.0), (3, -1.0), (4, 0.5)] {
+            let next = serde_json::to_string(&message(seq, shift)).unwrap();
+            assert!(canonical(&next, &stored), "{next}");
+            let (_, families) = read_families(&next, &stored).unwrap();
+            let bits = |families: &[StoredFamily]| -> Vec<Vec<u64>> {
+                families
+                    .iter()
+                    .map(|family| family.samples().map(|(_, v)| v[0].to_bits()).collect())
+                    .collect()
+            };
+            assert_eq!(bits(&families), bits(&decoded(&next).unwrap()), "{next}");
+        }
     }
 
     /// Every way a message can differ from the stored shape, or be invalid, is left to the
@@ -527,18 +666,19 @@ mod tests {
         ];
         for payload in cases {
             assert!(
-                read(&topic(), payload.as_bytes(), &stored).is_none(),
+                read_families(&payload, &stored).is_none(),
                 "read against the stored shape: {payload}"
             );
         }
-        assert!(read(&topic(), b"\xff\xfe", &stored).is_none());
-        assert!(read(&topic(), message(2, FAMILIES).as_bytes(), &[]).is_none());
+        let mut values = Vec::new();
+        assert!(read(&topic(), b"\xff\xfe", &stored, &mut values).is_none());
+        assert!(read(&topic(), message(2, FAMILIES).as_bytes(), &[], &mut values).is_none());
     }
 
     #[test]
     fn histograms_take_the_full_decode() {
         let histogram = r#"{"name":"dns_lookup_seconds","type":"histogram","samples":[{"buckets":[[0.1,1],["+Inf",2]],"count":2,"sum":0.3}]}"#;
         let stored = decoded(&message(1, histogram)).unwrap();
-        assert!(read(&topic(), message(2, histogram).as_bytes(), &stored).is_none());
+        assert!(read_families(&message(2, histogram), &stored).is_none());
     }
 }

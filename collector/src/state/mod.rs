@@ -399,21 +399,45 @@ impl State {
         &mut self,
         topic: &pantau_protocol::Topic,
         known: KnownShape,
+        values: &[f64],
         now: Moment,
     ) -> Outcome {
-        let header = Header {
-            site: &topic.site,
-            seq: known.seq,
-            timestamp_ms: known.timestamp_ms,
+        let id = topic.agent.as_str();
+        if !self.admit(id, &topic.site, now.instant) {
+            return Outcome::Rejected(RejectReason::TooManyAgents);
+        }
+        let Some(agent) = self.agents.get_mut(id) else {
+            return Outcome::Ignored;
         };
-        self.apply_families(&topic.agent, header, known.families, now)
+        match sort_metrics(agent, self.live_window, known.seq, known.timestamp_ms, now) {
+            Err(outcome) => return outcome,
+            Ok(Some(outcome)) => {
+                self.replayed.push(Replayed {
+                    agent: id.to_owned(),
+                    site: agent.site.clone(),
+                    timestamp_ms: known.timestamp_ms,
+                    families: Arc::new(StoredFamily::all_with_values(&agent.families, values)),
+                });
+                return outcome;
+            }
+            Ok(None) => {}
+        }
+        // The stored shapes stay; only the values change. In place unless a scrape or the
+        // backfill still holds the families (then they are shared, and copied once).
+        match Arc::get_mut(&mut agent.families) {
+            Some(families) => StoredFamily::overwrite_values(families, values),
+            None => {
+                agent.families = Arc::new(StoredFamily::all_with_values(&agent.families, values));
+            }
+        }
+        Outcome::Accepted
     }
 
     /// The families currently stored for agent `id`, when it has any: what the next message
-    /// of the same shape is read against.
-    pub fn stored_families(&self, id: &str) -> Option<Arc<Vec<StoredFamily>>> {
+    /// of the same shape is read against, under the lock that then applies it.
+    pub fn families_of(&self, id: &str) -> Option<&[StoredFamily]> {
         let agent = self.agents.get(id)?;
-        (!agent.families.is_empty()).then(|| agent.families.clone())
+        (!agent.families.is_empty()).then_some(agent.families.as_slice())
     }
 
     fn apply_families(
@@ -429,30 +453,24 @@ impl State {
         let Some(agent) = self.agents.get_mut(id) else {
             return Outcome::Ignored;
         };
-        let late = match check_sequence(agent, metrics.seq, now) {
-            SeqCheck::Newest => false,
-            SeqCheck::Late => true,
-            SeqCheck::Duplicate => return Outcome::Duplicate,
-            SeqCheck::OutOfWindow => {
-                return Outcome::Rejected(RejectReason::SequenceOutOfWindow);
+        match sort_metrics(
+            agent,
+            self.live_window,
+            metrics.seq,
+            metrics.timestamp_ms,
+            now,
+        ) {
+            Err(outcome) => return outcome,
+            Ok(Some(outcome)) => {
+                self.replayed.push(Replayed {
+                    agent: id.to_owned(),
+                    site: agent.site.clone(),
+                    timestamp_ms: metrics.timestamp_ms,
+                    families: Arc::new(self.interner.store_all(incoming, &agent.families)),
+                });
+                return outcome;
             }
-        };
-        let window = self
-            .live_window
-            .unwrap_or_else(|| agent.interval.saturating_mul(2));
-        if late || is_history(metrics.timestamp_ms, now.wall, window) {
-            // Never shown as current: what `/metrics` shows stays the newest live samples.
-            self.replayed.push(Replayed {
-                agent: id.to_owned(),
-                site: agent.site.clone(),
-                timestamp_ms: metrics.timestamp_ms,
-                families: Arc::new(self.interner.store_all(incoming, &agent.families)),
-            });
-            return if late {
-                Outcome::Late
-            } else {
-                Outcome::Accepted
-            };
+            Ok(None) => {}
         }
         if claims::same_shape(&agent.families, &incoming) {
             // The steady state: the same names with the same types as last time, so every
@@ -531,6 +549,34 @@ impl State {
         }
         transitions
     }
+}
+
+/// The sequence and time checks of a metrics message of `agent`, numbered `seq` and taken at
+/// `timestamp_ms`: `Err` with the outcome when it is refused or a repeat; `Ok(None)` when it
+/// is live; `Ok(Some(outcome))` when it is history (late, or older than the live window),
+/// which is replayed and never shown as current: what `/metrics` shows stays the newest live
+/// samples.
+fn sort_metrics(
+    agent: &mut Agent,
+    live_window: Option<Duration>,
+    seq: u64,
+    timestamp_ms: i64,
+    now: Moment,
+) -> Result<Option<Outcome>, Outcome> {
+    let late = match check_sequence(agent, seq, now) {
+        SeqCheck::Newest => false,
+        SeqCheck::Late => true,
+        SeqCheck::Duplicate => return Err(Outcome::Duplicate),
+        SeqCheck::OutOfWindow => {
+            return Err(Outcome::Rejected(RejectReason::SequenceOutOfWindow));
+        }
+    };
+    let window = live_window.unwrap_or_else(|| agent.interval.saturating_mul(2));
+    Ok(match (late, is_history(timestamp_ms, now.wall, window)) {
+        (true, _) => Some(Outcome::Late),
+        (false, true) => Some(Outcome::Accepted),
+        (false, false) => None,
+    })
 }
 
 /// Whether samples taken at `timestamp_ms` are older than `window` at `now`. A timestamp

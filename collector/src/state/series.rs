@@ -124,13 +124,35 @@ impl StoredFamily {
         })
     }
 
-    /// The same shape with other values, which the caller has read in the stored order
-    /// (`ingest::known_shape`).
-    pub fn with_values(&self, values: Box<[f64]>) -> Self {
-        debug_assert_eq!(values.len(), self.values.len());
-        Self {
-            shape: self.shape.clone(),
-            values,
+    /// Every family of `families` with its shape and its part of `values`, which holds the
+    /// values of all of them in the stored order (`ingest::known_shape`).
+    pub fn all_with_values(families: &[StoredFamily], values: &[f64]) -> Vec<StoredFamily> {
+        let mut rest = values;
+        families
+            .iter()
+            .map(|family| {
+                let (own, after) = rest.split_at(family.values.len().min(rest.len()));
+                rest = after;
+                Self {
+                    shape: family.shape.clone(),
+                    values: own.into(),
+                }
+            })
+            .collect()
+    }
+
+    /// Overwrites the values of `families` in place with `values`, laid out as for
+    /// `all_with_values`: the steady state of ingest allocates nothing.
+    pub fn overwrite_values(families: &mut [StoredFamily], values: &[f64]) {
+        debug_assert_eq!(
+            values.len(),
+            families.iter().map(StoredFamily::series).sum::<usize>()
+        );
+        let mut rest = values;
+        for family in families {
+            let (own, after) = rest.split_at(family.values.len().min(rest.len()));
+            family.values[..own.len()].copy_from_slice(own);
+            rest = after;
         }
     }
 
