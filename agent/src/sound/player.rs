@@ -285,7 +285,10 @@ impl AudioThread {
         if self.device.is_some() || Instant::now() < self.next_retry {
             return;
         }
-        match open_device(self.settings.device.as_deref(), self.device_failed.clone()) {
+        let (opened, alsa_said) = alsa_messages(|| {
+            open_device(self.settings.device.as_deref(), self.device_failed.clone())
+        });
+        match opened {
             Ok(device) => {
                 let config = device.config();
                 info!(
@@ -299,7 +302,7 @@ impl AudioThread {
             }
             Err(error) => {
                 if self.device_error.as_deref() != Some(error.as_str()) {
-                    warn!(%error, "no audio device; announcements fail until it is back");
+                    warn!(%error, alsa = ?alsa_said.trim(), "no audio device; announcements fail until it is back");
                 }
                 self.device_error = Some(error);
                 self.next_retry = Instant::now() + DEVICE_RETRY;
@@ -467,6 +470,17 @@ fn build(
     }
     player.play();
     Ok((player, speech))
+}
+
+/// Runs `body` with alsa-lib's messages on this thread going into a buffer, and returns them
+/// with its result. alsa-lib writes them to stderr otherwise, a few lines at every retry of a
+/// missing card, past the log's format and its one-warning-per-change. Each call starts a
+/// new buffer (the last one is dropped), so what is kept is bounded by one call's messages.
+fn alsa_messages<T>(body: impl FnOnce() -> T) -> (T, String) {
+    let buffer = alsa::Output::local_error_handler().ok();
+    let result = body();
+    let said = buffer.map_or_else(String::new, |buffer| buffer.borrow().to_string());
+    (result, said)
 }
 
 /// Opens the configured output device (or the default one) with a small buffer.
