@@ -140,10 +140,12 @@ impl Telemetry {
                 "Messages dropped because the outbox was full or they were older than its age \
                  limit (these are also in pantau_agent_outbox_expired_messages_total).",
             )
-            .single(get(&self.dropped_messages) + get(&self.outbox_expired)),
+            // The outbox hands back what it expired with what it dropped for room, so both
+            // are in `dropped_messages` already.
+            .single(get(&self.dropped_messages)),
             FamilyBuilder::counter(
                 "pantau_agent_outbox_dropped_sent_messages_total",
-                "Of the messages dropped because the outbox was full, those that had been sent \
+                "Of the messages dropped (outbox full or too old), those that had been sent \
                  and were waiting for the broker's acknowledgement when the connection was \
                  lost: the broker may have taken them, so the collector may have them.",
             )

@@ -558,6 +558,11 @@ mod tests {
     /// A link's delivery state; the event loop is returned too, as rumqttc's requests go
     /// nowhere once it is dropped.
     fn delivery() -> (Delivery, (EventLoop, mpsc::Receiver<Incoming>)) {
+        delivery_with_max_age(86_400_000)
+    }
+
+    /// `delivery` with an outbox that drops messages older than `max_age_ms`.
+    fn delivery_with_max_age(max_age_ms: i64) -> (Delivery, (EventLoop, mpsc::Receiver<Incoming>)) {
         let options = rumqttc::MqttOptions::new("t", "127.0.0.1", 1);
         let (client, eventloop) = AsyncClient::new(options.clone(), 64);
         let (commands, commands_rx) = mpsc::channel(1);
@@ -585,7 +590,7 @@ mod tests {
                 commands: true,
                 drain_per_second: 1000,
             },
-            Box::new(DiskOutbox::open(&outbox_dir(), 1 << 20, 86_400_000).0),
+            Box::new(DiskOutbox::open(&outbox_dir(), 1 << 20, max_age_ms).0),
             commands,
             Arc::new(Telemetry::default()),
         );
@@ -621,6 +626,48 @@ mod tests {
             std::iter::from_fn(|| delivery.outbox.next_unsent(0, u64::MAX).map(|e| e.seq))
                 .collect();
         assert_eq!(resent, [2, 3]);
+    }
+
+    /// Messages dropped for their age are counted once as dropped (and as expired), and
+    /// those sent but unacknowledged when the connection was lost also as dropped-sent.
+    #[tokio::test]
+    async fn messages_too_old_are_dropped_and_counted_once() {
+        let (mut delivery, _commands) = delivery_with_max_age(1);
+        delivery.connected = true;
+        for seq in 1..=3 {
+            delivery.enqueue(envelope(seq));
+        }
+        delivery.pump();
+        // rumqttc numbers the publishes 1, 2, 3; the connection is lost before any PUBACK.
+        for pkid in 1..=3 {
+            delivery.handle(Ok(Event::Outgoing(Outgoing::Publish(pkid))));
+        }
+        delivery.handle(Err(ConnectionError::NetworkTimeout));
+        delivery.enqueue(envelope(4));
+        // The outbox's clock is the wall clock in milliseconds: let it pass the age limit.
+        std::thread::sleep(Duration::from_millis(5));
+        delivery.enqueue(envelope(5));
+        delivery.telemetry.outbox(&delivery.outbox.stats());
+        let families = delivery.telemetry.families();
+        let value = |name: &str| {
+            families
+                .iter()
+                .find(|family| family.name == name)
+                .map(|family| family.samples[0].value)
+        };
+        assert_eq!(
+            value("pantau_agent_outbox_expired_messages_total"),
+            Some(4.0)
+        );
+        assert_eq!(
+            value("pantau_agent_outbox_dropped_messages_total"),
+            Some(4.0)
+        );
+        assert_eq!(
+            value("pantau_agent_outbox_dropped_sent_messages_total"),
+            Some(3.0)
+        );
+        assert_eq!(delivery.outbox.len(), 1, "only seq 5 is left");
     }
 
     #[tokio::test(start_paused = true)]
