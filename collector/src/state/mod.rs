@@ -424,20 +424,15 @@ impl State {
         }
         // The stored shapes stay; only the values change. In place unless a scrape or the
         // backfill still holds the families (then they are shared, and copied once).
-        match Arc::get_mut(&mut agent.families) {
-            Some(families) => StoredFamily::overwrite_values(families, values),
-            None => {
-                agent.families = Arc::new(StoredFamily::all_with_values(&agent.families, values));
-            }
-        }
+        let families: &mut Vec<StoredFamily> = Arc::make_mut(&mut agent.families);
+        StoredFamily::overwrite_values(families, values);
         Outcome::Accepted
     }
 
-    /// The families currently stored for agent `id`, when it has any: what the next message
-    /// of the same shape is read against, under the lock that then applies it.
+    /// The families currently stored for agent `id`: what the next message of the same shape
+    /// is read against, under the lock that then applies it (none stored reads as no shape).
     pub fn families_of(&self, id: &str) -> Option<&[StoredFamily]> {
-        let agent = self.agents.get(id)?;
-        (!agent.families.is_empty()).then_some(agent.families.as_slice())
+        self.agents.get(id).map(|agent| agent.families.as_slice())
     }
 
     fn apply_families(

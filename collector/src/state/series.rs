@@ -127,18 +127,9 @@ impl StoredFamily {
     /// Every family of `families` with its shape and its part of `values`, which holds the
     /// values of all of them in the stored order (`ingest::known_shape`).
     pub fn all_with_values(families: &[StoredFamily], values: &[f64]) -> Vec<StoredFamily> {
-        let mut rest = values;
-        families
-            .iter()
-            .map(|family| {
-                let (own, after) = rest.split_at(family.values.len().min(rest.len()));
-                rest = after;
-                Self {
-                    shape: family.shape.clone(),
-                    values: own.into(),
-                }
-            })
-            .collect()
+        let mut copy = families.to_vec();
+        Self::overwrite_values(&mut copy, values);
+        copy
     }
 
     /// Overwrites the values of `families` in place with `values`, laid out as for
