@@ -73,6 +73,10 @@ pub struct HttpConfig {
     /// The certificate's private key (PEM).
     #[serde(default, deserialize_with = "empty_path_is_none")]
     pub tls_key_file: Option<PathBuf>,
+    /// Bearer tokens that may read `/metrics`, one per line (as Prometheus's `authorization`
+    /// sends them). Without it `/metrics` is open, as `/healthz` and `/readyz` always are.
+    #[serde(default, deserialize_with = "empty_path_is_none")]
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 /// `[broker]`: the MQTT broker built into the collector.
@@ -377,6 +381,7 @@ impl Default for HttpConfig {
             listen: default_http_listen(),
             tls_cert_file: None,
             tls_key_file: None,
+            metrics_token_file: None,
         }
     }
 }
@@ -447,15 +452,18 @@ impl CollectorConfig {
         if config.broker.embedded {
             crate::broker_tls::server_config(&config.broker).map_err(ConfigError::Parse)?;
         }
-        if let Some(path) = &config.api.token_file {
-            crate::api::Tokens::load(path)
-                .map_err(|why| ConfigError::invalid("api.token_file", path.display(), why))?;
-        }
-        if let Some(path) = &config.api.users_file {
-            crate::api::accounts::Accounts::load(path, false)
-                .map_err(|why| ConfigError::invalid("api.users_file", path.display(), why))?;
-        }
+        // The messages name the field and the file.
+        crate::api::Credentials::load(config.credential_files()).map_err(ConfigError::Parse)?;
         Ok(config)
+    }
+
+    /// The files of tokens and users the HTTP side reads (and reloads on SIGHUP).
+    pub fn credential_files(&self) -> crate::api::CredentialFiles {
+        crate::api::CredentialFiles {
+            token_file: self.api.token_file.clone(),
+            users_file: self.api.users_file.clone(),
+            metrics_token_file: self.http.metrics_token_file.clone(),
+        }
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -549,6 +557,14 @@ impl CollectorConfig {
                 ));
             }
         }
+        if let Some((field, value, moved_to)) = self.console.moved() {
+            return Err(ConfigError::invalid(
+                field,
+                value,
+                format!("has moved to {moved_to}, one limit for every login route"),
+            ));
+        }
+        self.api.validate()?;
         for (field, value, min, max) in self.console.ranges() {
             if !(min..=max).contains(&value) {
                 return Err(ConfigError::invalid(

@@ -232,17 +232,12 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         decoder = decoder.with_sensors(sensors.clone());
         connection.also_subscribe(sensors.filters())
     };
-    let tokens = match &config.api.token_file {
-        Some(path) => api::Tokens::load(path)
-            .map_err(|why| anyhow::anyhow!("api.token_file: '{}' {why}", path.display()))?,
-        None => api::Tokens::default(),
-    };
-    let accounts = match &config.api.users_file {
-        Some(path) => api::accounts::Accounts::load(path, false)
-            .map_err(|why| anyhow::anyhow!("api.users_file: '{}' {why}", path.display()))?,
-        None => api::accounts::Accounts::default(),
-    };
-    if !accounts
+    let credentials =
+        api::Credentials::load(config.credential_files()).map_err(anyhow::Error::msg)?;
+    if !credentials
+        .accounts
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .accounts
         .iter()
         .any(|account| account.role == api::accounts::Role::Admin)
@@ -255,13 +250,22 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             users_file = %file,
             "no user has the admin role, so nobody can edit schedules in the web console; \
              create one with: printf '%s\\n' \"$PASSWORD\" | pantau-collector user add NAME \
-             --role admin --file {file} (and set api.users_file), then restart the collector"
+             --role admin --file {file} (and set api.users_file), then send SIGHUP to the collector"
         );
     }
+    let login = api::Login::new(
+        config.api.thresholds(),
+        config.api.password_threads(),
+        Duration::from_secs(config.api.password_check_wait_seconds),
+    )
+    .context("starting the password-checking threads")?;
     let mut app_state = api::AppState::new(state.clone(), telemetry.clone(), readiness)
-        .with_tokens(tokens)
-        .with_accounts(accounts)
-        .with_users_file(config.api.users_file.clone());
+        .with_credentials(credentials)
+        .with_login(login);
+    supervisor.spawn(
+        "credentials",
+        reload_credentials_on_sighup(app_state.credentials.clone(), shutdown.clone()),
+    );
     if let Some(key_file) = &config.announcements.key_file {
         let key = announce::read_key(key_file).map_err(|why| {
             anyhow::anyhow!("announcements.key_file: '{}' {why}", key_file.display())
@@ -335,6 +339,30 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     outcome?;
     info!("collector stopped");
     Ok(())
+}
+
+/// Reads the token and user files again on SIGHUP, so a token can be added or revoked
+/// without a restart; a file that fails to read keeps the old credentials.
+async fn reload_credentials_on_sighup(
+    credentials: Arc<api::Credentials>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = hangups.recv() => match credentials.reload() {
+                Ok(reloaded) => info!(
+                    tokens = reloaded.tokens,
+                    users = reloaded.users,
+                    metrics_tokens = ?reloaded.metrics_tokens,
+                    "SIGHUP: credentials reloaded"
+                ),
+                Err(why) => warn!(reason = %why, "SIGHUP: credentials not reloaded; the old ones stay"),
+            },
+        }
+    }
 }
 
 /// Marks room sensors down once they are silent past their rule's timeout.

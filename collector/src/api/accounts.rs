@@ -102,8 +102,13 @@ impl Accounts {
         Ok(Self { accounts })
     }
 
-    /// The role of `name` if `password` is right. Slow on purpose (Argon2): call it off the
-    /// async workers.
+    /// The account called `name`.
+    pub fn find(&self, name: &str) -> Option<&Account> {
+        self.accounts.iter().find(|account| account.name == name)
+    }
+
+    /// The role of `name` if `password` is right. Slow on purpose (Argon2): the service
+    /// checks through `login`'s bounded pool instead; this is for the command line and tests.
     pub fn verify(&self, name: &str, password: &str) -> Option<Role> {
         let account = self.accounts.iter().find(|account| account.name == name)?;
         let hash = PasswordHash::new(&account.hash).ok()?;

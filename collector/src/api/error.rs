@@ -2,7 +2,7 @@
 //! are logged with their cause and become a plain 500.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use thiserror::Error;
@@ -26,6 +26,15 @@ pub enum ApiError {
     /// 503: the feature is switched off by the config.
     #[error("{0}")]
     Unavailable(String),
+    /// 429: too many failed logins; try again after `retry_after`.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// 503: every password-checking thread is busy.
+    #[error("{0}")]
+    Busy(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -45,9 +54,37 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(message) => (StatusCode::CONFLICT, message),
             ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             ApiError::Unauthorized(message) => {
+                // Both schemes are offered, one header each, so a browser asks for a user and
+                // a script knows a token will do.
+                let mut response =
+                    (StatusCode::UNAUTHORIZED, Json(json!({ "error": message }))).into_response();
+                let headers = response.headers_mut();
+                headers.append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"pantau\""),
+                );
+                headers.append(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"pantau\", charset=\"UTF-8\""),
+                );
+                return response;
+            }
+            ApiError::TooManyRequests {
+                message,
+                retry_after,
+            } => {
+                let seconds = retry_after.as_secs().max(1).to_string();
                 return (
-                    StatusCode::UNAUTHORIZED,
-                    [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, seconds)],
+                    Json(json!({ "error": message })),
+                )
+                    .into_response();
+            }
+            ApiError::Busy(message) => {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, "1")],
                     Json(json!({ "error": message })),
                 )
                     .into_response();

@@ -1,12 +1,16 @@
 //! The HTTP side: `/metrics` for Prometheus, `/healthz` and `/readyz` for supervisors, and the
-//! JSON API under `/api/v1/`. Every response is counted by route and status code; client
-//! errors get a JSON body saying what was wrong and an info line at a limited rate.
+//! JSON API under `/api/v1/`, which needs a login (`auth`). Every response is counted by route
+//! and status code; client errors get a JSON body saying what was wrong and an info line at a
+//! limited rate.
 
 pub mod accounts;
 mod agents;
 mod announcements;
 mod auth;
+pub mod credentials;
 mod error;
+mod limits;
+pub mod login;
 mod schedules;
 
 use std::sync::Arc;
@@ -24,7 +28,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{error, info};
 
 pub use auth::{ApiConfig, Tokens};
+pub use credentials::{CredentialFiles, Credentials};
 pub use error::ApiError;
+pub use login::Login;
 
 use crate::announce::Announcer;
 use crate::console::Console;
@@ -52,13 +58,12 @@ pub struct AppState {
     pub state: SharedState,
     pub telemetry: Arc<Telemetry>,
     pub readiness: Readiness,
-    /// Bearer tokens that may write.
-    pub tokens: Arc<Tokens>,
-    /// Users who may log in with HTTP Basic and to the console; the console's Users page
-    /// edits them.
-    pub accounts: Arc<std::sync::RwLock<accounts::Accounts>>,
-    /// `api.users_file`, where the console saves the users.
-    pub users_file: Option<std::path::PathBuf>,
+    /// Tokens and users (reloaded on SIGHUP); the console's Users page edits the users.
+    pub credentials: Arc<Credentials>,
+    /// The one login limiter and password pool of every route that checks a password.
+    pub login: Arc<Login>,
+    /// Failed logins are logged at a limited rate: anyone can cause them.
+    pub auth_log: Arc<LogLimiter>,
     /// `None` while `announcements.key_file` is not set.
     pub announcer: Option<Arc<Announcer>>,
     /// The web console's sessions.
@@ -73,9 +78,9 @@ impl AppState {
             state,
             telemetry,
             readiness,
-            tokens: Arc::new(Tokens::default()),
-            accounts: Arc::new(std::sync::RwLock::new(accounts::Accounts::default())),
-            users_file: None,
+            credentials: Arc::new(Credentials::default()),
+            login: Arc::new(default_login()),
+            auth_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
             announcer: None,
             console: Arc::new(Console::default()),
             client_error_log: Arc::new(LogLimiter::new(Duration::from_secs(10))),
@@ -83,18 +88,19 @@ impl AppState {
         }
     }
 
-    pub fn with_tokens(mut self, tokens: Tokens) -> Self {
-        self.tokens = Arc::new(tokens);
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Arc::new(credentials);
         self
     }
 
-    pub fn with_accounts(mut self, accounts: accounts::Accounts) -> Self {
-        self.accounts = Arc::new(std::sync::RwLock::new(accounts));
-        self
-    }
-
+    #[cfg(test)]
     pub fn with_users_file(mut self, path: Option<std::path::PathBuf>) -> Self {
-        self.users_file = path;
+        self.credentials = Arc::new(self.credentials.saving_users_to(path));
+        self
+    }
+
+    pub fn with_login(mut self, login: Login) -> Self {
+        self.login = Arc::new(login);
         self
     }
 
@@ -109,12 +115,37 @@ impl AppState {
     }
 }
 
+/// Login settings for an `AppState` made without a config (tests): the defaults of `[api]`.
+fn default_login() -> Login {
+    let config = ApiConfig::default();
+    // Starting two threads only fails when the process cannot make threads at all.
+    Login::new(
+        config.thresholds(),
+        config.password_threads(),
+        Duration::from_secs(config.password_check_wait_seconds),
+    )
+    .unwrap_or_else(|error| panic!("cannot start the password-checking threads: {error}"))
+}
+
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(api_routes(state.clone()))
+        .merge(crate::console::routes())
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .with_state(state)
+}
+
+/// Everything under `/api/v1/`: each route needs a login (at least a viewer).
+fn api_routes(state: AppState) -> Router<AppState> {
+    Router::new()
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/{id}", get(agents::one))
         .route("/api/v1/agents/{id}/events", get(agents::events))
@@ -136,21 +167,22 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/v1/schedules/{name}/pause", post(schedules::pause))
         .route("/api/v1/schedules/{name}/resume", post(schedules::resume))
-        .merge(crate::console::routes())
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            count_requests,
-        ))
-        .with_state(state)
+        .route(
+            "/api/v1/login-limits",
+            get(limits::list).delete(limits::clear),
+        )
+        .route_layer(middleware::from_fn_with_state(state, auth::require_login))
 }
 
 /// Renders on a blocking thread, never on the async workers (which must keep answering
 /// `/healthz` and the API), and streams the text as it is produced.
 async fn metrics(
     State(app): State<AppState>,
-    Query(query): Query<Vec<(String, String)>>,
+    parts: axum::http::request::Parts,
 ) -> Result<Response, ApiError> {
+    auth::check_metrics_token(&parts, &app)?;
+    let Query(query) = Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+        .map_err(|error| ApiError::BadRequest(error.body_text()))?;
     let scope = Scope::parse(&query).map_err(|error| {
         app.telemetry
             .bad_scrapes

@@ -105,8 +105,11 @@ pub(crate) fn fixture() -> Fixture {
         .set("adi", Some(accounts::Role::Admin), "rahasia-adi", false)
         .unwrap();
     let app = AppState::new(state, telemetry, Readiness::default())
-        .with_tokens(Tokens::parse(TOKEN).unwrap())
-        .with_accounts(accounts)
+        .with_credentials(Credentials::fixed(
+            Tokens::parse(TOKEN).unwrap(),
+            accounts,
+            None,
+        ))
         .with_announcer(announcer.clone());
     Fixture {
         app,

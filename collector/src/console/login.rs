@@ -1,7 +1,7 @@
-//! `/console/login` and `/console/logout`. Passwords are checked by the API's accounts
-//! (Argon2id, on a blocking thread); failures are counted in
-//! `pantau_collector_api_auth_failures_total{reason="wrong"}` and limited per remote address
-//! (`reason="rate_limited"` once over the limit).
+//! `/console/login` and `/console/logout`. Passwords go through the API's `login`: the same
+//! limiter (per address and per user name) and the same bounded Argon2 pool as HTTP Basic.
+//! Failures are counted in `pantau_collector_api_auth_failures_total{reason}` (`wrong`,
+//! `rate_limited`, `busy`) and logged at a limited rate, an unknown name never in clear.
 
 use std::time::Instant;
 
@@ -12,10 +12,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use tracing::{info, warn};
 
+use pantau_runtime::ratelimit::Verdict;
+
 use super::session::random_token;
 use super::{ClientAddr, Page, SESSION_COOKIE, Visitor, cookie, csrf, field, lang_of, render};
 use crate::api::AppState;
 use crate::api::accounts::Role;
+use crate::api::login::{Refusal, loggable_user};
 
 /// The double-submit cookie of the login form.
 const LOGIN_COOKIE: &str = "pantau_login";
@@ -72,33 +75,37 @@ pub async fn submit(
         *response.status_mut() = StatusCode::FORBIDDEN;
         return response;
     }
-    if app.console.sessions.login_blocked(address, now) {
-        failures.with_label_values(&["rate_limited"]).inc();
-        warn!(%address, "console: login refused, too many failures from this address");
-        let mut response = login_page(&app, &headers, Some("login.limited"), user);
-        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        return response;
-    }
     let password = field(&fields, "password").unwrap_or_default().to_owned();
-    let accounts = app.accounts.clone();
-    let name = user.clone();
-    // Argon2 takes tens of milliseconds on purpose: not on the async workers.
-    let role = tokio::task::spawn_blocking(move || {
-        accounts
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .verify(&name, &password)
-    })
-    .await
-    .ok()
-    .flatten();
-    let Some(role) = role else {
-        failures.with_label_values(&["wrong"]).inc();
-        app.console.sessions.login_failed(address, now);
-        warn!(%address, user = %user, "console: wrong user name or password");
-        let mut response = login_page(&app, &headers, Some("login.wrong"), user);
-        *response.status_mut() = StatusCode::UNAUTHORIZED;
-        return response;
+    let accounts = &app.credentials.accounts;
+    let refused = match app.login.check(accounts, address, &user, password).await {
+        Ok(role) => Ok(role),
+        Err(Refusal::Limited { retry_after }) => Err(("rate_limited", Some(retry_after))),
+        Err(Refusal::Wrong) => Err(("wrong", None)),
+        Err(Refusal::Busy) => Err(("busy", None)),
+    };
+    let role = match refused {
+        Ok(role) => role,
+        Err((reason, retry_after)) => {
+            failures.with_label_values(&[reason]).inc();
+            if let Verdict::Log { suppressed } = app.auth_log.check(reason) {
+                warn!(%address, user = %loggable_user(accounts, &user), reason, suppressed,
+                    "console: login refused");
+            }
+            let (status, message) = match reason {
+                "rate_limited" => (StatusCode::TOO_MANY_REQUESTS, "login.limited"),
+                "busy" => (StatusCode::SERVICE_UNAVAILABLE, "login.limited"),
+                _ => (StatusCode::UNAUTHORIZED, "login.wrong"),
+            };
+            let mut response = login_page(&app, &headers, Some(message), user);
+            *response.status_mut() = status;
+            let retry = retry_after.map_or(1, |wait| wait.as_secs().max(1));
+            if status != StatusCode::UNAUTHORIZED
+                && let Ok(value) = header::HeaderValue::from_str(&retry.to_string())
+            {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
     };
     let id = app.console.sessions.create(&user, role, now);
     info!(user = %user, %role, "console: logged in");

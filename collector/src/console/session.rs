@@ -1,10 +1,9 @@
 //! Console sessions, kept in memory on the server: a random 256-bit id in an HttpOnly cookie,
 //! the user and role it stands for, and its CSRF token. Bounded (the oldest session is evicted
-//! when full), with an idle and an absolute expiry. Login failures are limited per remote
-//! address, in a bounded table too.
+//! when full), with an idle and an absolute expiry. Failed logins are limited by the API's
+//! `login` module, the same for every route that checks a password.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,11 +25,12 @@ pub struct ConsoleConfig {
     /// Sessions kept at most; a new login evicts the oldest beyond it.
     #[serde(default = "default_max_sessions")]
     pub max_sessions: usize,
-    /// Failed logins allowed per remote address within `login_window_seconds`.
-    #[serde(default = "default_login_failures")]
-    pub max_login_failures: u32,
-    #[serde(default = "default_login_window")]
-    pub login_window_seconds: u64,
+    /// Moved to `api.max_login_failures_per_address`: one limit for every login route.
+    #[serde(default)]
+    pub max_login_failures: Option<u32>,
+    /// Moved to `api.login_window_seconds`.
+    #[serde(default)]
+    pub login_window_seconds: Option<u64>,
 }
 
 fn default_idle() -> u64 {
@@ -42,12 +42,6 @@ fn default_max_age() -> u64 {
 fn default_max_sessions() -> usize {
     10_000
 }
-fn default_login_failures() -> u32 {
-    10
-}
-fn default_login_window() -> u64 {
-    300
-}
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
@@ -55,15 +49,28 @@ impl Default for ConsoleConfig {
             session_idle_seconds: default_idle(),
             session_max_seconds: default_max_age(),
             max_sessions: default_max_sessions(),
-            max_login_failures: default_login_failures(),
-            login_window_seconds: default_login_window(),
+            max_login_failures: None,
+            login_window_seconds: None,
         }
     }
 }
 
 impl ConsoleConfig {
     /// `(field, value, min, max)` for the config's range check.
-    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 5] {
+    /// The keys that moved to `[api]`, and where; set, they are refused with that name.
+    pub fn moved(&self) -> Option<(&'static str, u64, &'static str)> {
+        if let Some(value) = self.max_login_failures {
+            return Some((
+                "console.max_login_failures",
+                u64::from(value),
+                "api.max_login_failures_per_address",
+            ));
+        }
+        self.login_window_seconds
+            .map(|value| ("console.login_window_seconds", value, "api.login_window_seconds"))
+    }
+
+    pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 3] {
         [
             (
                 "console.session_idle_seconds",
@@ -82,18 +89,6 @@ impl ConsoleConfig {
                 self.max_sessions as u64,
                 1,
                 1_000_000,
-            ),
-            (
-                "console.max_login_failures",
-                u64::from(self.max_login_failures),
-                1,
-                1000,
-            ),
-            (
-                "console.login_window_seconds",
-                self.login_window_seconds,
-                1,
-                86_400,
             ),
         ]
     }
@@ -116,13 +111,9 @@ pub struct Session {
     last_used: Instant,
 }
 
-/// Remote addresses tracked at most for login failures: a flood of addresses cannot grow it.
-const MAX_TRACKED_ADDRESSES: usize = 10_000;
-
 pub struct Sessions {
     config: ConsoleConfig,
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<IpAddr, (Instant, u32)>>,
 }
 
 impl Sessions {
@@ -130,7 +121,6 @@ impl Sessions {
         Self {
             config,
             sessions: Mutex::new(HashMap::new()),
-            failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -204,39 +194,6 @@ impl Sessions {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
-
-    /// Whether `address` has used up its failed logins for the current window.
-    pub fn login_blocked(&self, address: IpAddr, now: Instant) -> bool {
-        let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        failures.get(&address).is_some_and(|(since, count)| {
-            now.saturating_duration_since(*since)
-                < Duration::from_secs(self.config.login_window_seconds)
-                && *count >= self.config.max_login_failures
-        })
-    }
-
-    /// Counts a failed login from `address`.
-    pub fn login_failed(&self, address: IpAddr, now: Instant) {
-        let window = Duration::from_secs(self.config.login_window_seconds);
-        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        if failures.len() >= MAX_TRACKED_ADDRESSES && !failures.contains_key(&address) {
-            failures.retain(|_, (since, _)| now.saturating_duration_since(*since) < window);
-            if failures.len() >= MAX_TRACKED_ADDRESSES {
-                let oldest = failures
-                    .iter()
-                    .min_by_key(|(_, (since, _))| *since)
-                    .map(|(address, _)| *address);
-                if let Some(oldest) = oldest {
-                    failures.remove(&oldest);
-                }
-            }
-        }
-        let entry = failures.entry(address).or_insert((now, 0));
-        if now.saturating_duration_since(entry.0) >= window {
-            *entry = (now, 0);
-        }
-        entry.1 = entry.1.saturating_add(1);
-    }
 }
 
 #[cfg(test)]
@@ -303,23 +260,5 @@ mod tests {
         let id = store.create("u", Role::Admin, t0);
         store.remove(&id);
         assert!(store.get(&id, t0).is_none());
-    }
-
-    #[test]
-    fn login_failures_are_limited_per_address_and_window() {
-        let store = sessions(3);
-        let t0 = Instant::now();
-        let a: IpAddr = [127, 0, 0, 1].into();
-        let b: IpAddr = [127, 0, 0, 2].into();
-        for _ in 0..3 {
-            assert!(!store.login_blocked(a, t0));
-            store.login_failed(a, t0);
-        }
-        assert!(store.login_blocked(a, t0));
-        assert!(!store.login_blocked(b, t0), "per address");
-        assert!(
-            !store.login_blocked(a, t0 + Duration::from_secs(61)),
-            "window over"
-        );
     }
 }

@@ -41,6 +41,7 @@ pub async fn page(
 ) -> Result<Response, ConsoleError> {
     visitor.require(&app, Role::Admin, "users")?;
     let users = app
+        .credentials
         .accounts
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -54,7 +55,7 @@ pub async fn page(
         page,
         flash,
         users,
-        has_file: app.users_file.is_some(),
+        has_file: app.credentials.users_file().is_some(),
         roles: [Role::Viewer, Role::Operator, Role::Admin],
     }))
 }
@@ -76,16 +77,17 @@ async fn change(
     name: &str,
     change: impl FnOnce(&mut Accounts) -> Result<(), String> + Send + 'static,
 ) -> Result<Response, ConsoleError> {
-    let Some(path) = app.users_file.clone() else {
+    let Some(path) = app.credentials.users_file().cloned() else {
         return Err(visitor.refuse(
             StatusCode::CONFLICT,
             visitor.page("").t("users.no_file").to_owned(),
         ));
     };
-    let accounts = app.accounts.clone();
+    let credentials = app.credentials.clone();
     // Argon2 hashing and the file write: not on the async workers.
     let result = tokio::task::spawn_blocking(move || {
-        let mut current = accounts
+        let mut current = credentials
+            .accounts
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut next = current.clone();
