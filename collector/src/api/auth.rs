@@ -256,16 +256,17 @@ async fn caller_with(parts: &mut Parts, app: &AppState, needed: Role) -> Result<
             .api_auth_failures
             .with_label_values(&["forbidden"])
             .inc();
-        return Err(ApiError::Forbidden(format!(
-            "'{}' has the role {}; this needs {}",
-            caller.who,
-            caller.role,
-            match needed {
-                Role::Viewer => "a viewer",
-                Role::Operator => "an operator or admin",
-                Role::Admin => "an admin",
-            }
-        )));
+        // The wording of each refusal is what API clients have seen so far.
+        return Err(ApiError::Forbidden(match needed {
+            Role::Admin => format!(
+                "'{}' has the role {}; this needs an admin",
+                caller.who, caller.role
+            ),
+            _ => format!(
+                "user '{}' is a {}; this needs an operator or admin",
+                caller.who, caller.role
+            ),
+        }));
     }
     Ok(caller.who)
 }

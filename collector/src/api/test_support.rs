@@ -18,6 +18,9 @@ use crate::mqtt::MqttHandle;
 use crate::state::{Liveness, State as AgentsState};
 
 pub(crate) const TOKEN: &str = "0123456789abcdef-ops";
+/// A read-only token: what `call` sends for a GET that names no credentials, since every
+/// route under `/api/v1/` needs a login.
+pub(crate) const VIEWER_TOKEN: &str = "0123456789abcdef-viewer";
 pub(crate) const KEY: &[u8] = b"sixteen-byte-key-for-tests";
 
 pub(crate) struct Fixture {
@@ -106,7 +109,7 @@ pub(crate) fn fixture() -> Fixture {
         .unwrap();
     let app = AppState::new(state, telemetry, Readiness::default())
         .with_credentials(Credentials::fixed(
-            Tokens::parse(TOKEN).unwrap(),
+            Tokens::parse(&format!("{TOKEN}\n{VIEWER_TOKEN} viewer")).unwrap(),
             accounts,
             None,
         ))
@@ -136,6 +139,7 @@ pub(crate) async fn call(
     body: Option<Value>,
 ) -> (StatusCode, Value) {
     let mut request = Request::builder().method(method).uri(uri);
+    let token = token.or((method == "GET").then_some(VIEWER_TOKEN));
     if let Some(token) = token {
         let value = if token.starts_with("Basic ") {
             token.to_owned()

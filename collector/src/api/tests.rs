@@ -19,8 +19,15 @@ fn fixture() -> AppState {
         forget_after: Duration::from_secs(3600),
     })));
     let telemetry = Arc::new(Telemetry::new(state.clone()).unwrap());
-    AppState::new(state, telemetry, Readiness::default())
+    AppState::new(state, telemetry, Readiness::default()).with_credentials(Credentials::fixed(
+        Tokens::parse(&format!("{VIEWER_TOKEN} viewer")).unwrap(),
+        accounts::Accounts::default(),
+        None,
+    ))
 }
+
+/// The viewer token of the fixture: every route under `/api/v1/` needs a login.
+const VIEWER_TOKEN: &str = "0123456789abcdef-viewer";
 
 fn add_agent(app: &AppState, id: &str) {
     let now_ms = crate::test_support_now_ms();
@@ -38,7 +45,12 @@ fn add_agent(app: &AppState, id: &str) {
 
 async fn get(app: &AppState, uri: &str) -> (StatusCode, String, Option<String>) {
     let response = super::app(app.clone())
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get(uri)
+                .header("authorization", format!("Bearer {VIEWER_TOKEN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     let status = response.status();

@@ -205,8 +205,7 @@ mod tests {
             session_idle_seconds: 60,
             session_max_seconds: 300,
             max_sessions: max,
-            max_login_failures: 3,
-            login_window_seconds: 60,
+            ..ConsoleConfig::default()
         })
     }
 
