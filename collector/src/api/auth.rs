@@ -100,7 +100,12 @@ impl ApiConfig {
                 1,
                 100_000,
             ),
-            ("api.login_window_seconds", self.login_window_seconds, 1, 86_400),
+            (
+                "api.login_window_seconds",
+                self.login_window_seconds,
+                1,
+                86_400,
+            ),
             (
                 "api.max_concurrent_password_checks",
                 self.max_concurrent_password_checks as u64,
@@ -420,8 +425,7 @@ mod tests {
 
     #[test]
     fn tokens_file_lines() {
-        let tokens =
-            Tokens::parse("# ops\n\n0123456789abcdef\nfedcba9876543210 viewer\n").unwrap();
+        let tokens = Tokens::parse("# ops\n\n0123456789abcdef\nfedcba9876543210 viewer\n").unwrap();
         assert_eq!(
             tokens.check("0123456789abcdef").map(|(_, role)| role),
             Some(Role::Operator)

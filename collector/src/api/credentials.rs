@@ -86,7 +86,10 @@ impl Credentials {
             metrics_tokens: metrics_tokens.as_ref().map(|tokens| tokens.len()),
         };
         *self.tokens.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(tokens);
-        *self.accounts.write().unwrap_or_else(PoisonError::into_inner) = accounts;
+        *self
+            .accounts
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = accounts;
         *self
             .metrics_tokens
             .write()

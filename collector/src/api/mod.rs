@@ -269,6 +269,8 @@ mod alert_tests;
 #[cfg(test)]
 mod announcement_tests;
 #[cfg(test)]
+mod login_tests;
+#[cfg(test)]
 mod metrics_tests;
 #[cfg(test)]
 mod schedule_tests;

@@ -66,8 +66,13 @@ impl ConsoleConfig {
                 "api.max_login_failures_per_address",
             ));
         }
-        self.login_window_seconds
-            .map(|value| ("console.login_window_seconds", value, "api.login_window_seconds"))
+        self.login_window_seconds.map(|value| {
+            (
+                "console.login_window_seconds",
+                value,
+                "api.login_window_seconds",
+            )
+        })
     }
 
     pub fn ranges(&self) -> [(&'static str, u64, u64, u64); 3] {

@@ -222,7 +222,10 @@ impl LoginLimiter {
         let window = self.thresholds.window;
         let mut tables = self.tables();
         let Tables { addresses, users } = &mut *tables;
-        let ended = [addresses.get(address, now, window), users.get(user, now, window)];
+        let ended = [
+            addresses.get(address, now, window),
+            users.get(user, now, window),
+        ];
         for entry in ended.into_iter().flatten() {
             entry.in_flight = entry.in_flight.saturating_sub(1);
             if failed {
@@ -413,7 +416,11 @@ mod tests {
         let now = Instant::now();
         fail(&limiter, "2001:db8:1:2::1", "rina", now);
         fail(&limiter, "2001:db8:1:2::ffff", "rina", now);
-        assert!(limiter.begin(ip("2001:db8:1:2:aaaa::9"), "rina", now).is_err());
+        assert!(
+            limiter
+                .begin(ip("2001:db8:1:2:aaaa::9"), "rina", now)
+                .is_err()
+        );
         assert!(limiter.begin(ip("2001:db8:1:3::1"), "rina", now).is_ok());
         // An IPv4-mapped address is the IPv4 address.
         fail(&limiter, "::ffff:10.0.0.9", "x", now);

@@ -147,10 +147,14 @@ fn try_check(phc: &str, password: &str, memory: &mut Vec<Block>) -> Result<bool,
     let expected = parsed.hash.ok_or("no hash in the PHC string")?;
     let salt = parsed.salt.ok_or("no salt in the PHC string")?;
     let mut salt_bytes = [0u8; 64];
-    let salt = salt.decode_b64(&mut salt_bytes).map_err(|e| e.to_string())?;
+    let salt = salt
+        .decode_b64(&mut salt_bytes)
+        .map_err(|e| e.to_string())?;
     let blocks = params.block_count();
     if blocks > MAX_BLOCKS {
-        return Err(format!("it asks for {blocks} KiB of memory, over {MAX_BLOCKS}"));
+        return Err(format!(
+            "it asks for {blocks} KiB of memory, over {MAX_BLOCKS}"
+        ));
     }
     if memory.len() < blocks {
         memory.resize(blocks, Block::new());
@@ -228,7 +232,10 @@ mod tests {
                 busy += 1;
             }
         }
-        assert!(busy >= 1, "one thread, 8 tries, 1 ms wait: some must be busy");
+        assert!(
+            busy >= 1,
+            "one thread, 8 tries, 1 ms wait: some must be busy"
+        );
     }
 
     #[test]
