@@ -31,7 +31,9 @@ def post(url, body):
 
 
 def get(url):
-    with urllib.request.urlopen(url, timeout=10) as response:
+    # Reads need a login too; the operator token may read.
+    request = urllib.request.Request(url, headers={"Authorization": "Bearer " + TOKEN})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)
 
 

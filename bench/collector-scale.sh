@@ -82,14 +82,19 @@ start_mosquitto() {  # sets MQTT and MOSQ
     wait_for mosquitto 10 bash -c "echo >/dev/tcp/127.0.0.1/$MQTT" 2>/dev/null
 }
 
+# The API needs a login: a viewer token for the counts and the latency probe.
+API_TOKEN="bench-viewer-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export PANTAU_API_TOKEN="$API_TOKEN"
 start_collector() {  # start_collector external|embedded; sets HTTP, COLL and (embedded) MQTT
+    echo "$API_TOKEN viewer" >"$WORK/api-tokens"
     HTTP=$(free_port)
     local mode=$1
     local env=(PANTAU_HTTP__LISTEN=127.0.0.1:$HTTP PANTAU_LOG=warn
         PANTAU_LIMITS__MAX_AGENTS=20000 PANTAU_LIMITS__MAX_SERIES_PER_AGENT=5000
         PANTAU_INGEST__MAX_PAYLOAD_BYTES=4000000 PANTAU_BROKER__MAX_PACKET_BYTES=16777216
         PANTAU_BROKER__MAX_CONNECTIONS=20000 PANTAU_AGENTS__DEFAULT_INTERVAL_SECONDS=3600
-        PANTAU_BROKER__PASSWORD_FILE= PANTAU_STORAGE__DIR=$WORK/storage-$HTTP)
+        PANTAU_BROKER__PASSWORD_FILE= PANTAU_STORAGE__DIR=$WORK/storage-$HTTP
+        PANTAU_API__TOKEN_FILE=$WORK/api-tokens)
     if [ "$mode" = external ]; then
         env+=(PANTAU_BROKER__EMBEDDED=false PANTAU_MQTT__URL=mqtt://127.0.0.1:$MQTT)
     else
@@ -104,7 +109,7 @@ start_collector() {  # start_collector external|embedded; sets HTTP, COLL and (e
 # Sum of messages_total (births included) and of missed plus open gaps over the simulated
 # agents, from the API.
 api_counts() {
-    curl -sf "http://127.0.0.1:$HTTP/api/v1/agents" | python3 -c '
+    curl -sf -H "Authorization: Bearer $API_TOKEN" "http://127.0.0.1:$HTTP/api/v1/agents" | python3 -c '
 import json, sys
 a = [x for x in json.load(sys.stdin)["agents"] if x["id"].startswith("sim-0")]
 print(sum(x["messages_total"] for x in a), sum(x["missed_messages_total"] + x["sequence_gaps"] for x in a), len(a))'

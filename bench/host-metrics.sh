@@ -45,7 +45,11 @@ wait_for() {  # wait_for <description> <seconds> <command...>
 }
 
 http="$(free_port)"; mqtt="$(free_port)"
+# The API needs a login: a viewer token of the collector's token file.
+api_token="bench-viewer-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+echo "$api_token viewer" >"$tmp/api-tokens"
 PANTAU_HTTP__LISTEN="127.0.0.1:$http" PANTAU_BROKER__LISTEN="127.0.0.1:$mqtt" PANTAU_BROKER__PASSWORD_FILE= \
+PANTAU_API__TOKEN_FILE="$tmp/api-tokens" \
     ./target/release/pantau-collector --config configs/collector.toml 2>"$tmp/collector.log" &
 collector=$!; pids+=("$collector")
 wait_for "the collector" 20 curl -sf "http://127.0.0.1:$http/readyz" -o /dev/null
@@ -56,7 +60,7 @@ PANTAU_AGENT__STATE_DIR="$tmp/agent" PANTAU_AGENT__INTERVAL_SECONDS=1 \
 agent=$!; pids+=("$agent")
 # Sequence 0 is the agent_started event, 1 the first metrics message, N the N-th.
 last_seq() {
-    curl -sf "http://127.0.0.1:$http/api/v1/agents/bench" \
+    curl -sf -H "Authorization: Bearer $api_token" "http://127.0.0.1:$http/api/v1/agents/bench" \
         | python3 -c 'import json, sys; print(json.load(sys.stdin)["last_sequence"] or 0)' 2>/dev/null || echo 0
 }
 seq_at_least() { [ "$(last_seq)" -ge "$1" ]; }

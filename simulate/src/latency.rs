@@ -24,10 +24,12 @@ pub struct LatencyReport {
 }
 
 /// The agent's `last_sequence` from the API, or none if unknown or unreadable.
-async fn last_sequence(http: SocketAddr, agent: &str) -> Option<u64> {
+async fn last_sequence(http: SocketAddr, token: &str, agent: &str) -> Option<u64> {
     let mut stream = TcpStream::connect(http).await.ok()?;
-    let request =
-        format!("GET /api/v1/agents/{agent} HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "GET /api/v1/agents/{agent} HTTP/1.1\r\nHost: {http}\r\n\
+         Authorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.ok()?;
@@ -47,6 +49,7 @@ pub async fn measure(
     host: String,
     port: u16,
     http: SocketAddr,
+    token: &str,
     prefix: &str,
     site: &str,
     count: usize,
@@ -98,7 +101,7 @@ pub async fn measure(
         )
         .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if last_sequence(http, agent).await == Some(seq) {
+        if last_sequence(http, token, agent).await == Some(seq) {
             break;
         }
         seq += 1;
@@ -116,7 +119,7 @@ pub async fn measure(
         }
         let deadline = sent + Duration::from_secs(5);
         loop {
-            if last_sequence(http, agent).await >= Some(seq) {
+            if last_sequence(http, token, agent).await >= Some(seq) {
                 times.push(sent.elapsed().as_secs_f64() * 1000.0);
                 break;
             }

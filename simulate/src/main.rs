@@ -76,6 +76,10 @@ enum Command {
         /// The collector's HTTP address, `127.0.0.1:9810`.
         #[arg(long)]
         http: SocketAddr,
+        /// A viewer (or operator) token of the collector's `api.token_file`: the API needs a
+        /// login. Taken from PANTAU_API_TOKEN when not given, so it stays off the process list.
+        #[arg(long, env = "PANTAU_API_TOKEN", hide_env_values = true)]
+        api_token: String,
         #[arg(long, default_value = "pantau")]
         prefix: String,
         #[arg(long, default_value = "sim")]
@@ -172,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Latency {
             url,
             http,
+            api_token,
             prefix,
             site,
             count,
@@ -183,7 +188,8 @@ async fn main() -> anyhow::Result<()> {
             if count == 0 || count > MAX_LATENCY_SAMPLES {
                 bail!("count {count}: between 1 and {MAX_LATENCY_SAMPLES}");
             }
-            let report = latency::measure(host, port, http, &prefix, &site, count).await;
+            let report =
+                latency::measure(host, port, http, &api_token, &prefix, &site, count).await;
             println!("{}", serde_json::to_string(&report)?);
         }
     }

@@ -36,6 +36,16 @@ pub fn http_get(url: &str) -> Result<(u16, String), String> {
     read(response, "GET", url)
 }
 
+/// `GET url` with extra `headers` (e.g. `Authorization`); answers as [`http_get`].
+pub fn http_get_with(url: &str, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
+    let mut request = agent().get(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.call().map_err(|err| format!("GET {url}: {err}"))?;
+    read(response, "GET", url)
+}
+
 /// `POST url` with `value` as a JSON body (`Content-Type: application/json`); answers as
 /// [`http_get`].
 pub fn http_post_json(url: &str, value: &serde_json::Value) -> Result<(u16, String), String> {

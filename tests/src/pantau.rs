@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use crate::{ChildGuard, Mosquitto, TestDir, free_port, http_get, pantau_binary, wait_until};
 
+/// A read-only API token every collector under test accepts (`Collector::api` sends it):
+/// everything under `/api/v1/` needs a login. The harness appends it to the test's own
+/// `PANTAU_API__TOKEN_FILE`, or writes a token file of its own.
+pub const VIEWER_TOKEN: &str = "harness-viewer-token-0123456789";
+
 /// How long a binary may take to start and become ready.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -132,6 +137,7 @@ impl Collector {
         mqtt_port: Option<u16>,
         http_port: u16,
     ) -> Collector {
+        let env = with_viewer_token(dir, env);
         let guard = Collector::spawn(dir.path(), config, &env, http_port);
         let mut collector = Collector {
             guard,
@@ -241,10 +247,14 @@ impl Collector {
         })
     }
 
-    /// `GET` of an API path, as JSON.
+    /// `GET` of an API path with the harness's viewer token, as JSON.
     pub fn api(&self, path: &str) -> (u16, serde_json::Value) {
-        let (status, body) = http_get(&format!("{}{path}", self.url()))
-            .unwrap_or_else(|error| panic!("GET {path}: {error}"));
+        let bearer = format!("Bearer {VIEWER_TOKEN}");
+        let (status, body) = crate::http_get_with(
+            &format!("{}{path}", self.url()),
+            &[("Authorization", bearer.as_str())],
+        )
+        .unwrap_or_else(|error| panic!("GET {path}: {error}"));
         let json = serde_json::from_str(&body)
             .unwrap_or_else(|error| panic!("GET {path}: not JSON ({error}): {body}"));
         (status, json)
@@ -290,6 +300,36 @@ impl Collector {
     pub fn logs(&self) -> String {
         self.guard.logs()
     }
+}
+
+/// `env` with a token file that holds `VIEWER_TOKEN`: the test's own file gets it appended
+/// (once), otherwise the harness writes one in `dir`.
+fn with_viewer_token(dir: &TestDir, mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let line = format!("{VIEWER_TOKEN} viewer\n");
+    let named = env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "PANTAU_API__TOKEN_FILE")
+        .map(|(_, value)| value.clone());
+    match named {
+        Some(file) if !file.is_empty() => {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            if !text.contains(VIEWER_TOKEN) {
+                let separator = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
+                std::fs::write(&file, format!("{text}{separator}{line}"))
+                    .unwrap_or_else(|error| panic!("writing {file}: {error}"));
+            }
+        }
+        _ => {
+            let file = dir.join("harness-api-tokens");
+            std::fs::write(&file, &line).expect("write the harness's token file");
+            env.push((
+                "PANTAU_API__TOKEN_FILE".to_owned(),
+                file.display().to_string(),
+            ));
+        }
+    }
+    env
 }
 
 /// The environment of a collector that uses `broker` instead of its embedded one, plus `extra`.

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use pantau_tests::{
-    ChildGuard, Signal, TestDir, example_config, free_port, http_get, pantau_binary,
+    ChildGuard, Signal, TestDir, VIEWER_TOKEN, example_config, free_port, http_get, pantau_binary,
     run_with_timeout, wait_until,
 };
 
@@ -42,8 +42,11 @@ fn certificate(dir: &TestDir, name: &str) -> (String, String) {
 }
 
 fn curl(cacert: &str, url: &str) -> (bool, String) {
+    let bearer = format!("Authorization: Bearer {VIEWER_TOKEN}");
     let out = run_with_timeout(
-        Command::new("curl").args(["-sS", "--max-time", "5", "--cacert", cacert, url]),
+        Command::new("curl").args([
+            "-sS", "--max-time", "5", "--cacert", cacert, "-H", &bearer, url,
+        ]),
         b"",
         Duration::from_secs(10),
     );
@@ -53,9 +56,11 @@ fn curl(cacert: &str, url: &str) -> (bool, String) {
     )
 }
 
-fn collector(cert: &str, key: &str, http_port: u16, broker_port: u16) -> Command {
+fn collector(dir: &TestDir, cert: &str, key: &str, http_port: u16, broker_port: u16) -> Command {
+    let tokens = dir.write("api-tokens", format!("{VIEWER_TOKEN} viewer\n"));
     let mut command = Command::new(pantau_binary("pantau-collector"));
     command
+        .env("PANTAU_API__TOKEN_FILE", tokens)
         .arg("--config")
         .arg(example_config("collector.toml"))
         .env("PANTAU_HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
@@ -73,7 +78,7 @@ fn the_collector_serves_https_with_its_certificate() {
     let port = free_port();
     let mut guard = ChildGuard::spawn(
         "collector",
-        &mut collector(&cert, &key, port, free_port()),
+        &mut collector(&dir, &cert, &key, port, free_port()),
         dir.path(),
     );
     let readyz = format!("https://localhost:{port}/readyz");
@@ -110,7 +115,7 @@ fn a_key_that_does_not_fit_the_certificate_is_refused_at_start() {
     let (cert, _) = certificate(&dir, "one");
     let (_, other_key) = certificate(&dir, "two");
     let out = run_with_timeout(
-        collector(&cert, &other_key, free_port(), free_port()).arg("--check-config"),
+        collector(&dir, &cert, &other_key, free_port(), free_port()).arg("--check-config"),
         b"",
         Duration::from_secs(30),
     );
@@ -123,7 +128,7 @@ fn a_key_that_does_not_fit_the_certificate_is_refused_at_start() {
         "{stderr}"
     );
     let out = run_with_timeout(
-        collector(&cert, "", free_port(), free_port()).arg("--check-config"),
+        collector(&dir, &cert, "", free_port(), free_port()).arg("--check-config"),
         b"",
         Duration::from_secs(30),
     );
