@@ -49,6 +49,7 @@ mod port;
 mod process;
 mod prometheus;
 mod promtool;
+pub mod raw_http;
 mod signing;
 mod snmpd;
 mod wait;

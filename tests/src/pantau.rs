@@ -315,7 +315,11 @@ fn with_viewer_token(dir: &TestDir, mut env: Vec<(String, String)>) -> Vec<(Stri
         Some(file) if !file.is_empty() => {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             if !text.contains(VIEWER_TOKEN) {
-                let separator = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
+                let separator = if text.is_empty() || text.ends_with('\n') {
+                    ""
+                } else {
+                    "\n"
+                };
                 std::fs::write(&file, format!("{text}{separator}{line}"))
                     .unwrap_or_else(|error| panic!("writing {file}: {error}"));
             }

@@ -45,7 +45,14 @@ fn curl(cacert: &str, url: &str) -> (bool, String) {
     let bearer = format!("Authorization: Bearer {VIEWER_TOKEN}");
     let out = run_with_timeout(
         Command::new("curl").args([
-            "-sS", "--max-time", "5", "--cacert", cacert, "-H", &bearer, url,
+            "-sS",
+            "--max-time",
+            "5",
+            "--cacert",
+            cacert,
+            "-H",
+            &bearer,
+            url,
         ]),
         b"",
         Duration::from_secs(10),
