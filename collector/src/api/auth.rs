@@ -348,7 +348,7 @@ async fn authenticate(parts: &Parts, app: &AppState) -> Result<Caller, ApiError>
         Ok(role) => Ok(Caller { who: name, role }),
         Err(Refusal::Wrong) => {
             if let pantau_runtime::ratelimit::Verdict::Log { suppressed } =
-                app.auth_log.check("wrong")
+                app.auth_log.check("api:wrong")
             {
                 warn!(%address, user = %loggable_user(accounts, &name), suppressed,
                     "api: wrong user name or password");
@@ -361,7 +361,7 @@ async fn authenticate(parts: &Parts, app: &AppState) -> Result<Caller, ApiError>
                 .with_label_values(&["rate_limited"])
                 .inc();
             if let pantau_runtime::ratelimit::Verdict::Log { suppressed } =
-                app.auth_log.check("rate_limited")
+                app.auth_log.check("api:rate_limited")
             {
                 warn!(%address, user = %loggable_user(accounts, &name), suppressed,
                     "api: login refused, too many failures");

@@ -87,7 +87,7 @@ pub async fn submit(
         Ok(role) => role,
         Err((reason, retry_after)) => {
             failures.with_label_values(&[reason]).inc();
-            if let Verdict::Log { suppressed } = app.auth_log.check(reason) {
+            if let Verdict::Log { suppressed } = app.auth_log.check(&format!("console:{reason}")) {
                 warn!(%address, user = %loggable_user(accounts, &user), reason, suppressed,
                     "console: login refused");
             }
