@@ -4,6 +4,8 @@
 //!   `/etc/pantau/api-users`). The password is read from the first line of standard input, so
 //!   it never shows in the process list or the shell history:
 //!   `printf '%s\n' "$PASSWORD" | pantau-collector user add rina --role operator`.
+//! - `pantau-collector login-limits --config CONFIG --admin NAME [--clear ...]`: who the
+//!   running collector's login limiter holds back, through its API (`login_limits_cli.rs`).
 //! - `pantau-collector backup --config CONFIG FILE`: a consistent copy of the SQLite database
 //!   in the `[storage] dir` of the collector's config, safe while the collector runs.
 
@@ -24,6 +26,9 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// List the addresses and user names the running collector's login limiter holds back,
+    /// or with --clear let them in again (an admin's password on standard input).
+    LoginLimits(crate::login_limits_cli::LoginLimitsArgs),
     /// Copy the announcement database (history, audit log, schedules) to FILE, consistently,
     /// while the collector runs; FILE must not exist. The database is found through the
     /// collector's config ([storage] dir, PANTAU_STORAGE__DIR). Restore by stopping the
@@ -69,6 +74,7 @@ pub fn run(command: Command) -> ExitCode {
     let (name, result) = match command {
         Command::User { action } => ("user", user(action)),
         Command::Backup { file, config } => ("backup", backup(&file, config.as_deref())),
+        Command::LoginLimits(args) => ("login-limits", crate::login_limits_cli::run(args)),
     };
     match result {
         Ok(done) => {

@@ -19,6 +19,7 @@ mod config;
 mod console;
 mod exposition;
 mod ingest;
+mod login_limits_cli;
 mod mqtt;
 #[cfg(test)]
 mod properties;

@@ -11,22 +11,24 @@ use pantau_tests::raw_http::{RawResponse, basic_auth, console_login_from, reques
 use pantau_tests::{Collector, Signal, TestDir, VIEWER_TOKEN, pantau_binary, run_with_timeout};
 
 const OPERATOR: (&str, &str) = ("rina", "rahasia-rina-123");
+const ADMIN: (&str, &str) = ("adi", "rahasia-adi-456");
 
 fn loopback(n: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
 }
 
-/// A users file with `rina` (operator), written by the real `user add`.
+/// A users file with `rina` (operator) and `adi` (admin), written by the real `user add`.
 fn users_file(dir: &TestDir) -> String {
     let file = dir.join("api-users").display().to_string();
-    let out = run_with_timeout(
-        std::process::Command::new(pantau_binary("pantau-collector")).args([
-            "user", "add", OPERATOR.0, "--role", "operator", "--file", &file,
-        ]),
-        format!("{}\n", OPERATOR.1).as_bytes(),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{out:?}");
+    for ((name, password), role) in [(OPERATOR, "operator"), (ADMIN, "admin")] {
+        let out = run_with_timeout(
+            std::process::Command::new(pantau_binary("pantau-collector"))
+                .args(["user", "add", name, "--role", role, "--file", &file]),
+            format!("{password}\n").as_bytes(),
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{out:?}");
+    }
     file
 }
 
@@ -484,4 +486,70 @@ fn a_password_typed_into_the_user_field_never_reaches_the_log() {
         !logged.contains(typed),
         "the typed text is in the log:\n{logged}"
     );
+}
+
+#[test]
+fn an_admin_lists_and_clears_the_limits_with_the_command() {
+    let dir = TestDir::new();
+    let collector = collector(&dir, &[]);
+    let wrong = basic_auth(OPERATOR.0, "tebakan-salah");
+    for _ in 0..10 {
+        get_as(&collector, loopback(77), "/api/v1/agents", &wrong);
+    }
+    assert_eq!(
+        get_as(&collector, loopback(77), "/api/v1/agents", &wrong).status,
+        429
+    );
+    let users = dir.join("api-users").display().to_string();
+    let command = |args: &[&str], password: &str| {
+        let out = run_with_timeout(
+            std::process::Command::new(pantau_binary("pantau-collector"))
+                .arg("login-limits")
+                .arg("--config")
+                .arg(pantau_tests::example_config("collector.toml"))
+                .args(args)
+                .env("PANTAU_HTTP__LISTEN", address(&collector).to_string())
+                .env("PANTAU_BROKER__LISTEN", "127.0.0.1:1")
+                .env("PANTAU_BROKER__PASSWORD_FILE", "")
+                .env("PANTAU_API__USERS_FILE", &users),
+            format!("{password}\n").as_bytes(),
+            Duration::from_secs(30),
+        );
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, listed, stderr) = command(&["--admin", ADMIN.0], ADMIN.1);
+    assert!(
+        ok,
+        "{stderr}\n{}\n{}",
+        std::fs::read_to_string(&users).unwrap_or_default(),
+        collector.logs()
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|line| line.starts_with("address") && line.contains("127.0.0.77")),
+        "{listed}"
+    );
+    // An operator may not, and says why.
+    let (ok, _, stderr) = command(&["--admin", OPERATOR.0], OPERATOR.1);
+    assert!(!ok);
+    assert!(stderr.contains("403"), "{stderr}");
+    let (ok, cleared, stderr) = command(
+        &["--admin", ADMIN.0, "--clear", "--address", "127.0.0.77"],
+        ADMIN.1,
+    );
+    assert!(ok, "{stderr}");
+    assert!(cleared.starts_with("cleared"), "{cleared}");
+    let right = basic_auth(OPERATOR.0, OPERATOR.1);
+    assert_eq!(
+        get_as(&collector, loopback(77), "/api/v1/agents", &right).status,
+        200
+    );
+    let (ok, listed, _) = command(&["--admin", ADMIN.0], ADMIN.1);
+    assert!(ok);
+    assert_eq!(listed.trim(), "nobody is limited");
 }
