@@ -5,7 +5,9 @@
 //! refused login, a client that drops its socket. Anyone who can reach the port can cause
 //! them, 200 sockets making 200 lines. This layer takes those events out of the log, counts
 //! each by reason (`count_broker_connection_errors` hands the count to a metric) and writes
-//! at most one WARN line per reason and period, saying how many it held back since.
+//! at most one WARN line per reason and period, saying how many it held back since. Its
+//! per-connection INFO lines (shown only when `PANTAU_LOG` asks for rumqttd at info) pass at
+//! one per message and period.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -88,12 +90,19 @@ impl BrokerConnectionLimit {
 impl<S: Subscriber> Layer<S> for BrokerConnectionLimit {
     fn event_enabled(&self, event: &Event<'_>, _context: Context<'_, S>) -> bool {
         let metadata = event.metadata();
-        // Level order: ERROR < WARN < INFO; info and below pass as they are.
-        if *metadata.level() > Level::WARN || !metadata.target().starts_with(TARGET) {
+        if !metadata.target().starts_with(TARGET) {
             return true;
         }
         let mut fields = Fields::default();
         event.record(&mut fields);
+        // Level order: ERROR < WARN < INFO. rumqttd's INFO lines (one `accept` per socket, when
+        // `PANTAU_LOG` enables them) are not errors: the first of each per period passes.
+        if *metadata.level() > Level::WARN {
+            return matches!(
+                self.limiter.check(&format!("info:{}", fields.message)),
+                Verdict::Log { .. }
+            );
+        }
         let reason = Self::classify(&fields.message, &fields.error);
         if let Some(suppressed) = self.admit(reason) {
             // Another target, so this line is not caught again. The error text may hold
