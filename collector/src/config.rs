@@ -80,10 +80,12 @@ pub struct HttpConfig {
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Run an MQTT broker in this process, so one machine needs nothing else. Set to false to
-    /// use an external broker (Mosquitto, EMQX) named by `mqtt.url`.
+    /// use an external broker (Mosquitto, EMQX) named by `mqtt.url`, as every deployment with
+    /// agents on other machines must.
     #[serde(default = "default_true")]
     pub embedded: bool,
-    /// Where the embedded broker accepts agents.
+    /// Where the embedded broker accepts agents: a loopback address only, since it serves
+    /// agents on this machine (a LAN uses Mosquitto, README "The LAN broker: Mosquitto").
     #[serde(default = "default_broker_listen")]
     pub listen: SocketAddr,
     /// Largest MQTT packet, one setting for both ends: the embedded broker refuses bigger

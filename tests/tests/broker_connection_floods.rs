@@ -1,5 +1,5 @@
 //! Strangers' sockets on the embedded broker: 200 that never send CONNECT, 200 that send
-//! garbage, 200 that send half a CONNECT. Each is counted in
+//! another packet and junk, 200 that send half a CONNECT. Each is counted in
 //! `pantau_collector_broker_connection_errors_total{reason}`, and the collector's log holds a
 //! handful of lines for all of them, not one ERROR line per socket. A real agent keeps
 //! reporting meanwhile.
@@ -54,8 +54,10 @@ fn check_flood(collector: &Collector, reason: &str, lines_before: usize) {
     let port = collector.broker_port();
     let bytes: &[u8] = match reason {
         "connect_timeout" => b"",
-        // An HTTP request is not MQTT: rumqttd's decoder refuses the first byte.
-        "bad_connect" => b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        // Something other than CONNECT first (a PINGREQ, then junk): refused at once. (Text
+        // such as an HTTP request reads as a packet header announcing more bytes, and waits
+        // for the CONNECT timeout like a silent socket.)
+        "bad_connect" => b"\xc0\x00\xde\xad\xbe\xef not mqtt",
         other => panic!("no flood for {other}"),
     };
     let sockets = open_sockets(port, bytes);
