@@ -632,9 +632,6 @@ impl CollectorConfig {
                 ),
             ));
         }
-        if !self.broker.embedded {
-            return Ok(());
-        }
         if let Some((field, value)) = self.broker.removed_key() {
             return Err(ConfigError::invalid(
                 field,
@@ -646,6 +643,9 @@ impl CollectorConfig {
                      ({LAN_BROKER_DOCS})"
                 ),
             ));
+        }
+        if !self.broker.embedded {
+            return Ok(());
         }
         if !self.broker.listen.ip().is_loopback() {
             return Err(ConfigError::invalid(
