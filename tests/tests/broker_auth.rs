@@ -211,7 +211,9 @@ fn the_embedded_broker_refuses_a_lan_address() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert_eq!(output.status.code(), Some(2), "{listen}: {stderr}");
             assert!(
-                stderr.contains(&format!("broker.listen: '{listen}' is not a loopback address")),
+                stderr.contains(&format!(
+                    "broker.listen: '{listen}' is not a loopback address"
+                )),
                 "{stderr}"
             );
             assert!(stderr.contains("Mosquitto"), "{stderr}");
@@ -245,7 +247,10 @@ fn the_embedded_broker_refuses_a_lan_address() {
 fn a_config_with_the_removed_broker_tls_keys_is_refused_with_a_pointer() {
     for (key, value) in [
         ("PANTAU_BROKER__TLS_LISTEN", "127.0.0.1:8883"),
-        ("PANTAU_BROKER__TLS_CLIENT_CA_FILE", "/etc/pantau/tls/ca.pem"),
+        (
+            "PANTAU_BROKER__TLS_CLIENT_CA_FILE",
+            "/etc/pantau/tls/ca.pem",
+        ),
     ] {
         let output = run_with_timeout(
             Command::new(pantau_binary("pantau-collector"))

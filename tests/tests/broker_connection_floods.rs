@@ -92,7 +92,11 @@ fn two_hundred_sockets_without_connect_make_a_handful_of_lines() {
     let messages = r#"pantau_agent_messages_total{instance="dc-srv-01",site="dc"}"#;
     let before = collector.wait_for_sample(messages, WAIT, |_| true);
 
-    check_flood(&collector, "connect_timeout", connection_lines(&collector).len());
+    check_flood(
+        &collector,
+        "connect_timeout",
+        connection_lines(&collector).len(),
+    );
     // The real agent kept reporting through it.
     collector.wait_for_sample(messages, WAIT, |v| v >= before + 2.0);
     assert_eq!(collector.sample(up), Some(1.0));
@@ -102,7 +106,11 @@ fn two_hundred_sockets_without_connect_make_a_handful_of_lines() {
 fn two_hundred_sockets_of_garbage_make_a_handful_of_lines() {
     let dir = TestDir::new();
     let collector = Collector::embedded(&dir);
-    check_flood(&collector, "bad_connect", connection_lines(&collector).len());
+    check_flood(
+        &collector,
+        "bad_connect",
+        connection_lines(&collector).len(),
+    );
 }
 
 /// Half a CONNECT (fixed header and the start of the protocol name), then silence: held until
@@ -114,14 +122,16 @@ fn two_hundred_half_connects_make_a_handful_of_lines() {
     let lines_before = connection_lines(&collector).len();
     let port = collector.broker_port();
     let sockets = open_sockets(port, &[0x10, 0x20, 0x00, 0x04, b'M', b'Q']);
-    let total = collector.wait_for_sample(&errors("connect_timeout"), WAIT, |v| {
-        v >= SOCKETS as f64
-    });
+    let total =
+        collector.wait_for_sample(&errors("connect_timeout"), WAIT, |v| v >= SOCKETS as f64);
     drop(sockets);
     assert_eq!(total, SOCKETS as f64);
     let lines = connection_lines(&collector);
     let new = &lines[lines_before.min(lines.len())..];
-    eprintln!("{} log lines for {SOCKETS} half CONNECTs: {new:#?}", new.len());
+    eprintln!(
+        "{} log lines for {SOCKETS} half CONNECTs: {new:#?}",
+        new.len()
+    );
     assert!(new.len() <= HANDFUL, "{new:#?}");
     assert!(new.iter().all(|line| !line.contains("ERROR")), "{new:#?}");
 }

@@ -36,8 +36,12 @@ impl Lan {
         let dir = TestDir::new();
         let ca = TestCa::new(dir.path(), "Pantau test CA");
         ca.server("server", &["127.0.0.1"]);
-        let broker =
-            pantau_tests::start_shipped(dir.path(), "server", &[COLLECTOR, AGENT_A, AGENT_B, SENSOR], &[]);
+        let broker = pantau_tests::start_shipped(
+            dir.path(),
+            "server",
+            &[COLLECTOR, AGENT_A, AGENT_B, SENSOR],
+            &[],
+        );
         Lan {
             broker,
             ca: ca.cert(),
@@ -54,7 +58,9 @@ impl Lan {
             .args(["-h", "127.0.0.1", "-p", &self.broker.port().to_string()])
             .arg("--cafile")
             .arg(&self.ca)
-            .args(["-u", user, "-P", password, "-i", client_id, "-d", "-V", "5", "-q", "1"]);
+            .args([
+                "-u", user, "-P", password, "-i", client_id, "-d", "-V", "5", "-q", "1",
+            ]);
         command
     }
 
@@ -114,7 +120,12 @@ impl Lan {
             }
             child.try_wait().map(|_| false)
         });
-        assert_eq!(ready, Some(true), "{name} did not subscribe: {}", child.logs());
+        assert_eq!(
+            ready,
+            Some(true),
+            "{name} did not subscribe: {}",
+            child.logs()
+        );
         let out = child.stdout();
         assert!(
             out.contains("received CONNACK (0)"),
@@ -197,7 +208,9 @@ fn an_agent_cannot_publish_under_another_agents_id() {
     watcher.never_gets(&topic(AGENT_B.0, "cmd/stop"));
     watcher.never_gets(&topic(AGENT_A.0, "cmd/stop"));
     assert!(
-        lan.broker.logs().contains("Denied PUBLISH from pub-dc-srv-01"),
+        lan.broker
+            .logs()
+            .contains("Denied PUBLISH from pub-dc-srv-01"),
         "{}",
         lan.broker.logs()
     );
@@ -219,7 +232,10 @@ fn a_forged_retained_status_is_never_stored() {
     let later = lan.subscribe(COLLECTOR, "collector-later", &["pantau/v1/dc/+/status"]);
     later.wait_for(&format!("{forged} b-real"));
     assert!(
-        !later.messages().iter().any(|m| m.contains("forged-retained")),
+        !later
+            .messages()
+            .iter()
+            .any(|m| m.contains("forged-retained")),
         "{:?}",
         later.messages()
     );

@@ -49,12 +49,19 @@ fn form_encode(text: &str) -> String {
 /// timestamp, level and target, or at the very start) or holds it unescaped.
 fn assert_not_forged(collector: &Collector, context: &str, shown: &[&str]) {
     let evidence = |line: &str| line.contains(context) && shown.iter().any(|s| line.contains(s));
-    let logs = wait_until("the client's text, escaped, in the collector's log", WAIT, || {
-        let logs = collector.logs();
-        logs.lines().any(evidence).then_some(logs)
-    });
+    let logs = wait_until(
+        "the client's text, escaped, in the collector's log",
+        WAIT,
+        || {
+            let logs = collector.logs();
+            logs.lines().any(evidence).then_some(logs)
+        },
+    );
     for line in logs.lines() {
-        assert!(!line.trim_start().starts_with(FORGED), "forged line: {line:?}");
+        assert!(
+            !line.trim_start().starts_with(FORGED),
+            "forged line: {line:?}"
+        );
         assert!(!line.contains('\r'), "a raw CR in {line:?}");
         if line.contains(FORGED) {
             assert!(line.contains(ESCAPED), "unescaped: {line:?}");

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pantau_tests::{
-    Agent, Collector, Mosquitto, TestCa, TestDir, run_with_timeout, start_shipped,
-};
+use pantau_tests::{Agent, Collector, Mosquitto, TestCa, TestDir, run_with_timeout, start_shipped};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -21,7 +19,10 @@ fn up(id: &str) -> String {
 /// The two shipped, commented lines that make client certificates the logins.
 const CERTIFICATE_LOGINS: [(&str, &str); 2] = [
     ("#require_certificate true", "require_certificate true"),
-    ("#use_identity_as_username true", "use_identity_as_username true"),
+    (
+        "#use_identity_as_username true",
+        "use_identity_as_username true",
+    ),
 ];
 
 /// The shipped Mosquitto with certificate logins.
@@ -234,7 +235,12 @@ fn mosquitto_with_the_shipped_password_logins_over_tls() {
     assert!(line.contains("WARN"), "{line}");
     eprintln!("wrong password: {line}");
 
-    let mut plain = start_agent(&dir, "plain", &format!("mqtt://127.0.0.1:{}", broker.port()), &[]);
+    let mut plain = start_agent(
+        &dir,
+        "plain",
+        &format!("mqtt://127.0.0.1:{}", broker.port()),
+        &[],
+    );
     let line = log_line(&mut plain, "use mqtts://");
     assert!(line.contains("WARN"), "{line}");
     let misnamed_url = format!("mqtts://localhost:{}", broker.port());
@@ -258,7 +264,11 @@ fn mosquitto_refuses_a_revoked_agent_certificate() {
         dir.path(),
         "server",
         &[],
-        &[CERTIFICATE_LOGINS[0], CERTIFICATE_LOGINS[1], ("#crlfile", "crlfile")],
+        &[
+            CERTIFICATE_LOGINS[0],
+            CERTIFICATE_LOGINS[1],
+            ("#crlfile", "crlfile"),
+        ],
     );
     let url = format!("mqtts://localhost:{}", broker.port());
 
