@@ -1,13 +1,17 @@
-//! The embedded MQTT broker (rumqttd), so that one machine running the collector needs nothing
-//! else. The collector talks to it over loopback like any other client, so the embedded and the
-//! external (Mosquitto, EMQX) setups share one code path.
+//! The embedded MQTT broker (rumqttd), for trying Pantau on one machine: it listens on
+//! loopback only (config validation refuses anything else), because rumqttd has no topic
+//! rules per login, sees neither the remote address nor anything after CONNECT in its login
+//! check, and keeps its subscription logs in memory. Agents on other machines use Mosquitto
+//! with the shipped ACL (README, "The LAN broker: Mosquitto"). The collector talks to it over
+//! loopback like any other client, so the embedded and external setups share one code path.
 //!
-//! Logins: with `broker.password_file`, every client must log in as a user of that file and
-//! may only use the client id that belongs to the user (see `users.rs`), so no one can take
-//! over an agent's client id. The collector's own client logs in with a secret made at start
-//! that never leaves the process. Without a file (loopback, or `allow_anonymous`) anyone may
-//! connect. rumqttd cannot restrict topics per client; README's security section says what
-//! only Mosquitto's ACLs can do.
+//! Logins: with `broker.password_file` (several local users on one host), every client must
+//! log in as a user of that file and may only use the client id that belongs to the user (see
+//! `users.rs`). The collector's own client logs in with a secret made at start that never
+//! leaves the process. Without a file any local process may connect.
+//!
+//! rumqttd logs every failed connection itself; `pantau_runtime::logging` turns those into a
+//! rate-limited WARN line, and `register_connection_errors` counts them.
 //!
 //! rumqttd's `start()` blocks and builds its own runtimes, so it runs on a plain OS thread, as
 //! the essential task `mqtt-broker`: if it returns, the collector stops too. It has no shutdown
@@ -18,9 +22,10 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pantau_runtime::logging::BrokerConnectionLimit;
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use pantau_runtime::supervise::Supervisor;
-use prometheus::IntCounterVec;
+use prometheus::{IntCounterVec, Opts, Registry};
 use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, SegmentConfig, ServerSettings};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
@@ -119,6 +124,29 @@ impl Gate {
             );
         }
     }
+}
+
+/// Registers `pantau_collector_broker_connection_errors_total{reason}` and has the log layer
+/// count into it: connections to the embedded broker that failed (never sent CONNECT, sent
+/// something else, were refused, or broke off), whose log lines are rate-limited.
+pub fn register_connection_errors(registry: &Registry) -> prometheus::Result<()> {
+    let errors = IntCounterVec::new(
+        Opts::new(
+            "pantau_collector_broker_connection_errors_total",
+            "Connections to the embedded broker that failed, by reason: connect_timeout (no \
+             CONNECT within 10 s), bad_connect (not a CONNECT, or broken), login_refused, link, \
+             disconnected. Logged at most once per reason and minute.",
+        ),
+        &["reason"],
+    )?;
+    for reason in BrokerConnectionLimit::REASONS {
+        errors.with_label_values(&[reason]);
+    }
+    registry.register(Box::new(errors.clone()))?;
+    pantau_runtime::logging::count_broker_connection_errors(move |reason| {
+        errors.with_label_values(&[reason]).inc();
+    });
+    Ok(())
 }
 
 /// Bytes of one segment of rumqttd's in-memory logs (at least one packet).
@@ -227,8 +255,6 @@ fn rumqttd_config(
 
 #[cfg(test)]
 mod tests {
-    use prometheus::Opts;
-
     use super::*;
 
     fn gate() -> Gate {

@@ -84,10 +84,12 @@ pub struct HttpConfig {
 #[serde(deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Run an MQTT broker in this process, so one machine needs nothing else. Set to false to
-    /// use an external broker (Mosquitto, EMQX) named by `mqtt.url`.
+    /// use an external broker (Mosquitto, EMQX) named by `mqtt.url`, as every deployment with
+    /// agents on other machines must.
     #[serde(default = "default_true")]
     pub embedded: bool,
-    /// Where the embedded broker accepts agents.
+    /// Where the embedded broker accepts agents: a loopback address only, since it serves
+    /// agents on this machine (a LAN uses Mosquitto, README "The LAN broker: Mosquitto").
     #[serde(default = "default_broker_listen")]
     pub listen: SocketAddr,
     /// Largest MQTT packet, one setting for both ends: the embedded broker refuses bigger
@@ -109,28 +111,69 @@ pub struct BrokerConfig {
     #[serde(default = "default_broker_max_buffer_bytes")]
     pub max_buffer_bytes: usize,
     /// Who may log in to the embedded broker: a file in Mosquitto's `mosquitto_passwd` format
-    /// (README, "Security"). Required when `listen` is not a loopback address, unless
-    /// `allow_anonymous` is true. An empty value means none.
+    /// (README, "Security"), for several local users on one host. An empty value means none:
+    /// then any process on this machine may connect.
     #[serde(default, deserialize_with = "empty_path_is_none")]
     pub password_file: Option<PathBuf>,
-    /// Let clients connect without logging in. Only for a closed network: anyone who reaches
-    /// the port can then publish as any agent and read every message.
+    /// Let clients connect without logging in; says explicitly what no `password_file` means.
     #[serde(default)]
     pub allow_anonymous: bool,
-    /// Also accept MQTT over TLS here (e.g. `0.0.0.0:8883`); logins follow the same rules as
-    /// on `listen` (bind `listen` to 127.0.0.1 to accept only TLS from other machines).
+    /// Removed: the embedded broker's TLS listener. Read only to be refused with a pointer to
+    /// Mosquitto instead of serde's bare "unknown field".
     #[serde(default)]
-    pub tls_listen: Option<SocketAddr>,
-    /// The TLS listener's certificate chain (PEM); its subjectAltName must name the host
-    /// agents put in `mqtt.url`.
-    #[serde(default, deserialize_with = "empty_path_is_none")]
-    pub tls_cert_file: Option<PathBuf>,
-    /// The private key (PEM) of `tls_cert_file`.
-    #[serde(default, deserialize_with = "empty_path_is_none")]
-    pub tls_key_file: Option<PathBuf>,
-    /// Require a client certificate signed by one of these CAs (PEM) on `tls_listen`.
-    #[serde(default, deserialize_with = "empty_path_is_none")]
-    pub tls_client_ca_file: Option<PathBuf>,
+    pub tls_listen: Option<RemovedValue>,
+    /// Removed, as `tls_listen`.
+    #[serde(default)]
+    pub tls_cert_file: Option<RemovedValue>,
+    /// Removed, as `tls_listen`.
+    #[serde(default)]
+    pub tls_key_file: Option<RemovedValue>,
+    /// Removed, as `tls_listen`.
+    #[serde(default)]
+    pub tls_client_ca_file: Option<RemovedValue>,
+}
+
+impl BrokerConfig {
+    /// The first removed key that is set, with its value.
+    fn removed_key(&self) -> Option<(&'static str, &str)> {
+        [
+            ("broker.tls_listen", &self.tls_listen),
+            ("broker.tls_cert_file", &self.tls_cert_file),
+            ("broker.tls_key_file", &self.tls_key_file),
+            ("broker.tls_client_ca_file", &self.tls_client_ca_file),
+        ]
+        .into_iter()
+        .find_map(|(field, value)| value.as_ref().map(|value| (field, value.0.as_str())))
+    }
+}
+
+/// A removed key's value, as text, whatever its type.
+#[derive(Debug, Clone)]
+pub struct RemovedValue(String);
+
+impl<'de> Deserialize<'de> for RemovedValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = RemovedValue;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a value")
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<RemovedValue, E> {
+                Ok(RemovedValue(value.to_owned()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<RemovedValue, E> {
+                Ok(RemovedValue(value.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<RemovedValue, E> {
+                Ok(RemovedValue(value.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<RemovedValue, E> {
+                Ok(RemovedValue(value.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Text)
+    }
 }
 
 /// An empty string (e.g. `PANTAU_BROKER__PASSWORD_FILE=`) switches an optional path off.
@@ -329,12 +372,15 @@ fn default_http_listen() -> SocketAddr {
 }
 
 fn default_broker_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 1883))
+    SocketAddr::from(([127, 0, 0, 1], 1883))
 }
 
 fn default_broker_max_packet_bytes() -> usize {
     1024 * 1024
 }
+
+/// Where the README tells how to set up Mosquitto for agents on other machines.
+const LAN_BROKER_DOCS: &str = "README, \"Security\": \"The LAN broker: Mosquitto\"";
 
 /// Room for the topic and MQTT header on top of the largest payload the collector accepts.
 const PACKET_HEADROOM_BYTES: usize = 64 * 1024;
@@ -449,9 +495,6 @@ impl CollectorConfig {
         }
         // The messages already name the field and the file.
         config.tls().map_err(ConfigError::Parse)?;
-        if config.broker.embedded {
-            crate::broker_tls::server_config(&config.broker).map_err(ConfigError::Parse)?;
-        }
         // The messages name the field and the file.
         crate::api::Credentials::load(config.credential_files()).map_err(ConfigError::Parse)?;
         Ok(config)
@@ -605,35 +648,33 @@ impl CollectorConfig {
                 ),
             ));
         }
+        if let Some((field, value)) = self.broker.removed_key() {
+            return Err(ConfigError::invalid(
+                field,
+                value,
+                format!(
+                    "is no longer supported: the embedded broker serves this machine only, over \
+                     loopback without TLS; for MQTT over TLS from other machines run Mosquitto \
+                     with the shipped configs/mosquitto files and set broker.embedded = false \
+                     ({LAN_BROKER_DOCS})"
+                ),
+            ));
+        }
         if !self.broker.embedded {
             return Ok(());
         }
-        self.validate_broker_tls()?;
-        match (&self.broker.password_file, self.broker.allow_anonymous) {
-            (Some(path), true) => Err(ConfigError::invalid(
-                "broker.allow_anonymous",
-                true,
-                format!(
-                    "cannot be combined with broker.password_file ('{}'): with a password file \
-                     every client logs in",
-                    path.display()
-                ),
-            )),
-            (None, false) if !self.broker.listen.ip().is_loopback() => Err(ConfigError::invalid(
+        if !self.broker.listen.ip().is_loopback() {
+            return Err(ConfigError::invalid(
                 "broker.listen",
                 self.broker.listen,
-                "is reachable from other machines, so the embedded broker needs \
-                 broker.password_file (users in mosquitto_passwd format) or, on a closed \
-                 network only, broker.allow_anonymous = true",
-            )),
-            _ => Ok(()),
+                format!(
+                    "is not a loopback address: the embedded broker serves this machine only \
+                     (it cannot keep one agent off another's topics); for agents on other \
+                     machines run Mosquitto with the shipped configs/mosquitto files and set \
+                     broker.embedded = false ({LAN_BROKER_DOCS})"
+                ),
+            ));
         }
-    }
-
-    /// `broker.tls_*`: files only with a TLS listener, on its own port, and logins required
-    /// when other machines can reach it, as on the plain listener.
-    fn validate_broker_tls(&self) -> Result<(), ConfigError> {
-        let broker = &self.broker;
         for (field, path) in [
             ("mqtt.ca_file", &self.mqtt.ca_file),
             ("mqtt.client_cert_file", &self.mqtt.client_cert_file),
@@ -648,58 +689,18 @@ impl CollectorConfig {
                 ));
             }
         }
-        let Some(tls_listen) = broker.tls_listen else {
-            for (field, path) in [
-                ("broker.tls_cert_file", &broker.tls_cert_file),
-                ("broker.tls_key_file", &broker.tls_key_file),
-                ("broker.tls_client_ca_file", &broker.tls_client_ca_file),
-            ] {
-                if let Some(path) = path {
-                    return Err(ConfigError::invalid(
-                        field,
-                        path.display(),
-                        "is set but broker.tls_listen is not",
-                    ));
-                }
-            }
-            return Ok(());
-        };
-        if tls_listen.port() == 0 {
-            return Err(ConfigError::invalid(
-                "broker.tls_listen",
-                tls_listen,
-                "needs a fixed port: clients must know where to connect",
-            ));
+        match (&self.broker.password_file, self.broker.allow_anonymous) {
+            (Some(path), true) => Err(ConfigError::invalid(
+                "broker.allow_anonymous",
+                true,
+                format!(
+                    "cannot be combined with broker.password_file ('{}'): with a password file \
+                     every client logs in",
+                    path.display()
+                ),
+            )),
+            _ => Ok(()),
         }
-        for (field, address) in [
-            ("broker.listen", broker.listen),
-            ("http.listen", self.http.listen),
-        ] {
-            if address.port() == tls_listen.port()
-                && (address.ip() == tls_listen.ip()
-                    || address.ip().is_unspecified()
-                    || tls_listen.ip().is_unspecified())
-            {
-                return Err(ConfigError::invalid(
-                    "broker.tls_listen",
-                    tls_listen,
-                    format!("overlaps {field} ({address})"),
-                ));
-            }
-        }
-        if broker.password_file.is_none()
-            && !broker.allow_anonymous
-            && !tls_listen.ip().is_loopback()
-        {
-            return Err(ConfigError::invalid(
-                "broker.tls_listen",
-                tls_listen,
-                "is reachable from other machines, so the embedded broker needs \
-                 broker.password_file (users in mosquitto_passwd format) or, on a closed \
-                 network only, broker.allow_anonymous = true",
-            ));
-        }
-        Ok(())
     }
 
     /// What the decoder checks every message against.
@@ -743,9 +744,6 @@ impl CollectorConfig {
         let mut addresses = vec![("http.listen", self.http.listen)];
         if self.broker.embedded {
             addresses.push(("broker.listen", self.broker.listen));
-            if let Some(tls_listen) = self.broker.tls_listen {
-                addresses.push(("broker.tls_listen", tls_listen));
-            }
         }
         for (field, address) in addresses {
             TcpListener::bind(address).map_err(|error| {

@@ -13,7 +13,6 @@ mod announce;
 mod api;
 mod backfill;
 mod broker;
-mod broker_tls;
 mod commands;
 mod config;
 mod console;
@@ -155,8 +154,8 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         options.set_clean_session(config.broker.embedded);
     })?;
     if let Some(internal) = &internal {
-        // The embedded broker is the one endpoint.
-        let endpoint = brokers.current().clone();
+        broker::register_connection_errors(telemetry.registry())
+            .context("registering the embedded broker's metrics")?;
         broker::spawn(
             &mut supervisor,
             &config.broker,
@@ -169,28 +168,6 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             None => "anyone (no broker.password_file)".to_owned(),
         };
         info!(listen = %config.broker.listen, logins, "embedded MQTT broker started");
-        if let (Some(tls_listen), Some(server)) = (
-            config.broker.tls_listen,
-            broker_tls::server_config(&config.broker).map_err(anyhow::Error::msg)?,
-        ) {
-            let listener = tokio::net::TcpListener::bind(tls_listen)
-                .await
-                .with_context(|| format!("broker.tls_listen: '{tls_listen}' cannot be bound"))?;
-            let backend = std::net::SocketAddr::new(
-                endpoint.host.parse().context("embedded broker address")?,
-                endpoint.port,
-            );
-            broker_tls::spawn(
-                &mut supervisor,
-                listener,
-                server,
-                backend,
-                config.broker.max_connections,
-                telemetry.broker_tls_handshake_failures.clone(),
-            );
-            let client_certificates = config.broker.tls_client_ca_file.is_some();
-            info!(%tls_listen, client_certificates, "embedded MQTT broker accepts TLS");
-        }
     }
     let sites = mqtt::SiteFilter::new(&config.mqtt.prefix, config.mqtt.sites.clone());
     info!(

@@ -1,7 +1,6 @@
 //! HTTPS for `/metrics` and the API: `http.tls_cert_file` and `http.tls_key_file` (PEM), served
 //! by rustls with the `ring` provider. Both files are read at start (and by
-//! `--check-config`), so a missing or mismatched pair is named before the service runs. The
-//! PEM loaders are shared with the embedded broker's TLS listener (`broker_tls.rs`).
+//! `--check-config`), so a missing or mismatched pair is named before the service runs.
 
 use std::path::Path;
 use std::sync::Arc;

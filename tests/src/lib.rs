@@ -62,7 +62,10 @@ pub use binary::pantau_binary;
 pub use certs::TestCa;
 pub use dir::TestDir;
 pub use http::{http_get, http_get_with, http_post, http_post_json};
-pub use mosquitto::{Message, Mosquitto, MosquittoBuilder, Subscription, mosquitto_pub};
+pub use mosquitto::{
+    Message, Mosquitto, MosquittoBuilder, Subscription, mosquitto_pub, shipped_mosquitto_file,
+    start_shipped,
+};
 pub use nats::NatsCluster;
 pub use netns::NetnsPair;
 pub use nut::Nut;

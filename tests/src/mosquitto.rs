@@ -466,3 +466,43 @@ pub fn mosquitto_pub(port: u16, topic: &str, payload: &[u8], retain: bool) {
         );
     }
 }
+
+/// A file of configs/mosquitto, as shipped.
+pub fn shipped_mosquitto_file(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../configs/mosquitto")
+        .join(name);
+    fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+/// Mosquitto with the shipped configs/mosquitto/mosquitto.conf and pantau-acl, as README's
+/// LAN setup installs them: every `/etc/mosquitto/pantau/` path points into `dir`, the TLS
+/// listener is on 127.0.0.1 and persistence is off, nothing else changes. `dir` must hold
+/// `ca.pem` and `server_file`.pem/.key ([`crate::TestCa`]); `users` (name, password) are
+/// written with the real `mosquitto_passwd` into `dir/passwords`. `more` are further
+/// `(from, to)` substitutions, each of which must apply (uncommenting a shipped option).
+pub fn start_shipped(
+    dir: &std::path::Path,
+    server_file: &str,
+    users: &[(&str, &str)],
+    more: &[(&str, &str)],
+) -> Mosquitto {
+    fs::write(dir.join("pantau-acl"), shipped_mosquitto_file("pantau-acl"))
+        .expect("write pantau-acl");
+    crate::write_password_file(&dir.join("passwords"), users, &[]);
+    let mut config = shipped_mosquitto_file("mosquitto.conf");
+    let replacements = [
+        ("/etc/mosquitto/pantau/", format!("{}/", dir.display())),
+        ("listener 8883", "listener {port} 127.0.0.1".to_owned()),
+        ("persistence true", "persistence false".to_owned()),
+        ("persistence_location /var/lib/mosquitto/\n", String::new()),
+        ("server.pem", format!("{server_file}.pem")),
+        ("server.key", format!("{server_file}.key")),
+    ];
+    let more = more.iter().map(|(from, to)| (*from, (*to).to_owned()));
+    for (from, to) in replacements.into_iter().chain(more) {
+        assert!(config.contains(from), "mosquitto.conf lost {from:?}");
+        config = config.replace(from, &to);
+    }
+    Mosquitto::builder().config(&config).start()
+}

@@ -1,6 +1,6 @@
 //! The embedded broker asks who you are: users from a `mosquitto_passwd` file, each bound to
-//! its own client id, the collector refusing to listen beyond loopback without logins, and a
-//! refused agent saying why in its log.
+//! its own client id, the collector refusing to listen beyond loopback at all (the LAN broker
+//! is Mosquitto), and a refused agent saying why in its log.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -159,24 +159,119 @@ fn an_agent_refused_by_the_embedded_broker_names_its_credentials() {
     assert_ne!(collector.sample(&up("dc-srv-01")), Some(1.0));
 }
 
-#[test]
-fn listening_beyond_loopback_without_logins_is_refused_at_start() {
-    let port = free_port();
+/// This machine's addresses other than loopback, from `ip -o addr` (may be none).
+fn lan_addresses() -> Vec<String> {
     let output = run_with_timeout(
-        Command::new(pantau_binary("pantau-collector"))
-            .arg("--config")
-            .arg(example_config("collector.toml"))
-            .arg("--check-config")
-            .env("PANTAU_BROKER__LISTEN", format!("0.0.0.0:{port}"))
-            .env("PANTAU_BROKER__PASSWORD_FILE", ""),
+        Command::new("ip").args(["-o", "addr", "show"]),
         b"",
         Duration::from_secs(10),
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("broker.password_file"), "{stderr}");
-    assert!(stderr.contains("broker.allow_anonymous"), "{stderr}");
-    assert!(stderr.contains(&format!("'0.0.0.0:{port}'")), "{stderr}");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            words.find(|word| *word == "inet" || *word == "inet6")?;
+            let address = words.next()?.split('/').next()?.to_owned();
+            let ip: std::net::IpAddr = address.parse().ok()?;
+            let link_local = matches!(ip, std::net::IpAddr::V6(v6) if v6.segments()[0] == 0xfe80);
+            (!ip.is_loopback() && !link_local).then_some(address)
+        })
+        .collect()
+}
+
+/// The embedded broker listens on loopback only: every address, or one of this machine's LAN
+/// addresses, is refused by `--check-config` (nothing is bound, no traffic sent), a password
+/// file or not, with an error that names the field and value and points to Mosquitto.
+#[test]
+fn the_embedded_broker_refuses_a_lan_address() {
+    let dir = TestDir::new();
+    let users = dir.join("users");
+    write_password_file(&users, &[("dc-srv-01", "right")], &[]);
+    let users = users.display().to_string();
+    let port = free_port();
+    let mut listens = vec![format!("0.0.0.0:{port}"), format!("[::]:{port}")];
+    let lan = lan_addresses();
+    eprintln!("this machine's LAN addresses: {lan:?}");
+    listens.extend(lan.iter().map(|ip| match ip.contains(':') {
+        true => format!("[{ip}]:{port}"),
+        false => format!("{ip}:{port}"),
+    }));
+    for listen in &listens {
+        for password_file in ["", users.as_str()] {
+            let output = run_with_timeout(
+                Command::new(pantau_binary("pantau-collector"))
+                    .arg("--config")
+                    .arg(example_config("collector.toml"))
+                    .arg("--check-config")
+                    .env("PANTAU_BROKER__LISTEN", listen)
+                    .env("PANTAU_BROKER__PASSWORD_FILE", password_file),
+                b"",
+                Duration::from_secs(10),
+            );
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(2), "{listen}: {stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "broker.listen: '{listen}' is not a loopback address"
+                )),
+                "{stderr}"
+            );
+            assert!(stderr.contains("Mosquitto"), "{stderr}");
+            assert!(stderr.contains("broker.embedded = false"), "{stderr}");
+            assert!(stderr.contains("README"), "{stderr}");
+        }
+    }
+    // Control: the same check accepts loopback, v4 and v6.
+    for listen in [format!("127.0.0.1:{port}"), format!("[::1]:{port}")] {
+        let output = run_with_timeout(
+            Command::new(pantau_binary("pantau-collector"))
+                .arg("--config")
+                .arg(example_config("collector.toml"))
+                .arg("--check-config")
+                .env("PANTAU_BROKER__LISTEN", &listen)
+                .env("PANTAU_BROKER__PASSWORD_FILE", users.as_str()),
+            b"",
+            Duration::from_secs(10),
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{listen}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// The embedded broker's TLS listener is gone; a config that still sets it is told where to go.
+#[test]
+fn a_config_with_the_removed_broker_tls_keys_is_refused_with_a_pointer() {
+    for (key, value) in [
+        ("PANTAU_BROKER__TLS_LISTEN", "127.0.0.1:8883"),
+        (
+            "PANTAU_BROKER__TLS_CLIENT_CA_FILE",
+            "/etc/pantau/tls/ca.pem",
+        ),
+    ] {
+        let output = run_with_timeout(
+            Command::new(pantau_binary("pantau-collector"))
+                .arg("--config")
+                .arg(example_config("collector.toml"))
+                .arg("--check-config")
+                .env("PANTAU_BROKER__PASSWORD_FILE", "")
+                .env(key, value),
+            b"",
+            Duration::from_secs(10),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        let field = key.trim_start_matches("PANTAU_BROKER__").to_lowercase();
+        assert!(
+            stderr.contains(&format!("broker.{field}: '{value}' is no longer supported")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("Mosquitto"), "{stderr}");
+        assert!(!stderr.contains("unknown field"), "{stderr}");
+    }
 }
 
 /// A retained message larger than the collector's limits, left on an external broker, is read,

@@ -1,16 +1,14 @@
-//! MQTT over TLS end to end: certificates made with `openssl` as README's guide says, real
-//! Mosquitto with the shipped configs/mosquitto files, and the collector's embedded broker's
-//! TLS listener. Agents with a certificate report; a forged publish is dropped by the shipped
-//! ACLs; no certificate, a plain client on the TLS port and a misnamed server certificate are
-//! refused with a clear log line.
+//! MQTT over TLS end to end: certificates made with `openssl` as README's guide says, and real
+//! Mosquitto with the shipped configs/mosquitto files, logins by password (as shipped) or by
+//! client certificate (its two commented lines switched on). Agents report; a forged publish is
+//! dropped by the shipped ACLs; no certificate, a wrong password, a plain client on the TLS
+//! port and a misnamed server certificate are refused with a clear log line.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pantau_tests::{
-    Agent, Collector, Mosquitto, TestCa, TestDir, free_port, run_with_timeout, write_password_file,
-};
+use pantau_tests::{Agent, Collector, Mosquitto, TestCa, TestDir, run_with_timeout, start_shipped};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -18,39 +16,18 @@ fn up(id: &str) -> String {
     format!(r#"pantau_agent_up{{instance="{id}",site="dc"}}"#)
 }
 
-fn shipped(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../configs/mosquitto")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
-}
+/// The two shipped, commented lines that make client certificates the logins.
+const CERTIFICATE_LOGINS: [(&str, &str); 2] = [
+    ("#require_certificate true", "require_certificate true"),
+    (
+        "#use_identity_as_username true",
+        "use_identity_as_username true",
+    ),
+];
 
-/// configs/mosquitto/mosquitto.conf with its paths pointing into `dir`, the listener on
-/// 127.0.0.1 and no persistence; `dir` holds ca.pem, `server_file`.pem/.key and pantau-acl.
+/// The shipped Mosquitto with certificate logins.
 fn start_mosquitto(dir: &Path, server_file: &str) -> Mosquitto {
-    start_mosquitto_with(dir, server_file, &[])
-}
-
-/// As `start_mosquitto`, with more `(from, to)` substitutions in mosquitto.conf.
-fn start_mosquitto_with(dir: &Path, server_file: &str, more: &[(&str, &str)]) -> Mosquitto {
-    std::fs::write(dir.join("pantau-acl"), shipped("pantau-acl")).expect("write pantau-acl");
-    let mut config = shipped("mosquitto.conf");
-    for (from, to) in [
-        ("/etc/mosquitto/pantau/", format!("{}/", dir.display())),
-        ("listener 8883", "listener {port} 127.0.0.1".to_owned()),
-        ("persistence true", "persistence false".to_owned()),
-        ("persistence_location /var/lib/mosquitto/\n", String::new()),
-        ("server.pem", format!("{server_file}.pem")),
-        ("server.key", format!("{server_file}.key")),
-    ] {
-        assert!(config.contains(from), "mosquitto.conf lost {from:?}");
-        config = config.replace(from, &to);
-    }
-    for (from, to) in more {
-        assert!(config.contains(from), "mosquitto.conf lost {from:?}");
-        config = config.replace(from, to);
-    }
-    Mosquitto::builder().config(&config).start()
+    start_shipped(dir, server_file, &[], &CERTIFICATE_LOGINS)
 }
 
 /// `PANTAU_MQTT__*` for TLS with `ca` and, when given, a client certificate.
@@ -207,32 +184,37 @@ fn mosquitto_with_the_shipped_tls_config_and_acls() {
     assert_eq!(collector.sample(&up("no-cert")), None);
 }
 
+/// The shipped config as it is: a password per agent over TLS. An agent logs in with its
+/// password from a file and reports; a wrong password, a plain client on the TLS port and a
+/// misnamed server certificate are refused.
 #[test]
-fn the_embedded_brokers_tls_listener() {
+fn mosquitto_with_the_shipped_password_logins_over_tls() {
     let dir = TestDir::new();
     let ca = TestCa::new(dir.path(), "Pantau test CA");
     // Named for 127.0.0.1 only, so `mqtts://localhost:PORT` is a misnamed server.
-    let (cert, key) = ca.server("embedded", &["127.0.0.1"]);
-    let agent_cert = ca.client("dc-srv-01");
-    let tls_port = free_port();
-    // Logins as on the plain listener: the agent logs in with a password from a file.
-    let users = dir.join("broker-users");
-    write_password_file(&users, &[("dc-srv-01", "from-a-file")], &[]);
+    ca.server("server", &["127.0.0.1"]);
+    let broker = start_shipped(
+        dir.path(),
+        "server",
+        &[
+            ("pantau-collector", "collector-secret"),
+            ("dc-srv-01", "from-a-file"),
+        ],
+        &[],
+    );
+    let url = format!("mqtts://127.0.0.1:{}", broker.port());
+    let mut collector_env = tls_env(&ca.cert(), None);
+    collector_env.push(("PANTAU_MQTT__URL", url.clone()));
+    collector_env.push(("PANTAU_MQTT__USERNAME", "pantau-collector".to_owned()));
+    collector_env.push(("PANTAU_MQTT__PASSWORD", "collector-secret".to_owned()));
+    let collector_env: Vec<(&str, &str)> = collector_env
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
+    let collector = Collector::with_env(&dir, &broker, &collector_env);
+
     std::fs::write(dir.join("password"), "from-a-file\n").expect("write the password file");
-    let env = [
-        ("PANTAU_BROKER__PASSWORD_FILE", users.display().to_string()),
-        ("PANTAU_BROKER__TLS_LISTEN", format!("127.0.0.1:{tls_port}")),
-        ("PANTAU_BROKER__TLS_CERT_FILE", cert.display().to_string()),
-        ("PANTAU_BROKER__TLS_KEY_FILE", key.display().to_string()),
-        (
-            "PANTAU_BROKER__TLS_CLIENT_CA_FILE",
-            ca.cert().display().to_string(),
-        ),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let collector = Collector::embedded_with_env(&dir, &env);
-    let url = format!("mqtts://127.0.0.1:{tls_port}");
-    let mut agent_env = tls_env(&ca.cert(), Some(&agent_cert));
+    let mut agent_env = tls_env(&ca.cert(), None);
     agent_env.push(("PANTAU_MQTT__USERNAME", "dc-srv-01".to_owned()));
     agent_env.push((
         "PANTAU_MQTT__PASSWORD_FILE",
@@ -245,26 +227,27 @@ fn the_embedded_brokers_tls_listener() {
         "the password was logged"
     );
 
-    check_refusals(
+    let mut wrong_env = tls_env(&ca.cert(), None);
+    wrong_env.push(("PANTAU_MQTT__USERNAME", "dc-srv-02".to_owned()));
+    wrong_env.push(("PANTAU_MQTT__PASSWORD", "guess".to_owned()));
+    let mut wrong = start_agent(&dir, "dc-srv-02", &url, &wrong_env);
+    let line = log_line(&mut wrong, "broker refused the login");
+    assert!(line.contains("WARN"), "{line}");
+    eprintln!("wrong password: {line}");
+
+    let mut plain = start_agent(
         &dir,
-        &ca.cert(),
-        &agent_cert,
-        tls_port,
-        &format!("mqtts://localhost:{tls_port}"),
+        "plain",
+        &format!("mqtt://127.0.0.1:{}", broker.port()),
+        &[],
     );
-    collector.wait_for_sample(
-        "pantau_collector_broker_tls_handshake_failures_total",
-        WAIT,
-        |v| v >= 2.0,
-    );
-    assert!(
-        collector
-            .logs()
-            .contains("embedded broker refused a TLS connection"),
-        "{}",
-        collector.logs()
-    );
-    assert_eq!(collector.sample(&up("no-cert")), None);
+    let line = log_line(&mut plain, "use mqtts://");
+    assert!(line.contains("WARN"), "{line}");
+    let misnamed_url = format!("mqtts://localhost:{}", broker.port());
+    let mut misnamed = start_agent(&dir, "misnamed", &misnamed_url, &agent_env);
+    let line = log_line(&mut misnamed, "TLS with the broker failed");
+    assert!(line.contains("not valid for name"), "{line}");
+    assert_eq!(collector.sample(&up("dc-srv-02")), None);
 }
 
 /// README's revocation steps: `openssl ca -revoke`, `-gencrl`, and the shipped `crlfile` line
@@ -277,7 +260,16 @@ fn mosquitto_refuses_a_revoked_agent_certificate() {
     let revoked = ca.client("dc-srv-02");
     let kept = ca.client("dc-srv-01");
     ca.revoke("dc-srv-02");
-    let broker = start_mosquitto_with(dir.path(), "server", &[("#crlfile", "crlfile")]);
+    let broker = start_shipped(
+        dir.path(),
+        "server",
+        &[],
+        &[
+            CERTIFICATE_LOGINS[0],
+            CERTIFICATE_LOGINS[1],
+            ("#crlfile", "crlfile"),
+        ],
+    );
     let url = format!("mqtts://localhost:{}", broker.port());
 
     let mut agent = start_agent(

@@ -50,9 +50,6 @@ pub struct Telemetry {
     pub http_requests: IntCounterVec,
     /// `pantau_collector_broker_refused_logins_total{reason}`: the embedded broker's refusals.
     pub broker_refused_logins: IntCounterVec,
-    /// `pantau_collector_broker_tls_handshake_failures_total`: failed handshakes on
-    /// `broker.tls_listen`.
-    pub broker_tls_handshake_failures: IntCounter,
     /// `pantau_collector_api_auth_failures_total{reason}`: API writes refused, `missing` or
     /// `wrong` credentials (401) and `forbidden` (403); the console adds `csrf` (a form without
     /// its token) and `rate_limited` (too many failed logins from one address).
@@ -147,10 +144,6 @@ impl Telemetry {
         for refusal in crate::users::Refusal::ALL {
             broker_refused_logins.with_label_values(&[refusal.as_str()]);
         }
-        let broker_tls_handshake_failures = IntCounter::new(
-            "pantau_collector_broker_tls_handshake_failures_total",
-            "TLS handshakes that failed on the embedded broker's TLS listener.",
-        )?;
         let api_auth_failures = IntCounterVec::new(
             Opts::new(
                 "pantau_collector_api_auth_failures_total",
@@ -219,7 +212,6 @@ impl Telemetry {
         registry.register(Box::new(mqtt_connections.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(broker_refused_logins.clone()))?;
-        registry.register(Box::new(broker_tls_handshake_failures.clone()))?;
         registry.register(Box::new(api_auth_failures.clone()))?;
         registry.register(Box::new(schedule_version.clone()))?;
         registry.register(Box::new(sequence_file_errors.clone()))?;
@@ -268,7 +260,6 @@ impl Telemetry {
             mqtt_connections,
             http_requests,
             broker_refused_logins,
-            broker_tls_handshake_failures,
             api_auth_failures,
             schedule_version,
             sequence_file_errors,
