@@ -151,9 +151,8 @@ mod tests {
         .unwrap()
     }
 
-    fn kept(version: u64, sent: bool, applied: bool) -> KeptEntry {
+    fn kept(sent: bool, applied: bool) -> KeptEntry {
         KeptEntry {
-            version,
             sent,
             applied,
             entry: entry(&["08:00"]),
@@ -190,15 +189,15 @@ mod tests {
         let now = EIGHT_WIB_MS + 30_000;
         assert_eq!(check_kept(&[], EIGHT_WIB_MS, now), Err(Refusal::NotSent));
         assert_eq!(
-            check_kept(&[kept(1, false, false)], EIGHT_WIB_MS, now),
+            check_kept(&[kept(false, false)], EIGHT_WIB_MS, now),
             Err(Refusal::NotSent),
             "made but never acknowledged by the broker"
         );
         assert_eq!(
-            check_kept(&[kept(2, true, false)], EIGHT_WIB_MS, now),
+            check_kept(&[kept(true, false)], EIGHT_WIB_MS, now),
             Err(Refusal::NotApplied)
         );
-        let both = [kept(2, true, false), kept(1, true, true)];
+        let both = [kept(true, false), kept(true, true)];
         assert_eq!(check_kept(&both, EIGHT_WIB_MS, now), Ok(()));
         assert_eq!(
             check_kept(&both, 253_402_300_740_000, now),

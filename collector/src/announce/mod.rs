@@ -15,7 +15,7 @@ pub mod metrics;
 mod request;
 mod scheduler;
 pub mod schedules;
-mod sites;
+pub mod sites;
 mod stopping;
 pub mod store;
 mod tap;

@@ -266,7 +266,6 @@ fn keep_version(
 /// One kept version of an agent's schedule holding a given entry.
 #[derive(Debug, Clone)]
 pub struct KeptEntry {
-    pub version: u64,
     /// The broker acknowledged it: the collector sent it to that agent.
     pub sent: bool,
     /// The agent reported taking it (`schedule_applied`).
@@ -277,24 +276,22 @@ pub struct KeptEntry {
 /// The entry named `name` in each kept version of `agent`'s schedule, newest first.
 pub fn kept_entries(store: &Store, agent: &str, name: &str) -> Result<Vec<KeptEntry>, StoreError> {
     let mut statement = store.conn().prepare(
-        "SELECT version, sent, applied, entries FROM schedule_versions WHERE agent = ?1
+        "SELECT sent, applied, entries FROM schedule_versions WHERE agent = ?1
          ORDER BY version DESC",
     )?;
     let rows = statement.query_map(params![agent], |row| {
         Ok((
-            row.get::<_, u64>(0)?,
+            row.get::<_, bool>(0)?,
             row.get::<_, bool>(1)?,
-            row.get::<_, bool>(2)?,
-            row.get::<_, String>(3)?,
+            row.get::<_, String>(2)?,
         ))
     })?;
     let mut kept = Vec::new();
     for row in rows {
-        let (version, sent, applied, entries) = row?;
+        let (sent, applied, entries) = row?;
         let entries: Vec<ScheduleEntry> = serde_json::from_str(&entries).unwrap_or_default();
         if let Some(entry) = entries.into_iter().find(|entry| entry.name == name) {
             kept.push(KeptEntry {
-                version,
                 sent,
                 applied,
                 entry,

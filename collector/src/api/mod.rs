@@ -8,6 +8,7 @@ mod announcements;
 mod auth;
 mod error;
 mod schedules;
+mod sites;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +119,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/{id}", get(agents::one))
         .route("/api/v1/agents/{id}/events", get(agents::events))
+        .route("/api/v1/agents/{id}/site", get(sites::one))
         .route(
             "/api/v1/announcements",
             get(announcements::history).post(announcements::create),
