@@ -7,7 +7,9 @@
 
 use jiff::Timestamp;
 use pantau_protocol::schedule::Schedule;
-use pantau_protocol::sound::{SCHEDULED_VALIDITY_MS, ScheduleArgs, ScheduleEntry, default_time_zone};
+use pantau_protocol::sound::{
+    SCHEDULED_VALIDITY_MS, ScheduleArgs, ScheduleEntry, default_time_zone,
+};
 
 use super::schedules::{self, KeptEntry};
 use super::store::scheduled;
@@ -162,8 +164,14 @@ mod tests {
     #[test]
     fn the_window_reaches_one_validity_before_and_a_play_after() {
         assert!(within_window(EIGHT_WIB_MS, EIGHT_WIB_MS));
-        assert!(within_window(EIGHT_WIB_MS, EIGHT_WIB_MS - SCHEDULED_VALIDITY_MS));
-        assert!(!within_window(EIGHT_WIB_MS, EIGHT_WIB_MS - SCHEDULED_VALIDITY_MS - 1));
+        assert!(within_window(
+            EIGHT_WIB_MS,
+            EIGHT_WIB_MS - SCHEDULED_VALIDITY_MS
+        ));
+        assert!(!within_window(
+            EIGHT_WIB_MS,
+            EIGHT_WIB_MS - SCHEDULED_VALIDITY_MS - 1
+        ));
         let latest = EIGHT_WIB_MS + SCHEDULED_VALIDITY_MS + LATE_ALLOWANCE_MS;
         assert!(within_window(EIGHT_WIB_MS, latest));
         assert!(!within_window(EIGHT_WIB_MS, latest + 1));

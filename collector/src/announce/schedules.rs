@@ -242,12 +242,7 @@ pub const KEPT_VERSIONS: usize = 8;
 
 /// Keeps `version` of `agent`'s schedule (its `entries`, as JSON), and forgets versions older
 /// than the newest `KEPT_VERSIONS`, except the newest one the agent applied.
-fn keep_version(
-    store: &Store,
-    agent: &str,
-    version: u64,
-    entries: &str,
-) -> Result<(), StoreError> {
+fn keep_version(store: &Store, agent: &str, version: u64, entries: &str) -> Result<(), StoreError> {
     store.conn().execute(
         "INSERT OR REPLACE INTO schedule_versions (agent, version, entries) VALUES (?1, ?2, ?3)",
         params![agent, version, entries],

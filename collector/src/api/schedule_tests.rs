@@ -501,14 +501,22 @@ async fn scheduled_play_events_are_believed_only_where_they_can_be_true() {
     );
     observe(
         "aula",
-        play_event("announcement_finished", "gone", &format!("gone@{PAGI_DUE_S}")),
+        play_event(
+            "announcement_finished",
+            "gone",
+            &format!("gone@{PAGI_DUE_S}"),
+        ),
         near,
     );
     // Due in the year 9999, and at a time config-pagi is never due.
     for due in [253_402_300_740_u64, PAGI_DUE_S + 60] {
         observe(
             "aula",
-            play_event("announcement_finished", "config-pagi", &format!("config-pagi@{due}")),
+            play_event(
+                "announcement_finished",
+                "config-pagi",
+                &format!("config-pagi@{due}"),
+            ),
             at_seconds(due.min(PAGI_DUE_S + 60)),
         );
     }

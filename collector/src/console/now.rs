@@ -276,7 +276,13 @@ pub async fn site(
         }
     };
     announcer
-        .settle_site(&visitor.session.user, &agent, site, confirm, SystemTime::now())
+        .settle_site(
+            &visitor.session.user,
+            &agent,
+            site,
+            confirm,
+            SystemTime::now(),
+        )
         .await
         .map_err(|error| visitor.announce_error(error))?;
     Ok(Redirect::to(&format!(

@@ -166,7 +166,13 @@ impl Store {
         tx.execute(
             "INSERT INTO announcements (id, created_ms, created_by, expires_ms, args, received_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?2)",
-            params![row.id, row.created_ms, row.created_by, row.expires_ms, row.args.to_string()],
+            params![
+                row.id,
+                row.created_ms,
+                row.created_by,
+                row.expires_ms,
+                row.args.to_string()
+            ],
         )?;
         for (agent, command_id) in targets {
             tx.execute(

@@ -172,7 +172,9 @@ mod tests {
         );
         let forged = ["lain.wav".to_owned()];
         assert_eq!(
-            store.claim_site("aula", "nowhere", Some(&forged), 3).unwrap(),
+            store
+                .claim_site("aula", "nowhere", Some(&forged), 3)
+                .unwrap(),
             SiteClaim::Held {
                 pinned: "office".to_owned(),
                 claimed: "nowhere".to_owned(),
@@ -235,7 +237,9 @@ mod tests {
         ));
         store.pin_site("lobi", "gor", 3).unwrap();
         assert_eq!(store.claims_waiting().unwrap(), 1, "office still claimed");
-        store.claim_site("lobi", "gor", Some(&["a.wav".to_owned()]), 4).unwrap();
+        store
+            .claim_site("lobi", "gor", Some(&["a.wav".to_owned()]), 4)
+            .unwrap();
         store.pin_site("aula", "office", 5).unwrap();
         store.claim_site("aula", "office-2", None, 6).unwrap();
         store.pin_site("aula", "office-2", 7).unwrap();

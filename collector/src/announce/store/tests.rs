@@ -226,5 +226,9 @@ fn kept_schedule_versions_are_bounded_and_keep_the_applied_one() {
     let entries = schedules::kept_entries(&store, "aula", "pagi").unwrap();
     assert_eq!(entries.iter().filter(|e| e.applied).count(), 1);
     assert_eq!(entries.iter().filter(|e| e.sent).count(), 1);
-    assert!(schedules::kept_entries(&store, "lobi", "pagi").unwrap().is_empty());
+    assert!(
+        schedules::kept_entries(&store, "lobi", "pagi")
+            .unwrap()
+            .is_empty()
+    );
 }
