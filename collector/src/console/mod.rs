@@ -361,6 +361,8 @@ pub fn summary(args: &serde_json::Value) -> String {
 #[cfg(test)]
 mod page_tests;
 #[cfg(test)]
+mod site_tests;
+#[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
