@@ -95,8 +95,6 @@ pub struct Announcer {
     metrics: Option<AnnounceMetrics>,
     /// Log lines of refused events and site claims: an agent triggers them.
     refusals_log: LogLimiter,
-    /// Audit rows of site claims, at most one per agent per period.
-    claims_audit: LogLimiter,
 }
 
 impl Announcer {
@@ -115,7 +113,6 @@ impl Announcer {
             schedule_gauge: None,
             metrics: None,
             refusals_log: LogLimiter::new(Duration::from_secs(10)),
-            claims_audit: LogLimiter::new(Duration::from_secs(60)),
         }
     }
 
@@ -305,8 +302,9 @@ impl Announcer {
         if let Some(metrics) = &self.metrics {
             metrics.rejected(refusal);
         }
-        let key = format!("{agent}/{}", refusal.reason());
-        if let Verdict::Log { suppressed } = self.refusals_log.check(&key) {
+        // Keyed by reason alone: the limiter keeps a window per key, and agent ids come from
+        // senders.
+        if let Verdict::Log { suppressed } = self.refusals_log.check(refusal.reason()) {
             warn!(agent, schedule = %schedule, play = %play, reason = refusal.reason(), suppressed,
                 "event of a scheduled play refused: left out of the history");
         }

@@ -35,7 +35,7 @@ impl Announcer {
         let SiteClaim::Held {
             pinned,
             claimed,
-            changed,
+            audit,
         } = store.claim_site(agent, site, clips, now_ms)?
         else {
             return Ok(());
@@ -51,12 +51,14 @@ impl Announcer {
                 metrics.site_moves_waiting.set(waiting);
             }
         }
-        if let Verdict::Log { suppressed } = self.refusals_log.check(&format!("site/{agent}")) {
+        // One key for every agent: the limiter keeps a window per key, and agent ids come
+        // from senders.
+        if let Verdict::Log { suppressed } = self.refusals_log.check("site_move") {
             warn!(agent, pinned = %pinned, claimed = %claimed, outcome = outcome.as_str(), suppressed,
                 "a status names another site than the agent's pinned one: commands stay at the \
                  pinned site until an admin confirms the move on the console's Now page");
         }
-        if changed && self.claims_audit.check(agent) != Verdict::Suppress {
+        if audit {
             let detail = format!("pinned {pinned}; claimed {claimed}; {}", outcome.as_str());
             store.audit(
                 now_ms,

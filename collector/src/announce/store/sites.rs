@@ -15,14 +15,18 @@ pub enum SiteClaim {
     Pinned,
     /// The pinned site: clips updated.
     Same,
-    /// Another site: kept as a claim, the pinned site unchanged. `changed` is false when the
-    /// same claim was already waiting.
+    /// Another site: kept as a claim, the pinned site unchanged. `audit` is true for a new
+    /// claim: none was waiting, or another site was claimed and the last claim is at least
+    /// `CLAIM_AUDIT_INTERVAL_MS` old (so a sender alternating sites adds few audit rows).
     Held {
         pinned: String,
         claimed: String,
-        changed: bool,
+        audit: bool,
     },
 }
+
+/// How long claims must pause before a change of the claimed site is audited again.
+pub const CLAIM_AUDIT_INTERVAL_MS: i64 = 60_000;
 
 /// An agent's pinned site and the move waiting for an admin, as the API and console show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,12 +57,12 @@ impl Store {
         clips: Option<&[String]>,
         now_ms: i64,
     ) -> Result<SiteClaim, StoreError> {
-        let known: Option<(String, Option<String>)> = self
+        let known: Option<(String, Option<String>, Option<i64>)> = self
             .conn()
             .query_row(
-                "SELECT site, claimed_site FROM agents WHERE id = ?1",
+                "SELECT site, claimed_site, claimed_ms FROM agents WHERE id = ?1",
                 params![id],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .optional()?;
         match known {
@@ -66,12 +70,16 @@ impl Store {
                 self.upsert_agent(id, site, clips, now_ms)?;
                 Ok(SiteClaim::Pinned)
             }
-            Some((pinned, _)) if pinned == site => {
+            Some((pinned, _, _)) if pinned == site => {
                 self.upsert_agent(id, site, clips, now_ms)?;
                 Ok(SiteClaim::Same)
             }
-            Some((pinned, claimed)) => {
-                let changed = claimed.as_deref() != Some(site);
+            Some((pinned, claimed, claimed_ms)) => {
+                let audit = match (claimed.as_deref(), claimed_ms) {
+                    (Some(waiting), _) if waiting == site => false,
+                    (Some(_), Some(last)) => now_ms.saturating_sub(last) >= CLAIM_AUDIT_INTERVAL_MS,
+                    _ => true,
+                };
                 // The claim's clips stay with the claim: a forged status changes nothing an
                 // announcement is checked against until the move is confirmed.
                 self.conn().execute(
@@ -83,7 +91,7 @@ impl Store {
                 Ok(SiteClaim::Held {
                     pinned,
                     claimed: site.to_owned(),
-                    changed,
+                    audit,
                 })
             }
         }
@@ -178,13 +186,25 @@ mod tests {
             SiteClaim::Held {
                 pinned: "office".to_owned(),
                 claimed: "nowhere".to_owned(),
-                changed: true
+                audit: true
             }
         );
         assert!(matches!(
             store.claim_site("aula", "nowhere", None, 4).unwrap(),
-            SiteClaim::Held { changed: false, .. }
+            SiteClaim::Held { audit: false, .. }
         ));
+        // Alternating sites is audited again only after a pause.
+        assert!(matches!(
+            store.claim_site("aula", "gor", None, 5).unwrap(),
+            SiteClaim::Held { audit: false, .. }
+        ));
+        assert!(matches!(
+            store
+                .claim_site("aula", "nowhere", None, 5 + CLAIM_AUDIT_INTERVAL_MS)
+                .unwrap(),
+            SiteClaim::Held { audit: true, .. }
+        ));
+        store.claim_site("aula", "nowhere", None, 4).unwrap();
         // Commands still go to the pinned site, with its clips.
         assert_eq!(
             store.agent("aula").unwrap(),
