@@ -137,3 +137,69 @@ impl Announcer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::announce::{AnnounceMetrics, Observation, Settings};
+    use crate::mqtt::MqttHandle;
+
+    #[tokio::test]
+    async fn a_site_the_config_names_wins_and_cannot_be_confirmed_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mqtt, _requests) = MqttHandle::channel(8);
+        let settings = Settings {
+            prefix: "pantau".to_owned(),
+            key: b"sixteen-byte-key-for-tests".to_vec(),
+            zones: Vec::new(),
+            default_expires: Duration::from_secs(300),
+            resend_interval: Duration::from_secs(5),
+            schedules: Vec::new(),
+            alert_rules: Vec::new(),
+            retention: Duration::from_secs(86_400),
+            sites: BTreeMap::from([("aula".to_owned(), "dc".to_owned())]),
+        };
+        let registry = prometheus::Registry::new();
+        let announcer = Announcer::new(Store::open(dir.path()).unwrap(), settings, mqtt)
+            .with_metrics(AnnounceMetrics::register(&registry).unwrap());
+        let status = |site: &str| Observation::Status {
+            agent: "aula".to_owned(),
+            site: site.to_owned(),
+            clips: vec!["bel.wav".to_owned()],
+        };
+        // Pinned by the config before any status; its first status elsewhere is no pin.
+        announcer.observe(status("gor"), SystemTime::now());
+        let sites = announcer.sites().unwrap();
+        assert_eq!(sites[0].source, "config");
+        assert_eq!(sites[0].pinned.site, "dc");
+        assert_eq!(sites[0].pinned.claimed_site.as_deref(), Some("gor"));
+        let error = announcer
+            .settle_site("adi", "aula", "gor", true, SystemTime::now())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("announcements.sites"), "{error}");
+        announcer
+            .settle_site("adi", "aula", "gor", false, SystemTime::now())
+            .await
+            .unwrap();
+        announcer.observe(status("dc"), SystemTime::now());
+        assert_eq!(
+            announcer.store().agent("aula").unwrap(),
+            Some(("dc".to_owned(), vec!["bel.wav".to_owned()]))
+        );
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .unwrap();
+        for line in [
+            "pantau_collector_site_moves_total{outcome=\"refused\"} 1",
+            "pantau_collector_site_moves_total{outcome=\"held\"} 0",
+            "pantau_collector_site_moves_total{outcome=\"dismissed\"} 1",
+            "pantau_collector_site_moves_waiting 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+}
