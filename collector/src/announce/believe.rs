@@ -218,6 +218,68 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_adds_at_most_a_day_of_rows_per_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let spec: schedules::ScheduleSpec = serde_json::from_value(serde_json::json!({
+            "name": "menit", "targets": ["aula"], "cron": "* * * * *",
+            "announce": {"text": "Tes"}
+        }))
+        .unwrap();
+        let now_ms = EIGHT_WIB_MS;
+        schedules::recompute(&store, &[spec], &[], now_ms).unwrap();
+        let version = schedules::agents(&store).unwrap()[0].version;
+        schedules::mark_published(&store, "aula", version).unwrap();
+        schedules::record_answer(&store, "aula", Some(version), None).unwrap();
+        let play = |due_ms: i64| format!("menit@{}", due_ms / 1000);
+        assert_eq!(
+            scheduled_play(&store, "aula", "menit", &play(now_ms), now_ms).unwrap(),
+            Ok(())
+        );
+        let first = scheduled::PlayEvent {
+            agent: "aula",
+            schedule: "menit",
+            play: &play(now_ms),
+            outcome: "queued",
+            detail: "",
+        };
+        store
+            .record_scheduled(&first, &serde_json::Value::Null, now_ms)
+            .unwrap();
+        // The rest of a day of rows received (their claimed times do not matter).
+        let rest = MAX_PLAYS_PER_DAY - 1;
+        store
+            .conn()
+            .execute_batch(&format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rest})
+                 INSERT INTO announcements (id, created_ms, created_by, expires_ms, args, schedule, received_ms)
+                     SELECT 'menit@' || i, i * 1000, 'schedule', 0, 'null', 'menit', {now_ms} FROM n;
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rest})
+                 INSERT INTO targets (announcement, agent, command_id, status, updated_ms)
+                     SELECT 'menit@' || i, 'aula', 'aula/menit@' || i, 'finished', {now_ms} FROM n;"
+            ))
+            .unwrap();
+        let next = now_ms + 60_000;
+        assert_eq!(
+            scheduled_play(&store, "aula", "menit", &play(next), next).unwrap(),
+            Err(Refusal::DailyLimit)
+        );
+        // A later event of a play already in the history still updates it.
+        assert_eq!(
+            scheduled_play(&store, "aula", "menit", &play(now_ms), next).unwrap(),
+            Ok(())
+        );
+        let kept = store.plays_since("aula", "menit", now_ms - DAY_MS).unwrap();
+        assert_eq!(kept, MAX_PLAYS_PER_DAY);
+        // A day later the count starts again.
+        let tomorrow = now_ms + DAY_MS + 60_000;
+        assert_eq!(
+            scheduled_play(&store, "aula", "menit", &play(tomorrow), tomorrow).unwrap(),
+            Ok(())
+        );
+    }
+
+    #[test]
     fn reasons_are_distinct_labels() {
         let mut reasons: Vec<&str> = Refusal::ALL.iter().map(|r| r.reason()).collect();
         reasons.sort_unstable();
