@@ -46,10 +46,11 @@ impl Announcer {
             SiteMove::Held
         };
         if let Some(metrics) = &self.metrics {
-            metrics.site_move(outcome);
+            // The gauge first: a scrape that sees the count sees the claim waiting.
             if let Ok(waiting) = store.claims_waiting() {
                 metrics.site_moves_waiting.set(waiting);
             }
+            metrics.site_move(outcome);
         }
         // One key for every agent: the limiter keeps a window per key, and agent ids come
         // from senders.
@@ -126,8 +127,8 @@ impl Announcer {
                 super::schedules::republish(&store, agent)?;
             }
             if let Some(metrics) = &self.metrics {
-                metrics.site_move(outcome);
                 metrics.site_moves_waiting.set(store.claims_waiting()?);
+                metrics.site_move(outcome);
             }
         }
         info!(who, agent, site, confirm, "site claim settled");
