@@ -45,13 +45,6 @@ impl Announcer {
         } else {
             SiteMove::Held
         };
-        if let Some(metrics) = &self.metrics {
-            // The gauge first: a scrape that sees the count sees the claim waiting.
-            if let Ok(waiting) = store.claims_waiting() {
-                metrics.site_moves_waiting.set(waiting);
-            }
-            metrics.site_move(outcome);
-        }
         // One key for every agent: the limiter keeps a window per key, and agent ids come
         // from senders.
         if let Verdict::Log { suppressed } = self.refusals_log.check("site_move") {
@@ -68,6 +61,14 @@ impl Announcer {
                 agent,
                 &detail,
             )?;
+        }
+        // Counted last: whoever sees the count also finds the log line and the audit row.
+        if let Some(metrics) = &self.metrics {
+            // The gauge first: a scrape that sees the count sees the claim waiting.
+            if let Ok(waiting) = store.claims_waiting() {
+                metrics.site_moves_waiting.set(waiting);
+            }
+            metrics.site_move(outcome);
         }
         Ok(())
     }
