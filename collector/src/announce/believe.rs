@@ -11,7 +11,7 @@ use pantau_protocol::sound::{
     SCHEDULED_VALIDITY_MS, ScheduleArgs, ScheduleEntry, default_time_zone,
 };
 
-use super::schedules::{self, KeptEntry};
+use super::schedules::{self, KeptEntry, KeptVersion};
 use super::store::scheduled;
 use super::{Store, StoreError};
 
@@ -114,9 +114,25 @@ pub fn check_kept(kept: &[KeptEntry], due_ms: i64, now_ms: i64) -> Result<(), Re
 }
 
 /// Whether the event of play `play` of entry `schedule` from `agent`, received at `now_ms`,
-/// may go into the history.
+/// may go into the history (the announcer reads the versions once per message instead).
+#[cfg(test)]
 pub fn scheduled_play(
     store: &Store,
+    agent: &str,
+    schedule: &str,
+    play: &str,
+    now_ms: i64,
+) -> Result<Result<(), Refusal>, StoreError> {
+    let versions = schedules::kept_versions(store, agent)?;
+    scheduled_play_of(store, &versions, agent, schedule, play, now_ms)
+}
+
+/// Whether the event of play `play` of entry `schedule` from `agent`, received at `now_ms`,
+/// may go into the history, against `agent`'s kept schedule `versions` read once for all the
+/// events of a message: an agent with a large schedule sending many events costs one read.
+pub fn scheduled_play_of(
+    store: &Store,
+    versions: &[KeptVersion],
     agent: &str,
     schedule: &str,
     play: &str,
@@ -125,7 +141,7 @@ pub fn scheduled_play(
     let Some(due_ms) = scheduled::due_ms(schedule, play) else {
         return Ok(Err(Refusal::NotAPlay));
     };
-    let kept = schedules::kept_entries(store, agent, schedule)?;
+    let kept = schedules::entries_named(versions, schedule);
     if let Err(refusal) = check_kept(&kept, due_ms, now_ms) {
         return Ok(Err(refusal));
     }

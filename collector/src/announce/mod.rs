@@ -262,15 +262,23 @@ impl Announcer {
                 let clips = (!clips.is_empty()).then_some(clips.as_slice());
                 self.observe_site(&store, &agent, &site, clips, now_ms)
             }
-            Observation::Events { agent, events } => events.iter().try_for_each(|event| {
-                schedules::apply_event(&store, &agent, event)?;
-                if self.refuse_play(&store, &agent, event, now_ms)? {
-                    return Ok(());
-                }
-                tap::apply_event(&store, &agent, event, now_ms, |name| {
-                    self.scheduled_args(&store, name)
+            Observation::Events { agent, events } => {
+                // The agent's kept schedule versions, read at the first scheduled-play event
+                // and again after it reports taking a version.
+                let mut versions = None;
+                events.iter().try_for_each(|event| {
+                    schedules::apply_event(&store, &agent, event)?;
+                    if event.kind == schedules::SCHEDULE_APPLIED {
+                        versions = None;
+                    }
+                    if self.refuse_play(&store, &agent, event, now_ms, &mut versions)? {
+                        return Ok(());
+                    }
+                    tap::apply_event(&store, &agent, event, now_ms, |name| {
+                        self.scheduled_args(&store, name)
+                    })
                 })
-            }),
+            }
         };
         drop(store);
         self.refresh_schedule_gauge();
@@ -286,6 +294,7 @@ impl Announcer {
         agent: &str,
         event: &pantau_protocol::Event,
         now_ms: i64,
+        versions: &mut Option<Vec<schedules::KeptVersion>>,
     ) -> Result<bool, StoreError> {
         if !event.kind.starts_with("announcement_") {
             return Ok(false);
@@ -296,7 +305,12 @@ impl Announcer {
         ) else {
             return Ok(false);
         };
-        let Err(refusal) = believe::scheduled_play(store, agent, schedule, play, now_ms)? else {
+        let versions = match versions {
+            Some(versions) => versions,
+            None => versions.insert(schedules::kept_versions(store, agent)?),
+        };
+        let verdict = believe::scheduled_play_of(store, versions, agent, schedule, play, now_ms)?;
+        let Err(refusal) = verdict else {
             return Ok(false);
         };
         if let Some(metrics) = &self.metrics {

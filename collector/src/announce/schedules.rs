@@ -258,18 +258,26 @@ fn keep_version(store: &Store, agent: &str, version: u64, entries: &str) -> Resu
     Ok(())
 }
 
-/// One kept version of an agent's schedule holding a given entry.
+/// One kept version of an agent's schedule.
 #[derive(Debug, Clone)]
-pub struct KeptEntry {
+pub struct KeptVersion {
     /// The broker acknowledged it: the collector sent it to that agent.
     pub sent: bool,
     /// The agent reported taking it (`schedule_applied`).
     pub applied: bool,
+    pub entries: Vec<ScheduleEntry>,
+}
+
+/// One kept version's entry of a given name.
+#[derive(Debug, Clone)]
+pub struct KeptEntry {
+    pub sent: bool,
+    pub applied: bool,
     pub entry: ScheduleEntry,
 }
 
-/// The entry named `name` in each kept version of `agent`'s schedule, newest first.
-pub fn kept_entries(store: &Store, agent: &str, name: &str) -> Result<Vec<KeptEntry>, StoreError> {
+/// The kept versions of `agent`'s schedule, newest first.
+pub fn kept_versions(store: &Store, agent: &str) -> Result<Vec<KeptVersion>, StoreError> {
     let mut statement = store.conn().prepare(
         "SELECT sent, applied, entries FROM schedule_versions WHERE agent = ?1
          ORDER BY version DESC",
@@ -284,16 +292,34 @@ pub fn kept_entries(store: &Store, agent: &str, name: &str) -> Result<Vec<KeptEn
     let mut kept = Vec::new();
     for row in rows {
         let (sent, applied, entries) = row?;
-        let entries: Vec<ScheduleEntry> = serde_json::from_str(&entries).unwrap_or_default();
-        if let Some(entry) = entries.into_iter().find(|entry| entry.name == name) {
-            kept.push(KeptEntry {
-                sent,
-                applied,
-                entry,
-            });
-        }
+        kept.push(KeptVersion {
+            sent,
+            applied,
+            entries: serde_json::from_str(&entries).unwrap_or_default(),
+        });
     }
     Ok(kept)
+}
+
+/// The entry named `name` in each of `versions` that holds one, in their order.
+pub fn entries_named(versions: &[KeptVersion], name: &str) -> Vec<KeptEntry> {
+    versions
+        .iter()
+        .filter_map(|version| {
+            let entry = version.entries.iter().find(|entry| entry.name == name)?;
+            Some(KeptEntry {
+                sent: version.sent,
+                applied: version.applied,
+                entry: entry.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The entry named `name` in each kept version of `agent`'s schedule, newest first.
+#[cfg(test)]
+pub fn kept_entries(store: &Store, agent: &str, name: &str) -> Result<Vec<KeptEntry>, StoreError> {
+    Ok(entries_named(&kept_versions(store, agent)?, name))
 }
 
 /// Schedules not yet acknowledged by the broker: (agent, the args to sign).

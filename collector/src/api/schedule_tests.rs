@@ -534,3 +534,33 @@ async fn scheduled_play_events_are_believed_only_where_they_can_be_true() {
     );
     assert_eq!(rows(&f), 1, "the real play, at its time");
 }
+
+#[tokio::test]
+async fn a_play_reported_with_the_version_it_belongs_to_in_one_message_is_believed() {
+    let f = fixture();
+    f.announcer.sync_schedules(SystemTime::now()).await;
+    let (_, value) = call(&f.app, "GET", "/api/v1/schedules", None, None).await;
+    let version = value["agents"][0]["version"].as_u64().unwrap();
+    let play = format!("config-pagi@{PAGI_DUE_S}");
+    let applied = Event {
+        kind: "schedule_applied".to_owned(),
+        severity: Severity::Info,
+        message: String::new(),
+        labels: [("version".to_owned(), version.to_string())].into(),
+    };
+    // The play before the version is refused; the same message then takes the version, and
+    // the next event of the play is believed.
+    f.announcer.observe(
+        Observation::Events {
+            agent: "aula".to_owned(),
+            events: vec![
+                play_event("announcement_queued", "config-pagi", &play),
+                applied,
+                play_event("announcement_started", "config-pagi", &play),
+            ],
+        },
+        at_seconds(PAGI_DUE_S + 5),
+    );
+    let row = f.announcer.store().announcement(&play).unwrap().unwrap();
+    assert_eq!(row.targets[0].status, "started");
+}
