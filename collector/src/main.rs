@@ -259,10 +259,13 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
             schedules: config.announcements.schedules.clone(),
             alert_rules: config.announcements.alert_rules.clone(),
             retention: Duration::from_secs(config.storage.retention_days.saturating_mul(86_400)),
+            sites: config.announcements.sites.clone(),
         };
+        let metrics = announce::AnnounceMetrics::register(telemetry.registry())?;
         let announcer = Arc::new(
             announce::Announcer::new(store, settings, mqtt)
-                .with_schedule_gauge(telemetry.schedule_version.clone()),
+                .with_schedule_gauge(telemetry.schedule_version.clone())
+                .with_metrics(metrics),
         );
         let (tap, observations) = announce::Tap::channel();
         decoder = decoder.with_tap(tap);

@@ -1,6 +1,7 @@
 //! `[announcements]` and `[storage]`: the shared command key, zones, expiry and resend
 //! timing, and where the announcement history is kept.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use pantau_protocol::validate_id;
@@ -32,6 +33,11 @@ pub struct AnnouncementsConfig {
     /// `POST /api/v1/alertmanager`.
     #[serde(default)]
     pub alert_rules: Vec<super::alerts::AlertRule>,
+    /// `[announcements.sites]`: sound agent id = site. Commands to such an agent always go to
+    /// this site, whatever its status says. Any other agent is pinned to the site of its first
+    /// status, and a move waits for an admin on the console's Now page.
+    #[serde(default)]
+    pub sites: BTreeMap<String, String>,
 }
 
 /// `[[announcements.zones]]`: a name for a group of sound agents.
@@ -94,6 +100,7 @@ impl Default for AnnouncementsConfig {
             resend_interval_seconds: default_resend_interval_seconds(),
             schedules: Vec::new(),
             alert_rules: Vec::new(),
+            sites: BTreeMap::new(),
         }
     }
 }
@@ -185,6 +192,11 @@ impl AnnouncementsConfig {
                     ));
                 }
             }
+        }
+        for (agent, site) in &self.sites {
+            let field = format!("announcements.sites.{agent}");
+            validate_id(agent).map_err(|why| ConfigError::invalid(&field, agent, why))?;
+            validate_id(site).map_err(|why| ConfigError::invalid(&field, site, why))?;
         }
         if let Some(path) = &self.key_file {
             super::read_key(path).map_err(|why| {

@@ -4,31 +4,39 @@
 //! history, the agents' sites and clips, and an audit log live in SQLite (`store`).
 //!
 //! The decoder hands statuses and events to the `Tap` (a bounded channel, never blocking the
-//! decoder); `Announcer::run` applies them and resends what is pending.
+//! decoder); `Announcer::run` applies them and resends what is pending. A sound agent's site
+//! is pinned (`sites`), and an event of a scheduled play is believed only where it can be
+//! true (`believe`).
 
 pub mod alerts;
+pub mod believe;
 pub mod config;
+pub mod metrics;
 mod request;
 mod scheduler;
 pub mod schedules;
+pub mod sites;
 mod stopping;
 pub mod store;
 mod tap;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pantau_protocol::sound::{ANNOUNCE, SCHEDULE};
 use pantau_protocol::{CommandMessage, SCHEMA_VERSION};
+use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 pub use config::{AnnouncementsConfig, StorageConfig, Zone};
+pub use metrics::AnnounceMetrics;
 pub use request::AnnouncementRequest;
-pub use store::{AnnouncementRow, HistoryFilter, PendingStop, Store, StoreError};
+pub use store::{AnnouncementRow, HistoryFilter, PendingStop, PinnedSite, Store, StoreError};
 pub use tap::{Observation, Tap};
 
 use crate::mqtt::MqttHandle;
@@ -71,6 +79,8 @@ pub struct Settings {
     pub alert_rules: Vec<alerts::AlertRule>,
     /// History older than this is deleted.
     pub retention: Duration,
+    /// `announcements.sites`: agents whose site the config names (agent id to site).
+    pub sites: BTreeMap<String, String>,
 }
 
 /// Composes, signs, sends and follows announcements.
@@ -81,17 +91,38 @@ pub struct Announcer {
     sequence: Mutex<u32>,
     /// `pantau_collector_sound_schedule_version{instance,state}`, when registered.
     schedule_gauge: Option<prometheus::IntGaugeVec>,
+    /// Refused events and site moves, when registered.
+    metrics: Option<AnnounceMetrics>,
+    /// Log lines of refused events and site claims: an agent triggers them.
+    refusals_log: LogLimiter,
 }
 
 impl Announcer {
     pub fn new(store: Store, settings: Settings, mqtt: MqttHandle) -> Self {
+        let now_ms = unix_ms(SystemTime::now());
+        for (agent, site) in &settings.sites {
+            if let Err(error) = store.pin_site(agent, site, now_ms) {
+                warn!(%error, agent, site, "cannot pin the site announcements.sites names");
+            }
+        }
         Self {
             store: Mutex::new(store),
             settings,
             mqtt,
             sequence: Mutex::new(0),
             schedule_gauge: None,
+            metrics: None,
+            refusals_log: LogLimiter::new(Duration::from_secs(10)),
         }
+    }
+
+    /// Counts refused events and site moves in `metrics`.
+    pub fn with_metrics(mut self, metrics: AnnounceMetrics) -> Self {
+        if let Ok(waiting) = self.store().claims_waiting() {
+            metrics.site_moves_waiting.set(waiting);
+        }
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Shows each agent's published and applied schedule version in `gauge`.
@@ -229,20 +260,69 @@ impl Announcer {
             Observation::Status { agent, site, clips } => {
                 // A last will names no clips: keep those of the birth.
                 let clips = (!clips.is_empty()).then_some(clips.as_slice());
-                store.upsert_agent(&agent, &site, clips, now_ms)
+                self.observe_site(&store, &agent, &site, clips, now_ms)
             }
-            Observation::Events { agent, events } => events.iter().try_for_each(|event| {
-                schedules::apply_event(&store, &agent, event)?;
-                tap::apply_event(&store, &agent, event, now_ms, |name| {
-                    self.scheduled_args(&store, name)
+            Observation::Events { agent, events } => {
+                // The agent's kept schedule versions, read at the first scheduled-play event
+                // and again after it reports taking a version.
+                let mut versions = None;
+                events.iter().try_for_each(|event| {
+                    schedules::apply_event(&store, &agent, event)?;
+                    if event.kind == schedules::SCHEDULE_APPLIED {
+                        versions = None;
+                    }
+                    if self.refuse_play(&store, &agent, event, now_ms, &mut versions)? {
+                        return Ok(());
+                    }
+                    tap::apply_event(&store, &agent, event, now_ms, |name| {
+                        self.scheduled_args(&store, name)
+                    })
                 })
-            }),
+            }
         };
         drop(store);
         self.refresh_schedule_gauge();
         if let Err(error) = result {
             warn!(%error, "cannot store an announcement update");
         }
+    }
+
+    /// True (counted and logged) if `event` is of a scheduled play that cannot be true.
+    fn refuse_play(
+        &self,
+        store: &Store,
+        agent: &str,
+        event: &pantau_protocol::Event,
+        now_ms: i64,
+        versions: &mut Option<Vec<schedules::KeptVersion>>,
+    ) -> Result<bool, StoreError> {
+        if !event.kind.starts_with("announcement_") {
+            return Ok(false);
+        }
+        let (Some(schedule), Some(play)) = (
+            event.labels.get("schedule"),
+            event.labels.get("announcement"),
+        ) else {
+            return Ok(false);
+        };
+        let versions = match versions {
+            Some(versions) => versions,
+            None => versions.insert(schedules::kept_versions(store, agent)?),
+        };
+        let verdict = believe::scheduled_play_of(store, versions, agent, schedule, play, now_ms)?;
+        let Err(refusal) = verdict else {
+            return Ok(false);
+        };
+        if let Some(metrics) = &self.metrics {
+            metrics.rejected(refusal);
+        }
+        // Keyed by reason alone: the limiter keeps a window per key, and agent ids come from
+        // senders.
+        if let Verdict::Log { suppressed } = self.refusals_log.check(refusal.reason()) {
+            warn!(agent, schedule = %schedule, play = %play, reason = refusal.reason(), suppressed,
+                "event of a scheduled play refused: left out of the history");
+        }
+        Ok(true)
     }
 
     /// What schedule entry `name` plays (config first, then the API's), for the history; null

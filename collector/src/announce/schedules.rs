@@ -230,8 +230,96 @@ pub fn recompute(
              ON CONFLICT(agent) DO UPDATE SET version = ?2, args = ?3, published = 0, detail = ''",
             params![agent, version, entries_text],
         )?;
+        keep_version(store, &agent, version, &entries_text)?;
     }
     Ok(())
+}
+
+/// Versions of one agent's schedule kept besides the one it applied last: enough for the
+/// plays of a version being replaced while the agent takes the next, bounded however often
+/// schedules are edited.
+pub const KEPT_VERSIONS: usize = 8;
+
+/// Keeps `version` of `agent`'s schedule (its `entries`, as JSON), and forgets versions older
+/// than the newest `KEPT_VERSIONS`, except the newest one the agent applied.
+fn keep_version(store: &Store, agent: &str, version: u64, entries: &str) -> Result<(), StoreError> {
+    store.conn().execute(
+        "INSERT OR REPLACE INTO schedule_versions (agent, version, entries) VALUES (?1, ?2, ?3)",
+        params![agent, version, entries],
+    )?;
+    store.conn().execute(
+        "DELETE FROM schedule_versions WHERE agent = ?1
+           AND version NOT IN (SELECT version FROM schedule_versions WHERE agent = ?1
+                               ORDER BY version DESC LIMIT ?2)
+           AND version IS NOT (SELECT MAX(version) FROM schedule_versions
+                               WHERE agent = ?1 AND applied = 1)",
+        params![agent, KEPT_VERSIONS as i64],
+    )?;
+    Ok(())
+}
+
+/// One kept version of an agent's schedule.
+#[derive(Debug, Clone)]
+pub struct KeptVersion {
+    /// The broker acknowledged it: the collector sent it to that agent.
+    pub sent: bool,
+    /// The agent reported taking it (`schedule_applied`).
+    pub applied: bool,
+    pub entries: Vec<ScheduleEntry>,
+}
+
+/// One kept version's entry of a given name.
+#[derive(Debug, Clone)]
+pub struct KeptEntry {
+    pub sent: bool,
+    pub applied: bool,
+    pub entry: ScheduleEntry,
+}
+
+/// The kept versions of `agent`'s schedule, newest first.
+pub fn kept_versions(store: &Store, agent: &str) -> Result<Vec<KeptVersion>, StoreError> {
+    let mut statement = store.conn().prepare(
+        "SELECT sent, applied, entries FROM schedule_versions WHERE agent = ?1
+         ORDER BY version DESC",
+    )?;
+    let rows = statement.query_map(params![agent], |row| {
+        Ok((
+            row.get::<_, bool>(0)?,
+            row.get::<_, bool>(1)?,
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut kept = Vec::new();
+    for row in rows {
+        let (sent, applied, entries) = row?;
+        kept.push(KeptVersion {
+            sent,
+            applied,
+            entries: serde_json::from_str(&entries).unwrap_or_default(),
+        });
+    }
+    Ok(kept)
+}
+
+/// The entry named `name` in each of `versions` that holds one, in their order.
+pub fn entries_named(versions: &[KeptVersion], name: &str) -> Vec<KeptEntry> {
+    versions
+        .iter()
+        .filter_map(|version| {
+            let entry = version.entries.iter().find(|entry| entry.name == name)?;
+            Some(KeptEntry {
+                sent: version.sent,
+                applied: version.applied,
+                entry: entry.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The entry named `name` in each kept version of `agent`'s schedule, newest first.
+#[cfg(test)]
+pub fn kept_entries(store: &Store, agent: &str, name: &str) -> Result<Vec<KeptEntry>, StoreError> {
+    Ok(entries_named(&kept_versions(store, agent)?, name))
 }
 
 /// Schedules not yet acknowledged by the broker: (agent, the args to sign).
@@ -268,6 +356,19 @@ pub fn mark_published(store: &Store, agent: &str, version: u64) -> Result<(), St
         "UPDATE agent_schedules SET published = 1 WHERE agent = ?1 AND version = ?2",
         params![agent, version],
     )?;
+    store.conn().execute(
+        "UPDATE schedule_versions SET sent = 1 WHERE agent = ?1 AND version = ?2",
+        params![agent, version],
+    )?;
+    Ok(())
+}
+
+/// Publishes `agent`'s current schedule again (it moved to another site).
+pub fn republish(store: &Store, agent: &str) -> Result<(), StoreError> {
+    store.conn().execute(
+        "UPDATE agent_schedules SET published = 0 WHERE agent = ?1",
+        params![agent],
+    )?;
     Ok(())
 }
 
@@ -281,6 +382,12 @@ pub fn record_answer(
     if let Some(version) = applied {
         store.conn().execute(
             "UPDATE agent_schedules SET applied_version = ?2, detail = '' WHERE agent = ?1",
+            params![agent, version],
+        )?;
+        // Only a version the collector made for this agent can be applied: an agent naming
+        // any other number marks nothing.
+        store.conn().execute(
+            "UPDATE schedule_versions SET applied = 1 WHERE agent = ?1 AND version = ?2",
             params![agent, version],
         )?;
     }

@@ -12,6 +12,7 @@ mod error;
 mod limits;
 pub mod login;
 mod schedules;
+mod sites;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,6 +150,7 @@ fn api_routes(state: AppState) -> Router<AppState> {
         .route("/api/v1/agents", get(agents::list))
         .route("/api/v1/agents/{id}", get(agents::one))
         .route("/api/v1/agents/{id}/events", get(agents::events))
+        .route("/api/v1/agents/{id}/site", get(sites::one))
         .route(
             "/api/v1/announcements",
             get(announcements::history).post(announcements::create),

@@ -344,9 +344,52 @@ async fn bad_schedules_name_what_is_wrong() {
     assert_eq!(error(&value), "no schedule 'x'");
 }
 
+/// 2025-11-28 08:00 in Asia/Jakarta: a due time of `config-pagi`.
+const PAGI_DUE_S: u64 = 1_764_291_600;
+
+/// Publishes the config schedule, has `aula` apply it, and forgets what was sent.
+async fn aula_applies_config_pagi(f: &super::test_support::Fixture) {
+    f.announcer.sync_schedules(SystemTime::now()).await;
+    let (_, value) = call(&f.app, "GET", "/api/v1/schedules", None, None).await;
+    let version = value["agents"][0]["version"].as_u64().unwrap();
+    f.announcer.observe(
+        Observation::Events {
+            agent: "aula".to_owned(),
+            events: vec![Event {
+                kind: "schedule_applied".to_owned(),
+                severity: Severity::Info,
+                message: String::new(),
+                labels: [("version".to_owned(), version.to_string())].into(),
+            }],
+        },
+        SystemTime::now(),
+    );
+    f.sent.lock().unwrap().clear();
+}
+
+/// An event of play `play` of `schedule`.
+fn play_event(kind: &str, schedule: &str, play: &str) -> Event {
+    Event {
+        kind: kind.to_owned(),
+        severity: Severity::Info,
+        message: format!("{play}: {kind}"),
+        labels: [
+            ("announcement".to_owned(), play.to_owned()),
+            ("priority".to_owned(), "scheduled".to_owned()),
+            ("schedule".to_owned(), schedule.to_owned()),
+        ]
+        .into(),
+    }
+}
+
+fn at_seconds(seconds: u64) -> SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds)
+}
+
 #[tokio::test]
 async fn scheduled_plays_are_in_the_history_from_the_agents_events() {
     let f = fixture();
+    aula_applies_config_pagi(&f).await;
     let event = |kind: &str| Event {
         kind: kind.to_owned(),
         severity: Severity::Info,
@@ -371,7 +414,7 @@ async fn scheduled_plays_are_in_the_history_from_the_agents_events() {
                 agent: "aula".to_owned(),
                 events: vec![event(kind)],
             },
-            SystemTime::now(),
+            at_seconds(PAGI_DUE_S + 30),
         );
     }
     let (status, value) = call(
@@ -418,4 +461,106 @@ async fn scheduled_plays_are_in_the_history_from_the_agents_events() {
         "{value}"
     );
     assert!(f.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn scheduled_play_events_are_believed_only_where_they_can_be_true() {
+    let f = fixture();
+    let play = format!("config-pagi@{PAGI_DUE_S}");
+    let near = at_seconds(PAGI_DUE_S + 30);
+    let rows = |f: &super::test_support::Fixture| {
+        f.announcer
+            .store()
+            .history(0, i64::MAX, &crate::announce::HistoryFilter::default(), 100)
+            .unwrap()
+            .len()
+    };
+    let observe = |agent: &str, event: Event, at: SystemTime| {
+        f.announcer.observe(
+            Observation::Events {
+                agent: agent.to_owned(),
+                events: vec![event],
+            },
+            at,
+        );
+    };
+    // Sent to aula, but not yet applied.
+    f.announcer.sync_schedules(SystemTime::now()).await;
+    observe(
+        "aula",
+        play_event("announcement_finished", "config-pagi", &play),
+        near,
+    );
+    assert_eq!(rows(&f), 0, "a version aula never applied");
+    aula_applies_config_pagi(&f).await;
+    // lobi was never sent config-pagi; nobody was sent `gone`.
+    observe(
+        "lobi",
+        play_event("announcement_finished", "config-pagi", &play),
+        near,
+    );
+    observe(
+        "aula",
+        play_event(
+            "announcement_finished",
+            "gone",
+            &format!("gone@{PAGI_DUE_S}"),
+        ),
+        near,
+    );
+    // Due in the year 9999, and at a time config-pagi is never due.
+    for due in [253_402_300_740_u64, PAGI_DUE_S + 60] {
+        observe(
+            "aula",
+            play_event(
+                "announcement_finished",
+                "config-pagi",
+                &format!("config-pagi@{due}"),
+            ),
+            at_seconds(due.min(PAGI_DUE_S + 60)),
+        );
+    }
+    // The real play, reported too late to be true.
+    observe(
+        "aula",
+        play_event("announcement_finished", "config-pagi", &play),
+        at_seconds(PAGI_DUE_S + 3 * 3600),
+    );
+    assert_eq!(rows(&f), 0);
+    observe(
+        "aula",
+        play_event("announcement_finished", "config-pagi", &play),
+        near,
+    );
+    assert_eq!(rows(&f), 1, "the real play, at its time");
+}
+
+#[tokio::test]
+async fn a_play_reported_with_the_version_it_belongs_to_in_one_message_is_believed() {
+    let f = fixture();
+    f.announcer.sync_schedules(SystemTime::now()).await;
+    let (_, value) = call(&f.app, "GET", "/api/v1/schedules", None, None).await;
+    let version = value["agents"][0]["version"].as_u64().unwrap();
+    let play = format!("config-pagi@{PAGI_DUE_S}");
+    let applied = Event {
+        kind: "schedule_applied".to_owned(),
+        severity: Severity::Info,
+        message: String::new(),
+        labels: [("version".to_owned(), version.to_string())].into(),
+    };
+    // The play before the version is refused; the same message then takes the version, and
+    // the next event of the play is believed.
+    f.announcer.observe(
+        Observation::Events {
+            agent: "aula".to_owned(),
+            events: vec![
+                play_event("announcement_queued", "config-pagi", &play),
+                applied,
+                play_event("announcement_started", "config-pagi", &play),
+            ],
+        },
+        at_seconds(PAGI_DUE_S + 5),
+    );
+    let row = f.announcer.store().announcement(&play).unwrap().unwrap();
+    assert_eq!(row.targets[0].status, "started");
 }

@@ -68,6 +68,7 @@ pub(crate) fn fixture() -> Fixture {
             .unwrap(),
         ],
         retention: Duration::from_secs(365 * 86_400),
+        sites: std::collections::BTreeMap::new(),
         alert_rules: vec![
             serde_json::from_value(json!({
                 "name": "link-down", "alertname": "LinkDown", "labels": {"severity": "critical"},

@@ -119,6 +119,32 @@ const LABELS: &[(&str, &str, &str)] = &[
         "No sound agent seen yet.",
     ),
     ("now.stop", "Hentikan", "Stop"),
+    ("now.site", "Lokasi", "Site"),
+    (
+        "now.moves",
+        "Perpindahan lokasi menunggu konfirmasi",
+        "Site moves waiting for an admin",
+    ),
+    (
+        "now.moves_help",
+        "Status agen ini menyebut lokasi lain. Perintah tetap dikirim ke lokasi yang tercatat sampai admin mengonfirmasi.",
+        "This agent's status names another site. Commands still go to the pinned site until an admin confirms.",
+    ),
+    ("now.pinned", "Lokasi tercatat", "Pinned site"),
+    ("now.claimed", "Lokasi yang diklaim", "Claimed site"),
+    ("now.since", "Sejak", "Since"),
+    ("now.confirm_move", "Konfirmasi pindah", "Confirm move"),
+    ("now.dismiss_move", "Abaikan", "Dismiss"),
+    (
+        "now.configured",
+        "Lokasi ditetapkan oleh konfigurasi (announcements.sites).",
+        "The config names the site (announcements.sites).",
+    ),
+    (
+        "now.site_settled",
+        "Lokasi agen diperbarui",
+        "Site move settled for",
+    ),
     ("now.sent", "Pengumuman dikirim", "Announcement sent"),
     ("now.tone_sent", "Nada uji dikirim ke", "Test tone sent to"),
     (

@@ -88,6 +88,7 @@ pub fn routes() -> Router<AppState> {
         .route("/console/now", get(now::page))
         .route("/console/now/stop/{id}", post(now::stop))
         .route("/console/now/tone/{agent}", post(now::tone))
+        .route("/console/now/site/{agent}", post(now::site))
         .route("/console/send", get(send::page).post(send::submit))
         .route(
             "/console/schedules",
@@ -359,6 +360,8 @@ pub fn summary(args: &serde_json::Value) -> String {
 
 #[cfg(test)]
 mod page_tests;
+#[cfg(test)]
+mod site_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

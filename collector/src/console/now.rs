@@ -1,6 +1,7 @@
 //! `/console/now`: each sound agent (connection, audio device up or down, what it plays, its
-//! queue, a test-tone button) and the recent announcements with their status per target and a
-//! stop button while any target may still play.
+//! queue, a test-tone button), the site moves its status claims (an admin confirms or
+//! dismisses them) and the recent announcements with their status per target and a stop
+//! button while any target may still play.
 
 use std::sync::PoisonError;
 use std::time::SystemTime;
@@ -13,7 +14,8 @@ use pantau_protocol::sound::{Priority, Tone};
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::{ConsoleError, Page, Visitor, is_final, render, summary, wib};
+use super::{ConsoleError, Page, Visitor, field, is_final, render, summary, wib};
+use crate::announce::sites::SiteView;
 use crate::announce::{AnnouncementRequest, AnnouncementRow, HistoryFilter};
 use crate::api::AppState;
 use crate::api::accounts::Role;
@@ -24,6 +26,8 @@ const RECENT: u32 = 30;
 
 pub struct Speaker {
     pub id: String,
+    /// Where its commands go; none before its first status.
+    pub site: Option<String>,
     pub online: bool,
     /// `pantau_sound_device_up`, when the agent reported it.
     pub device_up: Option<bool>,
@@ -67,12 +71,35 @@ impl Row {
     }
 }
 
+/// A site move a status claims, waiting for an admin.
+pub struct Move {
+    pub agent: String,
+    pub pinned: String,
+    pub claimed: String,
+    pub since: String,
+    /// `announcements.sites` names the site: it cannot be confirmed here.
+    pub configured: bool,
+}
+
+impl Move {
+    fn of(view: &SiteView) -> Option<Self> {
+        Some(Move {
+            agent: view.pinned.agent.clone(),
+            pinned: view.pinned.site.clone(),
+            claimed: view.pinned.claimed_site.clone()?,
+            since: view.pinned.claimed_ms.map(wib).unwrap_or_default(),
+            configured: view.source == "config",
+        })
+    }
+}
+
 #[derive(Template)]
 #[template(path = "console/now.html")]
 struct NowPage {
     page: Page,
     flash: Option<(String, String)>,
     speakers: Vec<Speaker>,
+    moves: Vec<Move>,
     rows: Vec<Row>,
 }
 
@@ -100,6 +127,7 @@ pub struct Flash {
     sent: Option<String>,
     stopped: Option<String>,
     tone: Option<String>,
+    site: Option<String>,
 }
 
 /// `GET /console/now`.
@@ -114,6 +142,10 @@ pub async fn page(
         .history(0, i64::MAX, &HistoryFilter::default(), RECENT)
         .map_err(|error| visitor.announce_error(error.into()))?;
     let rows: Vec<Row> = history.iter().map(Row::new).collect();
+    let sites = announcer
+        .sites()
+        .map_err(|error| visitor.announce_error(error))?;
+    let moves: Vec<Move> = sites.iter().filter_map(Move::of).collect();
     let speakers = sound_agents(&app)
         .into_iter()
         .map(|view| {
@@ -132,6 +164,10 @@ pub async fn page(
                 }
             }
             Speaker {
+                site: sites
+                    .iter()
+                    .find(|site| site.pinned.agent == view.id)
+                    .map(|site| site.pinned.site.clone()),
                 online: view.online,
                 device_up: gauge(&view, "pantau_sound_device_up").map(|v| v > 0.0),
                 playing: gauge(&view, "pantau_sound_playing").is_some_and(|v| v > 0.0),
@@ -143,16 +179,18 @@ pub async fn page(
         })
         .collect();
     let page = visitor.page("now");
-    let flash = match (flash.sent, flash.stopped, flash.tone) {
-        (Some(id), _, _) => Some((page.t("now.sent").to_owned(), id)),
-        (_, Some(id), _) => Some((page.t("now.stopped").to_owned(), id)),
-        (_, _, Some(agent)) => Some((page.t("now.tone_sent").to_owned(), agent)),
+    let flash = match (flash.sent, flash.stopped, flash.tone, flash.site) {
+        (Some(id), _, _, _) => Some((page.t("now.sent").to_owned(), id)),
+        (_, Some(id), _, _) => Some((page.t("now.stopped").to_owned(), id)),
+        (_, _, Some(agent), _) => Some((page.t("now.tone_sent").to_owned(), agent)),
+        (_, _, _, Some(agent)) => Some((page.t("now.site_settled").to_owned(), agent)),
         _ => None,
     };
     Ok(render(&NowPage {
         page,
         flash,
         speakers,
+        moves,
         rows,
     }))
 }
@@ -208,6 +246,47 @@ pub async fn tone(
         .map_err(|error| visitor.announce_error(error))?;
     Ok(Redirect::to(&format!(
         "/console/now?tone={}",
+        encode(&agent)
+    )))
+}
+
+/// `POST /console/now/site/{agent}`: admin; `action=confirm` moves the agent to the claimed
+/// `site` (commands go there from now on), `action=dismiss` forgets the claim. Audited.
+pub async fn site(
+    State(app): State<AppState>,
+    visitor: Visitor,
+    Path(agent): Path<String>,
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Result<Redirect, ConsoleError> {
+    visitor.check_csrf(&app, &fields)?;
+    visitor.require(&app, Role::Admin, "site move")?;
+    let announcer = visitor.announcer(&app)?;
+    let site = field(&fields, "site").unwrap_or_default();
+    let confirm = match field(&fields, "action") {
+        Some("confirm") => true,
+        Some("dismiss") => false,
+        other => {
+            return Err(visitor.refuse(
+                axum::http::StatusCode::BAD_REQUEST,
+                format!(
+                    "`action`: '{}' is not confirm or dismiss",
+                    other.unwrap_or_default()
+                ),
+            ));
+        }
+    };
+    announcer
+        .settle_site(
+            &visitor.session.user,
+            &agent,
+            site,
+            confirm,
+            SystemTime::now(),
+        )
+        .await
+        .map_err(|error| visitor.announce_error(error))?;
+    Ok(Redirect::to(&format!(
+        "/console/now?site={}",
         encode(&agent)
     )))
 }

@@ -164,8 +164,15 @@ impl Store {
     ) -> Result<(), StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
-            "INSERT INTO announcements (id, created_ms, created_by, expires_ms, args) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![row.id, row.created_ms, row.created_by, row.expires_ms, row.args.to_string()],
+            "INSERT INTO announcements (id, created_ms, created_by, expires_ms, args, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?2)",
+            params![
+                row.id,
+                row.created_ms,
+                row.created_by,
+                row.expires_ms,
+                row.args.to_string()
+            ],
         )?;
         for (agent, command_id) in targets {
             tx.execute(
@@ -237,17 +244,18 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes announcements (with their targets) and audit rows older than `before_ms`;
-    /// returns how many announcements went.
+    /// Deletes announcements (with their targets) and audit rows the collector received
+    /// before `before_ms`; returns how many announcements went. A scheduled play's
+    /// `created_ms` is the due time its agent claims, so it never decides.
     pub fn prune(&self, before_ms: i64) -> Result<usize, StoreError> {
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
             "DELETE FROM targets WHERE announcement IN
-               (SELECT id FROM announcements WHERE created_ms < ?1)",
+               (SELECT id FROM announcements WHERE COALESCE(received_ms, 0) < ?1)",
             params![before_ms],
         )?;
         let gone = tx.execute(
-            "DELETE FROM announcements WHERE created_ms < ?1",
+            "DELETE FROM announcements WHERE COALESCE(received_ms, 0) < ?1",
             params![before_ms],
         )?;
         tx.execute("DELETE FROM audit WHERE at_ms < ?1", params![before_ms])?;
@@ -321,9 +329,11 @@ mod history;
 mod limits;
 pub mod scheduled;
 mod schema;
+mod sites;
 mod stops;
 
 pub use history::HistoryFilter;
+pub use sites::{PinnedSite, SiteClaim};
 pub use stops::PendingStop;
 #[cfg(test)]
 mod tests;

@@ -30,7 +30,42 @@ pub struct PlayEvent<'a> {
     pub detail: &'a str,
 }
 
+/// The due time (Unix ms) in the id of a play of entry `schedule`. The id is
+/// `<schedule>@<due seconds>`, nothing else: so an agent's event can never add a target to an
+/// announcement made through the API (ids without '@').
+pub fn due_ms(schedule: &str, play: &str) -> Option<i64> {
+    let seconds = play.strip_prefix(schedule)?.strip_prefix('@')?;
+    if seconds.is_empty() || !seconds.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    seconds.parse::<i64>().ok()?.checked_mul(1000)
+}
+
 impl Store {
+    /// Whether agent `agent` already has a row for play `play` (a later event of it).
+    pub fn has_play(&self, agent: &str, play: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM targets WHERE command_id = ?1)",
+            params![target_id(agent, play)],
+            |row| row.get(0),
+        )?)
+    }
+
+    /// Rows of plays of entry `schedule` on `agent` the collector received since `since_ms`.
+    pub fn plays_since(
+        &self,
+        agent: &str,
+        schedule: &str,
+        since_ms: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FROM targets t JOIN announcements a ON a.id = t.announcement
+             WHERE t.agent = ?1 AND a.schedule = ?2 AND a.received_ms >= ?3",
+            params![agent, schedule, since_ms],
+            |row| row.get(0),
+        )?)
+    }
+
     /// Records `event`, creating the play's announcement and the agent's target at the first
     /// event. `args` is what the entry plays, as the collector knows it (null if the entry is
     /// gone).
@@ -47,32 +82,20 @@ impl Store {
             outcome,
             detail,
         } = *event;
-        // The play's id is `<schedule>@<due seconds>`, nothing else: so an agent's event can
-        // never add a target to an announcement made through the API (ids without '@').
-        let due_ms = match play
-            .strip_prefix(schedule)
-            .and_then(|rest| rest.strip_prefix('@'))
-        {
-            Some(seconds) if !seconds.is_empty() && seconds.bytes().all(|b| b.is_ascii_digit()) => {
-                seconds
-                    .parse::<i64>()
-                    .map_err(|_| StoreError::NotAPlay(play.to_owned()))?
-            }
-            _ => return Err(StoreError::NotAPlay(play.to_owned())),
-        }
-        .saturating_mul(1000);
+        let due_ms = due_ms(schedule, play).ok_or_else(|| StoreError::NotAPlay(play.to_owned()))?;
         let command_id = target_id(agent, play);
         let tx = self.conn.unchecked_transaction()?;
         tx.execute(
-            "INSERT OR IGNORE INTO announcements (id, created_ms, created_by, expires_ms, args, schedule)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR IGNORE INTO announcements (id, created_ms, created_by, expires_ms, args, schedule, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 play,
                 due_ms,
                 SCHEDULER,
                 due_ms.saturating_add(SCHEDULED_VALIDITY_MS),
                 args.to_string(),
-                schedule
+                schedule,
+                now_ms
             ],
         )?;
         tx.execute(

@@ -71,4 +71,34 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX alert_limits_last ON alert_limits(last_ms);
 ",
+    // A sound agent's site is pinned: a status naming another site is kept as a claim for an
+    // admin to confirm. Retention goes by when the collector received a row (`received_ms`),
+    // never by a time an agent claims; rows from before this version take the earliest time
+    // the collector touched them, at most now. `schedule_versions` keeps the versions sent to
+    // each agent, so an event of a play is checked against what that agent really applied.
+    r"
+    ALTER TABLE agents ADD COLUMN claimed_site TEXT;
+    ALTER TABLE agents ADD COLUMN claimed_clips TEXT;
+    ALTER TABLE agents ADD COLUMN claimed_ms INTEGER;
+    ALTER TABLE announcements ADD COLUMN received_ms INTEGER;
+    UPDATE announcements SET received_ms = CASE
+        WHEN created_by = 'schedule' THEN COALESCE(
+            (SELECT MIN(t.updated_ms) FROM targets t WHERE t.announcement = announcements.id),
+            created_ms)
+        ELSE created_ms END;
+    UPDATE announcements SET received_ms =
+        MIN(received_ms, CAST(strftime('%s', 'now') AS INTEGER) * 1000);
+    CREATE INDEX announcements_received ON announcements(received_ms);
+    CREATE TABLE schedule_versions (
+        agent TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        entries TEXT NOT NULL,
+        sent INTEGER NOT NULL DEFAULT 0,
+        applied INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (agent, version)
+    );
+    INSERT INTO schedule_versions (agent, version, entries, sent, applied)
+        SELECT agent, version, args, published, COALESCE(applied_version = version, 0)
+        FROM agent_schedules;
+",
 ];
