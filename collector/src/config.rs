@@ -102,7 +102,12 @@ impl HttpConfig {
                 1,
                 300,
             ),
-            ("http.idle_timeout_seconds", self.idle_timeout_seconds, 1, 3600),
+            (
+                "http.idle_timeout_seconds",
+                self.idle_timeout_seconds,
+                1,
+                3600,
+            ),
             (
                 "http.max_connections",
                 self.max_connections as u64,

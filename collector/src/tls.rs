@@ -116,10 +116,7 @@ mod tests {
             .await
             .unwrap()
             .ok();
-        let failed = metrics
-            .tls_failures
-            .with_label_values(&["timeout"])
-            .get();
+        let failed = metrics.tls_failures.with_label_values(&["timeout"]).get();
         assert_eq!(failed, 1);
 
         let mut roots = RootCertStore::empty();

@@ -23,7 +23,9 @@ const SLOW_HEAD: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: a
 
 /// The start of a TLS ClientHello record (handshake, TLS 1.0 record version, 512 bytes long)
 /// whose body never comes.
-const SLOW_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03];
+const SLOW_HELLO: &[u8] = &[
+    0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+];
 
 /// Lets this test process hold `wanted` sockets (the soft limit is often 1024).
 fn raise_open_file_limit(wanted: u64) {
@@ -70,7 +72,8 @@ fn get_from(source: Ipv4Addr, port: u16, path: &str) -> Result<(u16, String, Dur
     let started = Instant::now();
     let mut tcp = connect_from(source, port).map_err(|e| format!("connect: {e}"))?;
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tcp.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     let mut answer = Vec::new();
@@ -108,7 +111,10 @@ impl Strangers {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut sockets = Vec::with_capacity(count);
         for _ in 0..count {
-            assert!(Instant::now() < deadline, "opening {count} connections took over 60 s");
+            assert!(
+                Instant::now() < deadline,
+                "opening {count} connections took over 60 s"
+            );
             let mut tcp = connect_from(source, port).expect("connect");
             // A refused connection may already be closed; that shows in `open()` later.
             let _ = tcp.write_all(&head[..1]);
@@ -209,7 +215,10 @@ fn two_hundred_connections_sending_a_header_byte_every_few_seconds_are_closed() 
     );
     let left = strangers.open_count();
     let took = took.unwrap_or_else(|| {
-        panic!("{left} of 200 still open after 30 s of trickling\n{}", collector.logs())
+        panic!(
+            "{left} of 200 still open after 30 s of trickling\n{}",
+            collector.logs()
+        )
     });
     eprintln!("200 trickling connections closed within {took:?} (header timeout 3 s)");
     // Twice the timeout: without one, trickling keeps them open for the whole bound.
@@ -229,7 +238,11 @@ fn two_hundred_connections_sending_a_header_byte_every_few_seconds_are_closed() 
         .lines()
         .filter(|line| line.contains("closed an HTTP connection"))
         .count();
-    assert!((1..=5).contains(&lines), "{lines} lines\n{}", collector.logs());
+    assert!(
+        (1..=5).contains(&lines),
+        "{lines} lines\n{}",
+        collector.logs()
+    );
 }
 
 #[test]
@@ -276,9 +289,8 @@ fn two_thousand_trickling_connections_are_closed_and_file_handles_return_to_idle
         },
     );
     let left = strangers.open_count();
-    let took = took.unwrap_or_else(|| {
-        panic!("{left} of 2000 still open after 40 s\n{}", collector.logs())
-    });
+    let took = took
+        .unwrap_or_else(|| panic!("{left} of 2000 still open after 40 s\n{}", collector.logs()));
     assert!(failures.is_empty(), "{failures:?}");
     assert!(answered.len() >= 10, "only {} answers", answered.len());
     answered.sort();
@@ -310,10 +322,8 @@ fn two_thousand_trickling_connections_are_closed_and_file_handles_return_to_idle
 #[test]
 fn one_address_gets_its_share_while_another_still_gets_in() {
     let dir = TestDir::new();
-    let collector = Collector::embedded_with_env(
-        &dir,
-        &[("PANTAU_HTTP__MAX_CONNECTIONS_PER_ADDRESS", "50")],
-    );
+    let collector =
+        Collector::embedded_with_env(&dir, &[("PANTAU_HTTP__MAX_CONNECTIONS_PER_ADDRESS", "50")]);
     let port = port_of(&collector);
     // Silent connections: within the header timeout (10 s by default) they are held.
     let mut strangers = Strangers::open(STRANGER, port, 80, SLOW_HEAD);
@@ -341,7 +351,11 @@ fn one_address_gets_its_share_while_another_still_gets_in() {
         .lines()
         .filter(|line| line.contains("refused an HTTP connection"))
         .count();
-    assert!((1..=3).contains(&lines), "{lines} lines\n{}", collector.logs());
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} lines\n{}",
+        collector.logs()
+    );
     // Once the stranger lets go, their address gets in again.
     drop(strangers);
     wait_until("127.0.0.1 to get in again", Duration::from_secs(5), || {
@@ -416,7 +430,10 @@ fn slow_tls_handshakes_are_closed_and_capped_while_another_address_gets_in() {
         .env("PANTAU_HTTP__TLS_KEY_FILE", &key)
         .env("PANTAU_HTTP__HEADER_READ_TIMEOUT_SECONDS", "3")
         .env("PANTAU_HTTP__MAX_CONNECTIONS_PER_ADDRESS", "40")
-        .env("PANTAU_BROKER__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "PANTAU_BROKER__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .env("PANTAU_BROKER__PASSWORD_FILE", "")
         .env("PANTAU_STORAGE__DIR", dir.join("storage"));
     let mut guard = ChildGuard::spawn("collector", &mut command, dir.path());
@@ -444,10 +461,11 @@ fn slow_tls_handshakes_are_closed_and_capped_while_another_address_gets_in() {
         },
     );
     let left = strangers.open_count();
-    let took = took.unwrap_or_else(|| {
-        panic!("{left} of 100 still open after 30 s\n{}", guard.logs())
-    });
-    eprintln!("100 slow TLS handshakes closed within {took:?}; 127.0.0.2 answered {staff_answers} times");
+    let took =
+        took.unwrap_or_else(|| panic!("{left} of 100 still open after 30 s\n{}", guard.logs()));
+    eprintln!(
+        "100 slow TLS handshakes closed within {took:?}; 127.0.0.2 answered {staff_answers} times"
+    );
     assert!(took < Duration::from_secs(6), "{took:?}");
     let metrics = curl_from(STAFF, &cert, &format!("{base}/metrics")).unwrap();
     let timeouts = counter(
@@ -465,5 +483,9 @@ fn slow_tls_handshakes_are_closed_and_capped_while_another_address_gets_in() {
     let back = poll_until(Duration::from_secs(10), || {
         (open_files(guard.pid()) <= idle + 2).then_some(())
     });
-    assert!(back.is_some(), "idle {idle}, now {}", open_files(guard.pid()));
+    assert!(
+        back.is_some(),
+        "idle {idle}, now {}",
+        open_files(guard.pid())
+    );
 }

@@ -12,12 +12,26 @@ async fn an_api_body_over_the_limit_is_refused_with_413() {
     let f = fixture();
     let text = "a".repeat(MAX_BODY_BYTES);
     let body = json!({"text": text, "targets": ["aula"]});
-    let (status, value) = call(&f.app, "POST", "/api/v1/announcements", Some(TOKEN), Some(body)).await;
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements",
+        Some(TOKEN),
+        Some(body),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{value}");
     assert!(f.sent.lock().unwrap().is_empty());
     // The same route under the limit is read (and refused for its content instead).
     let body = json!({"text": "a".repeat(3000), "targets": ["aula"]});
-    let (status, _) = call(&f.app, "POST", "/api/v1/announcements", Some(TOKEN), Some(body)).await;
+    let (status, _) = call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements",
+        Some(TOKEN),
+        Some(body),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
@@ -43,9 +57,23 @@ async fn the_webhook_takes_more_than_the_api_but_not_without_limit() {
     // About 100 KiB: over the API's limit, within the webhook's.
     let medium = webhook(100);
     assert!(medium.to_string().len() > MAX_BODY_BYTES);
-    let (status, value) = call(&f.app, "POST", "/api/v1/alertmanager", Some(TOKEN), Some(medium)).await;
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/alertmanager",
+        Some(TOKEN),
+        Some(medium),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{value}");
     let huge = webhook(MAX_WEBHOOK_BODY_BYTES / 900 + 10);
-    let (status, value) = call(&f.app, "POST", "/api/v1/alertmanager", Some(TOKEN), Some(huge)).await;
+    let (status, value) = call(
+        &f.app,
+        "POST",
+        "/api/v1/alertmanager",
+        Some(TOKEN),
+        Some(huge),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{value}");
 }

@@ -136,8 +136,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/audit", get(announcements::audit))
         .route(
             "/api/v1/alertmanager",
-            post(announcements::alertmanager)
-                .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY_BYTES)),
+            post(announcements::alertmanager).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY_BYTES)),
         )
         .route(
             "/api/v1/schedules",

@@ -420,7 +420,10 @@ mod tests {
         for second in 2..9 {
             assert!(!phase.read(at(start, second)));
         }
-        assert_eq!(phase.deadline(&LIMITS), (at(start, 11), Timeout::HeaderRead));
+        assert_eq!(
+            phase.deadline(&LIMITS),
+            (at(start, 11), Timeout::HeaderRead)
+        );
     }
 
     #[test]
@@ -433,7 +436,10 @@ mod tests {
         phase.response_done(at(start, 2));
         assert_eq!(phase.deadline(&LIMITS), (at(start, 62), Timeout::Idle));
         assert!(phase.read(at(start, 30)));
-        assert_eq!(phase.deadline(&LIMITS), (at(start, 40), Timeout::HeaderRead));
+        assert_eq!(
+            phase.deadline(&LIMITS),
+            (at(start, 40), Timeout::HeaderRead)
+        );
     }
 
     #[test]

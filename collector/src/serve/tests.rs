@@ -59,9 +59,11 @@ fn peer_app() -> Router {
 
 async fn get_once(address: SocketAddr, path: &str) -> String {
     let mut tcp = TcpStream::connect(address).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut answer = String::new();
     tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer))
         .await
@@ -124,7 +126,10 @@ async fn a_silent_connection_is_closed_at_the_header_timeout() {
     let server = start(peer_app(), 10).await;
     let mut silent = TcpStream::connect(server.address).await.unwrap();
     let waited = closed_within(&mut silent, Duration::from_secs(3)).await;
-    assert!(waited >= HEADER_READ - Duration::from_millis(50), "{waited:?}");
+    assert!(
+        waited >= HEADER_READ - Duration::from_millis(50),
+        "{waited:?}"
+    );
     assert_eq!(timed_out(&server.metrics, "header_read"), 1);
 }
 
@@ -147,7 +152,10 @@ async fn a_kept_alive_connection_is_closed_at_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_trickled_body_is_closed_at_the_body_timeout() {
-    let app = Router::new().route("/echo", axum::routing::post(|body: String| async move { body }));
+    let app = Router::new().route(
+        "/echo",
+        axum::routing::post(|body: String| async move { body }),
+    );
     let server = start(app, 10).await;
     let mut tcp = TcpStream::connect(server.address).await.unwrap();
     tcp.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
