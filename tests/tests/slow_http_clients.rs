@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use pantau_tests::{
     ChildGuard, Collector, TestDir, example_config, free_port, pantau_binary, poll_until,
-    run_with_timeout, sample, wait_until,
+    promtool_metric_lints, run_with_timeout, sample, wait_until,
 };
 use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 
@@ -232,6 +232,12 @@ fn two_hundred_connections_sending_a_header_byte_every_few_seconds_are_closed() 
     assert!(timed_out >= 200.0, "{timed_out}");
     let open = sample(&metrics, "pantau_collector_http_open_connections").unwrap();
     assert!(open < 10.0, "{open}");
+    let lints = promtool_metric_lints(&metrics).unwrap();
+    let ours: Vec<&String> = lints
+        .iter()
+        .filter(|lint| lint.contains("pantau_collector_http_"))
+        .collect();
+    assert!(ours.is_empty(), "promtool: {ours:?}");
     // One line for the lot, not one per socket.
     let lines = collector
         .logs()
