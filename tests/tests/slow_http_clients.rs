@@ -43,7 +43,7 @@ fn raise_open_file_limit(wanted: u64) {
                 maximum: limit.maximum,
             },
         )
-        .unwrap();
+        .expect("raise the soft open-file limit");
     }
 }
 
@@ -52,7 +52,12 @@ fn open_files(pid: u32) -> usize {
 }
 
 fn port_of(collector: &Collector) -> u16 {
-    collector.url().rsplit(':').next().unwrap().parse().unwrap()
+    collector
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .expect("the collector's port")
 }
 
 /// A TCP connection to the collector from `source`.
@@ -71,9 +76,10 @@ fn connect_from(source: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
 fn get_from(source: Ipv4Addr, port: u16, path: &str) -> Result<(u16, String, Duration), String> {
     let started = Instant::now();
     let mut tcp = connect_from(source, port).map_err(|e| format!("connect: {e}"))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
     tcp.set_write_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+        .expect("write timeout");
     tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
         .map_err(|e| format!("write: {e}"))?;
     let mut answer = Vec::new();
@@ -118,7 +124,7 @@ impl Strangers {
             let mut tcp = connect_from(source, port).expect("connect");
             // A refused connection may already be closed; that shows in `open()` later.
             let _ = tcp.write_all(&head[..1]);
-            tcp.set_nonblocking(true).unwrap();
+            tcp.set_nonblocking(true).expect("non-blocking");
             sockets.push(Some(tcp));
         }
         Strangers {
