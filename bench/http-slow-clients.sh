@@ -23,7 +23,7 @@ WORK=$(mktemp -d)
 PID=
 NE=
 trap 'kill $PID $NE 2>/dev/null || true; rm -rf "$WORK"' EXIT
-ulimit -n "$(( N * 2 + 1024 ))"
+ulimit -Sn "$(( N * 2 + 1024 ))"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MQTT=$(free_port)
