@@ -6,6 +6,7 @@
 #   ./bench/http-slow-clients.sh                       # 2,000 connections, a byte every 2 s
 #   N=200 EVERY=5 ./bench/http-slow-clients.sh         # issue 22's row as written
 #   BIN=target/debug/pantau-collector ./bench/...      # another build
+#   DEFAULT_CAPS=1 ./bench/http-slow-clients.sh        # the shipped caps (128 per address)
 #
 # The collector runs with http.header_read_timeout_seconds=TIMEOUT (default 10) and caps
 # raised above N, so the timeout is what acts. Each server gets MAX seconds (default 60) of
@@ -30,10 +31,12 @@ MQTT=$(free_port)
 HTTP=$(free_port)
 NE_PORT=$(free_port)
 
+if [ "${DEFAULT_CAPS:-0}" != 1 ]; then
+  export PANTAU_HTTP__MAX_CONNECTIONS=$(( N + 1000 )) PANTAU_HTTP__MAX_CONNECTIONS_PER_ADDRESS=$(( N + 500 ))
+fi
 PANTAU_BROKER__LISTEN=127.0.0.1:$MQTT PANTAU_HTTP__LISTEN=127.0.0.1:$HTTP PANTAU_LOG=info \
 PANTAU_BROKER__PASSWORD_FILE= PANTAU_STORAGE__DIR="$WORK/storage" \
 PANTAU_HTTP__HEADER_READ_TIMEOUT_SECONDS=$TIMEOUT \
-PANTAU_HTTP__MAX_CONNECTIONS=$(( N + 1000 )) PANTAU_HTTP__MAX_CONNECTIONS_PER_ADDRESS=$(( N + 500 )) \
   "$BIN" --config "$ROOT/configs/collector.toml" >"$WORK/collector.log" 2>&1 &
 PID=$!
 "$NODE_EXPORTER" --web.listen-address=127.0.0.1:$NE_PORT >"$WORK/node-exporter.log" 2>&1 &
