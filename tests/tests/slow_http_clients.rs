@@ -357,8 +357,13 @@ fn one_address_gets_its_share_while_another_still_gets_in() {
         assert_eq!(status, 200, "{path}");
     }
     // The stranger's next request is refused with a 503, the others' still served.
-    let (status, body, _) = get_from(STRANGER, port, "/healthz").unwrap();
-    assert_eq!((status, body.as_str()), (503, "too many connections\n"));
+    // A 503, or a reset when the close overtakes the request (the server cannot wait for it).
+    match get_from(STRANGER, port, "/healthz") {
+        Ok((status, body, _)) => {
+            assert_eq!((status, body.as_str()), (503, "too many connections\n"))
+        }
+        Err(error) => assert!(error.contains("reset"), "{error}"),
+    }
     let lines = collector
         .logs()
         .lines()

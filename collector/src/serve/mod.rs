@@ -180,6 +180,9 @@ impl Context {
     fn refuse(&self, tcp: &TcpStream, peer: SocketAddr, refusal: Refusal) {
         self.metrics.refused(refusal);
         if self.tls.is_none() {
+            // Reading what already arrived makes the close a FIN rather than a reset, which
+            // would discard the 503 before the client reads it (a race either way).
+            let _ = tcp.try_read(&mut [0u8; 1024]);
             let _ = tcp.try_write(REFUSED_RESPONSE);
         }
         if let Verdict::Log { suppressed } = self.log.check(refusal.reason()) {
