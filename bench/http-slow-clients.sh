@@ -23,7 +23,7 @@ NODE_EXPORTER=${NODE_EXPORTER:-prometheus-node-exporter}
 WORK=$(mktemp -d)
 PID=
 NE=
-trap 'kill $PID $NE 2>/dev/null || true; rm -rf "$WORK"' EXIT
+trap 'kill $PID $NE 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
 ulimit -Sn "$(( N * 2 + 1024 ))"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
