@@ -77,6 +77,75 @@ pub struct HttpConfig {
     /// sends them). Without it `/metrics` is open, as `/healthz` and `/readyz` always are.
     #[serde(default, deserialize_with = "empty_path_is_none")]
     pub metrics_token_file: Option<PathBuf>,
+    /// A request's head must arrive within this many seconds of its first byte (of the
+    /// connection's start, for the first request), and its body within this time again; an
+    /// HTTPS client must finish its TLS handshake within it too. Otherwise the connection is
+    /// closed: a client sending a byte at a time cannot hold it.
+    #[serde(default = "default_header_read_timeout_seconds")]
+    pub header_read_timeout_seconds: u64,
+    /// A kept-alive connection with no request, or a response that does not move (a client
+    /// that stops reading), is closed after this many seconds.
+    #[serde(default = "default_idle_timeout_seconds")]
+    pub idle_timeout_seconds: u64,
+    /// Most HTTP connections open at once; more are closed at accept (plain HTTP with a 503).
+    /// Kept below the open-file limit, which the collector raises to its hard limit at start.
+    #[serde(default = "default_http_max_connections")]
+    pub max_connections: usize,
+    /// Most HTTP connections open at once from one remote address (IPv6: one /64), so one
+    /// client cannot take every slot of `max_connections`.
+    #[serde(default = "default_http_max_connections_per_address")]
+    pub max_connections_per_address: usize,
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let ranges: [(&str, u64, u64, u64); 4] = [
+            (
+                "http.header_read_timeout_seconds",
+                self.header_read_timeout_seconds,
+                1,
+                300,
+            ),
+            (
+                "http.idle_timeout_seconds",
+                self.idle_timeout_seconds,
+                1,
+                3600,
+            ),
+            (
+                "http.max_connections",
+                self.max_connections as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "http.max_connections_per_address",
+                self.max_connections_per_address as u64,
+                1,
+                1_000_000,
+            ),
+        ];
+        for (field, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                return Err(ConfigError::invalid(
+                    field,
+                    value,
+                    format!("must be between {min} and {max}"),
+                ));
+            }
+        }
+        if self.max_connections_per_address > self.max_connections {
+            return Err(ConfigError::invalid(
+                "http.max_connections_per_address",
+                self.max_connections_per_address,
+                format!(
+                    "must be at most http.max_connections ({})",
+                    self.max_connections
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[broker]`: the MQTT broker built into the collector.
@@ -371,6 +440,22 @@ fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 9810))
 }
 
+fn default_header_read_timeout_seconds() -> u64 {
+    10
+}
+
+fn default_idle_timeout_seconds() -> u64 {
+    60
+}
+
+fn default_http_max_connections() -> usize {
+    2048
+}
+
+fn default_http_max_connections_per_address() -> usize {
+    128
+}
+
 fn default_broker_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 1883))
 }
@@ -428,6 +513,10 @@ impl Default for HttpConfig {
             tls_cert_file: None,
             tls_key_file: None,
             metrics_token_file: None,
+            header_read_timeout_seconds: default_header_read_timeout_seconds(),
+            idle_timeout_seconds: default_idle_timeout_seconds(),
+            max_connections: default_http_max_connections(),
+            max_connections_per_address: default_http_max_connections_per_address(),
         }
     }
 }
@@ -624,6 +713,7 @@ impl CollectorConfig {
                 format!("must be at most {MAX_EVENTS_LIMIT}"),
             ));
         }
+        self.http.validate()?;
         self.limits.validate()?;
         self.announcements.validate()?;
         self.storage.validate()?;

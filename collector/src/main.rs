@@ -24,6 +24,7 @@ mod mqtt;
 mod properties;
 mod readiness;
 mod sensors;
+mod serve;
 mod state;
 mod tls;
 mod users;
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
 
 async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     config.check_listen_addresses()?;
+    let open_file_limit = serve::nofile::raise_to_hard_limit();
     let shutdown = pantau_runtime::shutdown::on_signals();
     let readiness = Readiness::default();
     let mut supervisor = readiness.supervisor(shutdown.clone());
@@ -281,7 +283,13 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     info!(listen = %config.http.listen, scheme, "serving /metrics, /api/v1 and /console/");
     let app_state =
         app_state.with_console(console::Console::new(config.console.clone(), tls.is_some()));
-    let app = api::app(app_state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let http = serve::Server {
+        app: api::app(app_state),
+        tls,
+        limits: http_limits(&config, open_file_limit),
+        metrics: serve::HttpMetrics::register(telemetry.registry())
+            .context("registering the HTTP server's metrics")?,
+    };
 
     // At shutdown the connection stops on the token and closes the queue, which ends the
     // decoder after it has applied what was already received: an end after cancellation is
@@ -290,30 +298,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     supervisor.spawn("decoder", decoder.run(queue_rx));
     supervisor.spawn("sweeper", ingest::run_sweeper(state, shutdown.clone()));
     supervisor.spawn("accounting", accounting.clone().run(shutdown.clone()));
-    let http_shutdown = shutdown.clone();
-    match tls {
-        None => supervisor.spawn("http", async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http_shutdown.cancelled_owned())
-                .await
-        }),
-        Some(tls) => {
-            let listener = listener.into_std().context("http.listen")?;
-            let handle = axum_server::Handle::new();
-            let stop = handle.clone();
-            tokio::spawn(async move {
-                http_shutdown.cancelled().await;
-                stop.graceful_shutdown(Some(Duration::from_secs(10)));
-            });
-            let tls = axum_server::tls_rustls::RustlsConfig::from_config(tls);
-            supervisor.spawn("http", async move {
-                axum_server::from_tcp_rustls(listener, tls)
-                    .handle(handle)
-                    .serve(app)
-                    .await
-            });
-        }
-    }
+    supervisor.spawn("http", http.run(listener, shutdown.clone()));
     let outcome = supervisor.run().await;
     // Every task has ended, the decoder after applying what was received: this save is whole.
     accounting.save().await;
@@ -343,6 +328,27 @@ async fn reload_credentials_on_sighup(
                 Err(why) => warn!(reason = %why, "SIGHUP: credentials not reloaded; the old ones stay"),
             },
         }
+    }
+}
+
+/// `[http]`'s limits, the connection cap kept below the open-file limit next to the embedded
+/// broker's connections.
+fn http_limits(config: &CollectorConfig, open_file_limit: Option<u64>) -> serve::Limits {
+    let http = &config.http;
+    let broker = if config.broker.embedded {
+        config.broker.max_connections as u64
+    } else {
+        0
+    };
+    let max_connections =
+        serve::nofile::connection_cap(http.max_connections, open_file_limit, broker);
+    serve::Limits {
+        deadlines: serve::Deadlines {
+            header_read: Duration::from_secs(http.header_read_timeout_seconds),
+            idle: Duration::from_secs(http.idle_timeout_seconds),
+        },
+        max_connections,
+        max_connections_per_address: http.max_connections_per_address.min(max_connections),
     }
 }
 

@@ -19,7 +19,8 @@ pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConf
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|error| mismatch("http.tls_key_file", key_file, &error))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only: the server's header, body and idle deadlines (serve/) are HTTP/1's.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -74,6 +75,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
+    use crate::serve::{Deadlines, HttpMetrics, Limits, Server};
 
     #[tokio::test]
     async fn serves_https_with_the_configured_certificate() {
@@ -85,17 +87,36 @@ mod tests {
         std::fs::write(&key_file, certified.key_pair.serialize_pem()).unwrap();
         let config = server_config(&cert_file, &key_file).unwrap();
 
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let app = Router::new().route("/healthz", get(|| async { "ok\n" }));
-        let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(
-            listener,
-            axum_server::tls_rustls::RustlsConfig::from_config(config),
-        )
-        .handle(handle.clone())
-        .serve(app.into_make_service());
-        let server = tokio::spawn(server);
+        let metrics = HttpMetrics::register(&prometheus::Registry::new()).unwrap();
+        let server = Server {
+            app,
+            tls: Some(config),
+            limits: Limits {
+                deadlines: Deadlines {
+                    header_read: Duration::from_millis(500),
+                    idle: Duration::from_secs(5),
+                },
+                max_connections: 10,
+                max_connections_per_address: 10,
+            },
+            metrics: metrics.clone(),
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(server.run(listener, shutdown.clone()));
+
+        // A client that starts a handshake and stalls is closed at the header timeout.
+        let mut stalled = tokio::net::TcpStream::connect(address).await.unwrap();
+        stalled.write_all(&[0x16, 0x03]).await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stalled.read_to_end(&mut rest))
+            .await
+            .unwrap()
+            .ok();
+        let failed = metrics.tls_failures.with_label_values(&["timeout"]).get();
+        assert_eq!(failed, 1);
 
         let mut roots = RootCertStore::empty();
         roots.add(certified.cert.der().clone()).unwrap();
@@ -120,7 +141,7 @@ mod tests {
             .unwrap();
         assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
         assert!(answer.ends_with("ok\n"), "{answer}");
-        handle.graceful_shutdown(Some(Duration::from_secs(1)));
+        shutdown.cancel();
         server.await.unwrap().unwrap();
     }
 

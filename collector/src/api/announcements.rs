@@ -48,7 +48,7 @@ pub async fn create(
     body: Result<Json<AnnouncementRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<AnnouncementRow>), ApiError> {
     let announcer = announcer(&app)?;
-    let Json(request) = body.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let Json(request) = body.map_err(ApiError::from)?;
     let row = announcer.create(&who, request, SystemTime::now()).await?;
     Ok((StatusCode::CREATED, Json(row)))
 }
@@ -177,7 +177,7 @@ pub async fn alertmanager(
     body: Result<Json<Webhook>, JsonRejection>,
 ) -> Result<Json<WebhookOutcome>, ApiError> {
     let announcer = announcer(&app)?;
-    let Json(webhook) = body.map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+    let Json(webhook) = body.map_err(ApiError::from)?;
     if webhook.version != "4" {
         return Err(ApiError::BadRequest(format!(
             "`version`: '{}' is not Alertmanager's webhook version 4",

@@ -2,6 +2,7 @@
 //! are logged with their cause and become a plain 500.
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -23,6 +24,9 @@ pub enum ApiError {
     /// 409: exists already, or belongs to the config.
     #[error("{0}")]
     Conflict(String),
+    /// 413: a request body over its route's limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// 503: the feature is switched off by the config.
     #[error("{0}")]
     Unavailable(String),
@@ -45,6 +49,16 @@ impl ApiError {
     }
 }
 
+/// A JSON body that could not be read: 413 when it is over its route's limit, otherwise 400.
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(rejection.body_text()),
+            _ => ApiError::BadRequest(rejection.body_text()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
@@ -52,6 +66,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, message),
+            ApiError::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, message),
             ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             ApiError::Unauthorized(message) => {
                 // Both schemes are offered, one header each, so a browser asks for a user and

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -49,6 +49,15 @@ fn concurrent_renders() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     cores.saturating_sub(1).clamp(1, MAX_CONCURRENT_RENDERS)
 }
+
+/// The largest request body of the JSON API and the console's forms: an announcement's text
+/// is at most 2,000 bytes, a schedule a few KiB. A bigger body is refused with 413 before it
+/// is buffered.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The largest Alertmanager webhook body: a group of many alerts with their labels and
+/// annotations.
+pub const MAX_WEBHOOK_BODY_BYTES: usize = 1024 * 1024;
 
 /// Chunks of a scrape waiting to be sent, per scrape: the renderer waits while they are.
 const CHUNKS_IN_FLIGHT: usize = 4;
@@ -137,6 +146,8 @@ pub fn app(state: AppState) -> Router {
         .merge(api_routes(state.clone()))
         .merge(crate::console::routes())
         .fallback(not_found)
+        // Every route's limit unless its own layer (inside this one) sets another.
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -158,7 +169,10 @@ fn api_routes(state: AppState) -> Router<AppState> {
         .route("/api/v1/announcements/{id}", get(announcements::one))
         .route("/api/v1/announcements/{id}/stop", post(announcements::stop))
         .route("/api/v1/audit", get(announcements::audit))
-        .route("/api/v1/alertmanager", post(announcements::alertmanager))
+        .route(
+            "/api/v1/alertmanager",
+            post(announcements::alertmanager).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BODY_BYTES)),
+        )
         .route(
             "/api/v1/schedules",
             get(schedules::list).post(schedules::create),
@@ -270,6 +284,8 @@ async fn count_requests(State(app): State<AppState>, request: Request, next: Nex
 mod alert_tests;
 #[cfg(test)]
 mod announcement_tests;
+#[cfg(test)]
+mod body_limit_tests;
 #[cfg(test)]
 mod login_tests;
 #[cfg(test)]

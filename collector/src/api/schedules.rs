@@ -30,8 +30,7 @@ pub async fn list(State(app): State<AppState>) -> Result<Json<Schedules>, ApiErr
 }
 
 fn body(body: Result<Json<ScheduleSpec>, JsonRejection>) -> Result<ScheduleSpec, ApiError> {
-    body.map(|Json(spec)| spec)
-        .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    body.map(|Json(spec)| spec).map_err(ApiError::from)
 }
 
 /// `POST /api/v1/schedules`: 201, 409 if the name is taken.
