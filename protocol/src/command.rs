@@ -107,11 +107,14 @@ pub enum CommandRejectReason {
     Replayed,
     /// A version older than the one the agent already has (schedules).
     Outdated,
+    /// The agent's replay memory was full and forgot commands expiring as late as this one,
+    /// so it cannot tell it from a replay; sent again with a later expiry, it is taken.
+    OverCapacity,
 }
 
 impl CommandRejectReason {
     /// Every reason, so counters start at zero.
-    pub const ALL: [CommandRejectReason; 15] = [
+    pub const ALL: [CommandRejectReason; 16] = [
         CommandRejectReason::InvalidTopic,
         CommandRejectReason::Oversized,
         CommandRejectReason::InvalidJson,
@@ -127,6 +130,7 @@ impl CommandRejectReason {
         CommandRejectReason::BadSignature,
         CommandRejectReason::Replayed,
         CommandRejectReason::Outdated,
+        CommandRejectReason::OverCapacity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -146,6 +150,7 @@ impl CommandRejectReason {
             CommandRejectReason::BadSignature => "bad_signature",
             CommandRejectReason::Replayed => "replayed",
             CommandRejectReason::Outdated => "outdated",
+            CommandRejectReason::OverCapacity => "over_capacity",
         }
     }
 }
