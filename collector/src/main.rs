@@ -263,7 +263,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         .with_accounts(accounts)
         .with_users_file(config.api.users_file.clone());
     if let Some(key_file) = &config.announcements.key_file {
-        let key = announce::read_key(key_file).map_err(|why| {
+        let key = pantau_protocol::read_key(key_file).map_err(|why| {
             anyhow::anyhow!("announcements.key_file: '{}' {why}", key_file.display())
         })?;
         let store = announce::Store::open(&config.storage.dir)?;
@@ -271,6 +271,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         let settings = announce::Settings {
             prefix: config.mqtt.prefix.clone(),
             key,
+            max_unexpired_per_agent: config.announcements.max_unexpired_per_agent,
             zones: config.announcements.zones.clone(),
             default_expires: Duration::from_secs(config.announcements.default_expires_in_seconds),
             resend_interval: Duration::from_secs(config.announcements.resend_interval_seconds),
@@ -280,7 +281,11 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         };
         let announcer = Arc::new(
             announce::Announcer::new(store, settings, mqtt)
-                .with_schedule_gauge(telemetry.schedule_version.clone()),
+                .with_schedule_gauge(telemetry.schedule_version.clone())
+                .with_metrics(
+                    announce::AnnounceMetrics::register(telemetry.registry())
+                        .context("registering metrics")?,
+                ),
         );
         let (tap, observations) = announce::Tap::channel();
         decoder = decoder.with_tap(tap);

@@ -23,6 +23,9 @@ pub enum ApiError {
     /// 409: exists already, or belongs to the config.
     #[error("{0}")]
     Conflict(String),
+    /// 429: a limit is reached; the message says which and how far.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// 503: the feature is switched off by the config.
     #[error("{0}")]
     Unavailable(String),
@@ -43,6 +46,7 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, message),
+            ApiError::TooManyRequests(message) => (StatusCode::TOO_MANY_REQUESTS, message),
             ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             ApiError::Unauthorized(message) => {
                 return (

@@ -237,6 +237,8 @@ mod alert_tests;
 #[cfg(test)]
 mod announcement_tests;
 #[cfg(test)]
+mod cap_tests;
+#[cfg(test)]
 mod metrics_tests;
 #[cfg(test)]
 mod schedule_tests;

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use pantau_protocol::{Event, Severity};
 use serde_json::json;
 
-use super::test_support::{KEY, TOKEN, basic, call, error, fixture};
+use super::test_support::{TOKEN, basic, call, error, fixture, verify_sent};
 use crate::announce::Observation;
 
 fn schedule_body(name: &str) -> serde_json::Value {
@@ -25,7 +25,7 @@ async fn config_schedules_are_published_retained_and_read_only() {
     let (topic, message, retain) = &sent[0];
     assert_eq!(topic, "pantau/v1/dc/aula/cmd/schedule");
     assert!(retain);
-    message.verify(KEY).unwrap();
+    verify_sent(topic, message);
     assert_eq!(message.expires_ms, None);
     assert_eq!(message.args["entries"][0]["name"], "config-pagi");
     let version = message.args["version"].as_u64().unwrap();
@@ -240,7 +240,7 @@ async fn the_time_zone_is_carried_to_the_agent_and_used_for_the_next_run() {
         .rev()
         .find(|(topic, _, _)| topic == "pantau/v1/dc/lobi/cmd/schedule")
         .unwrap();
-    message.verify(KEY).unwrap();
+    verify_sent("pantau/v1/dc/lobi/cmd/schedule", message);
     assert_eq!(message.args["entries"][0]["time_zone"], "Asia/Jayapura");
 
     let (_, value) = call(&f.app, "GET", "/api/v1/schedules", None, None).await;
