@@ -208,10 +208,19 @@ mod tests {
              \"site\":\"office\",\"id\":\"c-1\",\"timestamp_ms\":1799999999990,\
              \"expires_ms\":1800000060000,\"args\":{\"text\":\"Tes\"}}"
         );
+        // The example in protocol/README.md, byte for byte.
         let mut signed = message();
         signed.sign(b"k", "pantau", "announce");
         let bytes = String::from_utf8(signed.signing_bytes("pantau", "announce")).unwrap();
-        assert!(bytes.ends_with(",\"hmac_version\":2}"), "{bytes}");
+        let readme = include_str!("../README.md");
+        let example = "pantau command hmac v2\npantau\nannounce\n{\"schema\":1,\"agent\":\"sound-01\",\
+             \"site\":\"office\",\"id\":\"c-1\",\"timestamp_ms\":1799999999990,\
+             \"expires_ms\":1800000060000,\"args\":{\"text\":\"Tes\"},\"hmac_version\":2}";
+        assert_eq!(bytes, example);
+        assert!(
+            readme.contains(&example.replace('\n', "\n  ")),
+            "protocol/README.md shows these bytes"
+        );
     }
 
     #[test]
