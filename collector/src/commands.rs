@@ -154,7 +154,8 @@ fn key(action: KeyAction) -> Result<String, String> {
         key_file,
         output,
     } = action;
-    pantau_protocol::validate_id(&agent_id).map_err(|why| format!("agent id '{agent_id}': {why}"))?;
+    pantau_protocol::validate_id(&agent_id)
+        .map_err(|why| format!("agent id '{agent_id}': {why}"))?;
     let master = pantau_protocol::read_key(&key_file)
         .map_err(|why| format!("--key-file: '{}' {why}", key_file.display()))?;
     let key = pantau_protocol::derive_agent_key(&master, &agent_id);
@@ -225,7 +226,9 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(derive("aula", None).unwrap(), expected, "to stdout");
         assert!(
-            derive("a b", None).unwrap_err().starts_with("agent id 'a b':"),
+            derive("a b", None)
+                .unwrap_err()
+                .starts_with("agent id 'a b':"),
             "a bad id is named"
         );
         std::fs::write(&master, "short").unwrap();

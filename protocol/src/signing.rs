@@ -183,7 +183,10 @@ mod tests {
             NOW,
         )
         .unwrap();
-        assert_eq!(elsewhere.verify(b"shared key"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            elsewhere.verify(b"shared key"),
+            Err(SignatureError::Mismatch)
+        );
         // Any change breaks it.
         let mut altered = message.clone();
         altered.args["text"] = serde_json::json!("Lain");
@@ -245,7 +248,10 @@ mod tests {
     fn derived_keys_differ_per_agent_and_per_master() {
         let a = derive_agent_key(b"master key of the office 0001", "sound-01");
         assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(
+            a.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
         assert_eq!(
             a,
             derive_agent_key(b"master key of the office 0001", "sound-01")

@@ -8,8 +8,7 @@ use std::process::{Command, Output};
 
 use pantau_tests::{
     Agent, Alertmanager, AudioCapture, Collector, Mosquitto, TestDir, derive_agent_key_file,
-    example_config, http_post,
-    pantau_binary, run_with_timeout, wait_until,
+    example_config, http_post, pantau_binary, run_with_timeout, wait_until,
 };
 use serde_json::{Value, json};
 

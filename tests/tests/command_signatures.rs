@@ -32,9 +32,9 @@ fn events(collector: &Collector) -> Vec<Value> {
 
 fn rejection(collector: &Collector, command_id: &str) -> Value {
     wait_until(&format!("the rejection of {command_id}"), WAIT, || {
-        events(collector).into_iter().find(|e| {
-            e["kind"] == "command_rejected" && e["labels"]["command_id"] == command_id
-        })
+        events(collector)
+            .into_iter()
+            .find(|e| e["kind"] == "command_rejected" && e["labels"]["command_id"] == command_id)
     })
 }
 
@@ -59,8 +59,8 @@ fn a_command_is_valid_only_on_its_topic_and_for_its_agent() {
     );
     let capture = AudioCapture::new(&dir);
     let agent = Agent::start_sound(&dir, SPEAKER, "office", &broker.url(), &capture, &master);
-    let own_key = std::fs::read_to_string(dir.join(format!("{SPEAKER}.key")))
-        .expect("the derived key file");
+    let own_key =
+        std::fs::read_to_string(dir.join(format!("{SPEAKER}.key"))).expect("the derived key file");
     assert_eq!(
         own_key.trim(),
         derive_agent_key(MASTER, SPEAKER),

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use pantau_tests::{
     Agent, AudioCapture, Browser, Collector, Mosquitto, TestDir, derive_agent_key_file,
-    example_config, http_post,
-    pantau_binary, poll_until, run_with_timeout, screenshot_dir, tone_hz, wait_until,
+    example_config, http_post, pantau_binary, poll_until, run_with_timeout, screenshot_dir,
+    tone_hz, wait_until,
 };
 
 const WAIT: Duration = Duration::from_secs(30);

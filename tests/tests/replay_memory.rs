@@ -84,9 +84,7 @@ impl Speaker {
             1,
             &env,
         );
-        agent
-            .guard()
-            .wait_for_log("subscribed to commands", WAIT);
+        agent.guard().wait_for_log("subscribed to commands", WAIT);
         Speaker {
             agent,
             collector,
@@ -144,10 +142,7 @@ impl Speaker {
     }
 
     fn series(&self, name: &str, label: &str) -> String {
-        format!(
-            r#"{name}{{instance="{}",{label},site="office"}}"#,
-            self.id
-        )
+        format!(r#"{name}{{instance="{}",{label},site="office"}}"#, self.id)
     }
 
     fn room(&self, room: &str) -> Option<f64> {
@@ -198,13 +193,11 @@ fn a_full_ordinary_room_still_lets_a_stop_and_an_emergency_play_within_100_ms() 
         speaker.publish("announce", payload);
     }
     speaker.wait_for_event(&format!("fill-{}", ROOM - 1), "announcement_refused");
-    speaker
-        .collector
-        .wait_for_sample(
-            &speaker.series("pantau_sound_remembered_commands", r#"room="ordinary""#),
-            WAIT,
-            |v| v == ROOM as f64,
-        );
+    speaker.collector.wait_for_sample(
+        &speaker.series("pantau_sound_remembered_commands", r#"room="ordinary""#),
+        WAIT,
+        |v| v == ROOM as f64,
+    );
     assert_eq!(speaker.capacity("ordinary"), Some(ROOM as f64));
     assert_eq!(speaker.room("priority"), Some(0.0));
 
@@ -230,16 +223,14 @@ fn a_full_ordinary_room_still_lets_a_stop_and_an_emergency_play_within_100_ms() 
             > 25)
             .then_some(())
     });
-    speaker
-        .collector
-        .wait_for_sample(
-            &speaker.series(
-                "pantau_sound_forgotten_commands_total",
-                r#"room="ordinary""#,
-            ),
-            WAIT,
-            |v| v == 1.0,
-        );
+    speaker.collector.wait_for_sample(
+        &speaker.series(
+            "pantau_sound_forgotten_commands_total",
+            r#"room="ordinary""#,
+        ),
+        WAIT,
+        |v| v == 1.0,
+    );
     assert_eq!(
         speaker.room("ordinary"),
         Some(ROOM as f64),
@@ -299,13 +290,11 @@ fn a_full_ordinary_room_still_lets_a_stop_and_an_emergency_play_within_100_ms() 
         "silent {:.0} ms after the stop",
         latency * 1000.0
     );
-    speaker
-        .collector
-        .wait_for_sample(
-            &speaker.series("pantau_sound_remembered_commands", r#"room="priority""#),
-            WAIT,
-            |v| v == 2.0,
-        );
+    speaker.collector.wait_for_sample(
+        &speaker.series("pantau_sound_remembered_commands", r#"room="priority""#),
+        WAIT,
+        |v| v == 2.0,
+    );
 
     // Forgetting reopened no replay: fill-0 again is refused by the floor, as is a new
     // command expiring no later; fill-1, still remembered, is a plain replay.
@@ -326,16 +315,14 @@ fn a_full_ordinary_room_still_lets_a_stop_and_an_emergency_play_within_100_ms() 
     speaker.publish("announce", &fill[1]);
     let refused = speaker.wait_for_rejection("fill-1");
     assert_eq!(refused["labels"]["reason"], "replayed", "{refused}");
-    speaker
-        .collector
-        .wait_for_sample(
-            &speaker.series(
-                "pantau_agent_rejected_commands_total",
-                r#"reason="over_capacity""#,
-            ),
-            WAIT,
-            |v| v == 2.0,
-        );
+    speaker.collector.wait_for_sample(
+        &speaker.series(
+            "pantau_agent_rejected_commands_total",
+            r#"reason="over_capacity""#,
+        ),
+        WAIT,
+        |v| v == 2.0,
+    );
     assert!(
         !speaker.events().iter().any(|e| {
             e["labels"]["announcement"] == "fill-0" && e["kind"] == "announcement_started"
@@ -378,7 +365,10 @@ targets = ["{SPEAKER}"]
         &config,
         &[
             ("PANTAU_ANNOUNCEMENTS__KEY_FILE", master_path.as_str()),
-            ("PANTAU_ANNOUNCEMENTS__MAX_UNEXPIRED_PER_AGENT", cap.as_str()),
+            (
+                "PANTAU_ANNOUNCEMENTS__MAX_UNEXPIRED_PER_AGENT",
+                cap.as_str(),
+            ),
             ("PANTAU_ANNOUNCEMENTS__RESEND_INTERVAL_SECONDS", "1"),
             ("PANTAU_API__TOKEN_FILE", tokens.as_str()),
             ("PANTAU_STORAGE__DIR", storage.as_str()),
@@ -436,8 +426,9 @@ targets = ["{SPEAKER}"]
     assert_eq!(refused.len(), 41 - CAP, "{answers:?}");
     let message = refused[0]["error"].as_str().unwrap_or_default();
     assert!(
-        message.contains(&format!("agent '{SPEAKER}' has {CAP} unexpired announcements"))
-            && message.contains(&format!("({CAP})")),
+        message.contains(&format!(
+            "agent '{SPEAKER}' has {CAP} unexpired announcements"
+        )) && message.contains(&format!("({CAP})")),
         "{message}"
     );
     let counter = r#"pantau_collector_api_refused_announcements_total{reason="agent_cap"}"#;
@@ -473,7 +464,10 @@ targets = ["{SPEAKER}"]
         row["targets"][0]["status"] == "finished"
     });
     let first_id = first["id"].as_str().unwrap_or_default();
-    let (status, stopped) = post(&format!("/api/v1/announcements/{first_id}/stop"), &json!({}));
+    let (status, stopped) = post(
+        &format!("/api/v1/announcements/{first_id}/stop"),
+        &json!({}),
+    );
     assert_eq!(status, 200, "{stopped}");
     assert_eq!(collector.sample(counter), Some((42 - CAP) as f64));
 }

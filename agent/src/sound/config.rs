@@ -126,9 +126,8 @@ impl SoundConfig {
     /// Checks every value and reads the key file.
     pub fn check(&self) -> Result<Checked, ConfigError> {
         let settings = self.settings()?;
-        let key = pantau_protocol::read_key(&self.key_file).map_err(|why| {
-            ConfigError::invalid("sound.key_file", self.key_file.display(), why)
-        })?;
+        let key = pantau_protocol::read_key(&self.key_file)
+            .map_err(|why| ConfigError::invalid("sound.key_file", self.key_file.display(), why))?;
         Ok(Checked {
             settings,
             key,
@@ -169,7 +168,10 @@ impl SoundConfig {
             ));
         }
         for (field, value) in [
-            ("sound.max_remembered_commands", self.max_remembered_commands),
+            (
+                "sound.max_remembered_commands",
+                self.max_remembered_commands,
+            ),
             (
                 "sound.max_remembered_priority_commands",
                 self.max_remembered_priority_commands,

@@ -164,7 +164,11 @@ mod tests {
     }
 
     /// Admits and remembers, as the role does for a command it carried out.
-    fn admit_once(guard: &mut Guard, command: &Command, now_ms: i64) -> Result<(), CommandRejection> {
+    fn admit_once(
+        guard: &mut Guard,
+        command: &Command,
+        now_ms: i64,
+    ) -> Result<(), CommandRejection> {
         let admitted = guard.admit(command, Room::Ordinary, now_ms)?;
         guard.remember(admitted, now_ms);
         Ok(())
@@ -220,7 +224,11 @@ mod tests {
         old.message.hmac = Some(tag);
         let refused = guard.admit(&old, Room::Ordinary, NOW).unwrap_err();
         assert_eq!(refused.reason, CommandRejectReason::BadSignature);
-        assert!(refused.detail.contains("hmac_version"), "{}", refused.detail);
+        assert!(
+            refused.detail.contains("hmac_version"),
+            "{}",
+            refused.detail
+        );
     }
 
     #[test]
@@ -255,7 +263,10 @@ mod tests {
         let admitted = guard.admit(&signed, Room::Ordinary, NOW).unwrap();
         guard.remember(admitted, NOW);
         assert_eq!(
-            guard.admit(&signed, Room::Ordinary, NOW).unwrap_err().reason,
+            guard
+                .admit(&signed, Room::Ordinary, NOW)
+                .unwrap_err()
+                .reason,
             CommandRejectReason::Replayed
         );
     }
@@ -266,11 +277,25 @@ mod tests {
         let mut guard = Guard::open(KEY.to_vec(), dir.path(), (2, 1), NOW);
         let first = command("o-1", Some(NOW + 10_000), Some(KEY));
         admit_once(&mut guard, &first, NOW).unwrap();
-        admit_once(&mut guard, &command("o-2", Some(NOW + 20_000), Some(KEY)), NOW).unwrap();
-        admit_once(&mut guard, &command("o-3", Some(NOW + 30_000), Some(KEY)), NOW).unwrap();
+        admit_once(
+            &mut guard,
+            &command("o-2", Some(NOW + 20_000), Some(KEY)),
+            NOW,
+        )
+        .unwrap();
+        admit_once(
+            &mut guard,
+            &command("o-3", Some(NOW + 30_000), Some(KEY)),
+            NOW,
+        )
+        .unwrap();
         let mut restarted = Guard::open(KEY.to_vec(), dir.path(), (2, 1), NOW + 1);
         let refused = admit_once(&mut restarted, &first, NOW + 1).unwrap_err();
         assert_eq!(refused.reason, CommandRejectReason::OverCapacity);
-        assert!(refused.detail.contains("later expiry"), "{}", refused.detail);
+        assert!(
+            refused.detail.contains("later expiry"),
+            "{}",
+            refused.detail
+        );
     }
 }

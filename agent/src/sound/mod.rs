@@ -32,10 +32,10 @@ use tracing::{error, info, warn};
 
 pub use config::SoundConfig;
 use guard::Guard;
-use replay::Room;
 use pantau_protocol::schedule::Schedule;
 use player::{AudioThread, Outcome, Request, SharedStatus};
 use queue::Announcement;
+use replay::Room;
 
 use crate::message::unix_millis;
 use crate::metric::FamilyBuilder;

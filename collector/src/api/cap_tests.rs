@@ -14,7 +14,9 @@ async fn refused(f: &Fixture) -> f64 {
     let (_, text) = scrape(f).await;
     text.lines()
         .find(|line| {
-            line.starts_with("pantau_collector_api_refused_announcements_total{reason=\"agent_cap\"}")
+            line.starts_with(
+                "pantau_collector_api_refused_announcements_total{reason=\"agent_cap\"}",
+            )
         })
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse().ok())
@@ -34,7 +36,14 @@ async fn scrape(f: &Fixture) -> (StatusCode, String) {
 }
 
 async fn announce(f: &Fixture, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
-    call(&f.app, "POST", "/api/v1/announcements", Some(TOKEN), Some(body)).await
+    call(
+        &f.app,
+        "POST",
+        "/api/v1/announcements",
+        Some(TOKEN),
+        Some(body),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -99,8 +108,11 @@ async fn beyond_the_cap_an_agent_gets_no_more_announcements_but_emergencies_and_
 async fn the_alertmanager_webhook_goes_through_the_same_cap() {
     let f = fixture_with_cap(2);
     for n in 0..2 {
-        let (status, _) =
-            announce(&f, json!({"text": format!("pesan {n}"), "targets": ["aula"]})).await;
+        let (status, _) = announce(
+            &f,
+            json!({"text": format!("pesan {n}"), "targets": ["aula"]}),
+        )
+        .await;
         assert_eq!(status, StatusCode::CREATED);
     }
     let webhook = json!({

@@ -28,7 +28,10 @@ pub(crate) fn verify_sent(topic: &str, message: &CommandMessage) {
     message.verify(own.as_bytes(), "pantau", name).unwrap();
     let other = pantau_protocol::derive_agent_key(KEY, "someone-else");
     assert!(message.verify(other.as_bytes(), "pantau", name).is_err());
-    assert!(message.verify(KEY, "pantau", name).is_err(), "not the master key");
+    assert!(
+        message.verify(KEY, "pantau", name).is_err(),
+        "not the master key"
+    );
 }
 
 pub(crate) struct Fixture {
