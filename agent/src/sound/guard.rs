@@ -298,4 +298,46 @@ mod tests {
             refused.detail
         );
     }
+
+    /// Not a check: the cost of one command into a full 20,000-id room, each written whole to
+    /// disk (BENCHMARKS.md). Run with
+    /// `cargo test -p pantau-agent --release --bin pantau-agent a_full_room_costs -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn a_full_room_costs_one_whole_write_per_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut stored = Stored::default();
+        for n in 0..20_000 {
+            stored
+                .ordinary
+                .ids
+                .insert(format!("a{NOW}{n:05}-0"), NOW + 23 * 3_600_000 + n);
+        }
+        std::fs::write(
+            dir.path().join("sound-commands.json"),
+            serde_json::to_vec(&stored).unwrap(),
+        )
+        .unwrap();
+        let mut guard = Guard::open(KEY.to_vec(), dir.path(), ROOMS, NOW);
+        let commands: Vec<Command> = (0..100)
+            .map(|n| {
+                command(
+                    &format!("new-{n}"),
+                    Some(NOW + 24 * 3_600_000 - 100 + n),
+                    Some(KEY),
+                )
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        for command in &commands {
+            admit_once(&mut guard, command, NOW).unwrap();
+        }
+        let file = std::fs::metadata(dir.path().join("sound-commands.json")).unwrap();
+        eprintln!(
+            "{:?} per command into a full room of 20000 ids; file {} bytes",
+            start.elapsed() / 100,
+            file.len()
+        );
+        assert_eq!(guard.memory().len(Room::Ordinary, NOW), 20_000);
+    }
 }
