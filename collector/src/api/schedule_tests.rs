@@ -419,3 +419,30 @@ async fn scheduled_plays_are_in_the_history_from_the_agents_events() {
     );
     assert!(f.sent.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn every_retained_schedule_is_signed_again_when_the_announcer_starts() {
+    let f = fixture();
+    f.announcer.sync_schedules(SystemTime::now()).await;
+    assert_eq!(f.sent.lock().unwrap().len(), 1, "published once");
+    // A start (after an upgrade, or with a new master key) publishes the same version again,
+    // signed as now, replacing what the broker retained.
+    let (_tap, observations) = crate::announce::Tap::channel();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(f.announcer.clone().run(observations, shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.sent.lock().unwrap().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+    let sent = f.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "published again at start");
+    let (topic, message, retain) = &sent[1];
+    assert!(retain);
+    verify_sent(topic, message);
+    assert_eq!(
+        message.args, sent[0].1.args,
+        "the same schedule and version"
+    );
+}
