@@ -8,6 +8,9 @@
 //!   running collector's login limiter holds back, through its API (`login_limits_cli.rs`).
 //! - `pantau-collector backup --config CONFIG FILE`: a consistent copy of the SQLite database
 //!   in the `[storage] dir` of the collector's config, safe while the collector runs.
+//! - `pantau-collector key derive AGENT_ID --key-file MASTER [--output FILE]`: a sound agent's
+//!   own command key (its `sound.key_file`), derived from the master key
+//!   (`announcements.key_file`); written mode 0600 to FILE, or to standard output.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -38,6 +41,26 @@ pub enum Command {
         /// The collector's config file (the one it runs with).
         #[arg(long, value_name = "CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Command keys: derive a sound agent's own key from the master key.
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Print (or write to --output, mode 0600) the command key of agent AGENT_ID, derived
+    /// from the master key; install it as that agent's sound.key_file.
+    Derive {
+        agent_id: String,
+        /// The master key: the collector's announcements.key_file.
+        #[arg(long, value_name = "MASTER")]
+        key_file: PathBuf,
+        /// Write the key here (replacing it, mode 0600) instead of to standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -75,6 +98,7 @@ pub fn run(command: Command) -> ExitCode {
         Command::User { action } => ("user", user(action)),
         Command::Backup { file, config } => ("backup", backup(&file, config.as_deref())),
         Command::LoginLimits(args) => ("login-limits", crate::login_limits_cli::run(args)),
+        Command::Key { action } => ("key", key(action)),
     };
     match result {
         Ok(done) => {
@@ -130,6 +154,45 @@ fn backup(file: &Path, config: Option<&Path>) -> Result<String, String> {
     Ok(format!("backed up {} to {}", dir.display(), file.display()))
 }
 
+fn key(action: KeyAction) -> Result<String, String> {
+    let KeyAction::Derive {
+        agent_id,
+        key_file,
+        output,
+    } = action;
+    pantau_protocol::validate_id(&agent_id)
+        .map_err(|why| format!("agent id '{agent_id}': {why}"))?;
+    let master = pantau_protocol::read_key(&key_file)
+        .map_err(|why| format!("--key-file: '{}' {why}", key_file.display()))?;
+    let key = pantau_protocol::derive_agent_key(&master, &agent_id);
+    let Some(path) = output else {
+        return Ok(key);
+    };
+    write_secret(&path, &format!("{key}\n"))
+        .map_err(|error| format!("--output: cannot write '{}': {error}", path.display()))?;
+    Ok(format!(
+        "wrote the command key of agent '{agent_id}' to {} (mode 0600); set it as that agent's sound.key_file",
+        path.display()
+    ))
+}
+
+/// Writes `text` to `path` through a temporary file created 0600, so the key is never
+/// readable by others, not even for a moment.
+fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&temp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
+}
+
 fn read_password() -> Result<String, String> {
     let mut line = String::new();
     std::io::stdin()
@@ -137,4 +200,44 @@ fn read_password() -> Result<String, String> {
         .read_line(&mut line)
         .map_err(|error| format!("cannot read the password from standard input: {error}"))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn key_derive_writes_the_agents_key_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = dir.path().join("master.key");
+        std::fs::write(&master, "the office master key 0001\n").unwrap();
+        let output = dir.path().join("aula.key");
+        let derive = |agent: &str, output: Option<PathBuf>| {
+            key(KeyAction::Derive {
+                agent_id: agent.to_owned(),
+                key_file: master.clone(),
+                output,
+            })
+        };
+        let done = derive("aula", Some(output.clone())).unwrap();
+        assert!(done.contains("aula"), "{done}");
+        let expected = pantau_protocol::derive_agent_key(b"the office master key 0001", "aula");
+        assert_eq!(
+            std::fs::read_to_string(&output).unwrap(),
+            format!("{expected}\n")
+        );
+        let mode = std::fs::metadata(&output).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(derive("aula", None).unwrap(), expected, "to stdout");
+        assert!(
+            derive("a b", None)
+                .unwrap_err()
+                .starts_with("agent id 'a b':"),
+            "a bad id is named"
+        );
+        std::fs::write(&master, "short").unwrap();
+        assert!(derive("aula", None).unwrap_err().contains("--key-file"));
+    }
 }

@@ -247,7 +247,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         reload_credentials_on_sighup(app_state.credentials.clone(), shutdown.clone()),
     );
     if let Some(key_file) = &config.announcements.key_file {
-        let key = announce::read_key(key_file).map_err(|why| {
+        let key = pantau_protocol::read_key(key_file).map_err(|why| {
             anyhow::anyhow!("announcements.key_file: '{}' {why}", key_file.display())
         })?;
         let store = announce::Store::open(&config.storage.dir)?;
@@ -255,6 +255,7 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
         let settings = announce::Settings {
             prefix: config.mqtt.prefix.clone(),
             key,
+            max_unexpired_per_agent: config.announcements.max_unexpired_per_agent,
             zones: config.announcements.zones.clone(),
             default_expires: Duration::from_secs(config.announcements.default_expires_in_seconds),
             resend_interval: Duration::from_secs(config.announcements.resend_interval_seconds),

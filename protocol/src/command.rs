@@ -42,71 +42,15 @@ pub struct CommandMessage {
     /// The command's arguments; each command documents its own. Absent means `{}`.
     #[serde(default = "empty_object", skip_serializing_if = "is_empty_object")]
     pub args: serde_json::Value,
-    /// HMAC-SHA256 (lowercase hex) over the rest of the message, with a key shared between the
-    /// sender and the agents (see [`CommandMessage::sign`]). Commands that make the speakers
-    /// talk must carry it; others may.
+    /// Which signature `hmac` is; [`crate::HMAC_VERSION`] is the only one accepted. Absent
+    /// on a message signed before the signature covered the topic, which is then refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_version: Option<u32>,
+    /// HMAC-SHA256 (lowercase hex) over the topic's prefix, the command name and the rest of
+    /// the message, with the agent's own key (see [`CommandMessage::sign`]). Commands that
+    /// make the speakers talk must carry it; others may.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hmac: Option<String>,
-}
-
-/// Why a signature does not hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-pub enum SignatureError {
-    #[error("the command is not signed (no `hmac`)")]
-    Unsigned,
-    #[error("the command's `hmac` does not match: wrong key, or the command was altered")]
-    Mismatch,
-}
-
-impl CommandMessage {
-    /// The bytes the HMAC covers: the message without `hmac`, serialized by this crate (fields
-    /// in declaration order, `args` keys sorted), so sender and agent compute the same bytes.
-    pub fn signing_bytes(&self) -> Vec<u8> {
-        let unsigned = CommandMessage {
-            hmac: None,
-            ..self.clone()
-        };
-        // A struct of strings, integers and a JSON value always serializes.
-        serde_json::to_vec(&unsigned).unwrap_or_default()
-    }
-
-    /// Signs the message with `key`.
-    pub fn sign(&mut self, key: &[u8]) {
-        let tag = mac(key, &self.signing_bytes());
-        self.hmac = Some(tag.iter().map(|byte| format!("{byte:02x}")).collect());
-    }
-
-    /// Checks the signature with `key`, in constant time.
-    pub fn verify(&self, key: &[u8]) -> Result<(), SignatureError> {
-        use hmac::Mac;
-        let hex = self.hmac.as_deref().ok_or(SignatureError::Unsigned)?;
-        let tag = decode_hex(hex).ok_or(SignatureError::Mismatch)?;
-        let mut verifier = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
-            .map_err(|_| SignatureError::Mismatch)?;
-        verifier.update(&self.signing_bytes());
-        verifier
-            .verify_slice(&tag)
-            .map_err(|_| SignatureError::Mismatch)
-    }
-}
-
-fn mac(key: &[u8], bytes: &[u8]) -> Vec<u8> {
-    use hmac::Mac;
-    // HMAC takes a key of any length.
-    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
-    mac.update(bytes);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() != 64 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
-        .collect()
 }
 
 fn empty_object() -> serde_json::Value {
@@ -117,11 +61,21 @@ fn is_empty_object(value: &serde_json::Value) -> bool {
     value.as_object().is_some_and(serde_json::Map::is_empty)
 }
 
-/// A command that passed envelope validation, with the name from its topic.
+/// A command that passed envelope validation, with the name and prefix from its topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
+    /// The topic levels after `cmd/`.
     pub name: String,
+    /// The topic's prefix (before `/v1/`), which the signature covers.
+    pub prefix: String,
     pub message: CommandMessage,
+}
+
+impl Command {
+    /// Checks the signature with `key` for the topic the command arrived on, in constant time.
+    pub fn verify(&self, key: &[u8]) -> Result<(), crate::SignatureError> {
+        self.message.verify(key, &self.prefix, &self.name)
+    }
 }
 
 /// The `reason` label of a refused command, in `pantau_agent_rejected_commands_total` and in
@@ -153,11 +107,14 @@ pub enum CommandRejectReason {
     Replayed,
     /// A version older than the one the agent already has (schedules).
     Outdated,
+    /// The agent's replay memory was full and forgot commands expiring as late as this one,
+    /// so it cannot tell it from a replay; sent again with a later expiry, it is taken.
+    OverCapacity,
 }
 
 impl CommandRejectReason {
     /// Every reason, so counters start at zero.
-    pub const ALL: [CommandRejectReason; 15] = [
+    pub const ALL: [CommandRejectReason; 16] = [
         CommandRejectReason::InvalidTopic,
         CommandRejectReason::Oversized,
         CommandRejectReason::InvalidJson,
@@ -173,6 +130,7 @@ impl CommandRejectReason {
         CommandRejectReason::BadSignature,
         CommandRejectReason::Replayed,
         CommandRejectReason::Outdated,
+        CommandRejectReason::OverCapacity,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -192,6 +150,7 @@ impl CommandRejectReason {
             CommandRejectReason::BadSignature => "bad_signature",
             CommandRejectReason::Replayed => "replayed",
             CommandRejectReason::Outdated => "outdated",
+            CommandRejectReason::OverCapacity => "over_capacity",
         }
     }
 }
@@ -309,6 +268,7 @@ pub fn decode_command(
     }
     Ok(Command {
         name,
+        prefix: prefix.to_owned(),
         message: decoded,
     })
 }
@@ -472,26 +432,6 @@ mod tests {
         message["id"] = serde_json::json!("bad id");
         let rejection = decode_json(TOPIC, &message).unwrap_err();
         assert_eq!(rejection.id, None, "an invalid id is not echoed");
-    }
-
-    #[test]
-    fn signatures() {
-        let mut message: CommandMessage = serde_json::from_value(good()).unwrap();
-        assert_eq!(message.verify(b"k"), Err(SignatureError::Unsigned));
-        message.sign(b"shared key");
-        assert_eq!(message.verify(b"shared key"), Ok(()));
-        assert_eq!(message.verify(b"other key"), Err(SignatureError::Mismatch));
-        // The signature survives the wire: serialized, received, decoded.
-        let payload = serde_json::to_vec(&message).unwrap();
-        let received = decode_command("pantau", TOPIC, &payload, &Limits::default(), NOW).unwrap();
-        assert_eq!(received.message.verify(b"shared key"), Ok(()));
-        // Any change breaks it.
-        let mut altered = message.clone();
-        altered.args["x"] = serde_json::json!(2);
-        assert_eq!(altered.verify(b"shared key"), Err(SignatureError::Mismatch));
-        let mut garbage = message;
-        garbage.hmac = Some("zz".repeat(32));
-        assert_eq!(garbage.verify(b"shared key"), Err(SignatureError::Mismatch));
     }
 
     #[test]

@@ -10,12 +10,13 @@ mod names;
 mod pinned;
 mod reason;
 pub mod schedule;
+mod signing;
 pub mod sound;
 mod topic;
 
 pub use command::{
     COMMAND_COMPLETED, COMMAND_REJECTED, Command, CommandMessage, CommandRejectReason,
-    CommandRejection, SignatureError, decode_command, validate_command_name,
+    CommandRejection, decode_command, validate_command_name,
 };
 pub use decode::{
     Counted, DecodeError, Decoded, INTERVAL_SECONDS, Limited, Limits, MAX_INTEGER, decode,
@@ -34,6 +35,7 @@ pub use names::{
 };
 pub use pinned::pinned_kind;
 pub use reason::{DropReason, RejectReason};
+pub use signing::{HMAC_VERSION, MIN_KEY_BYTES, SignatureError, derive_agent_key, read_key};
 pub use topic::{Channel, DEFAULT_PREFIX, Topic, TopicError, validate_id, validate_prefix};
 
 /// The payload schema version this crate reads and writes. Topics carry it as `v1`.

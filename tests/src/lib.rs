@@ -76,7 +76,7 @@ pub use prometheus::{Prometheus, PrometheusBuilder};
 pub use promtool::{
     promtool_check_metrics, promtool_check_rules, promtool_metric_lints, promtool_test_rules,
 };
-pub use signing::signed_command;
+pub use signing::{derive_agent_key_file, old_style_signed_command, signed_command};
 pub use snmpd::{
     SNMP_COMMUNITY, SNMP_V3_AUTH_PASSWORD, SNMP_V3_PRIVACY_PASSWORD, SNMP_V3_USER, SnmpExporter,
     Snmpd, free_udp_port,

@@ -419,19 +419,20 @@ impl Agent {
         )
     }
 
-    /// A sound agent from `configs/agent-sound.toml` playing into `capture`, with the
-    /// command key in `key_file`, a `clips` dir of its own and no quiet hours; returns once it
-    /// listens for commands.
+    /// A sound agent from `configs/agent-sound.toml` playing into `capture`, with its own
+    /// command key derived from the collector's master key in `master_key_file`, a `clips`
+    /// dir of its own and no quiet hours; returns once it listens for commands.
     pub fn start_sound(
         dir: &TestDir,
         id: &str,
         site: &str,
         broker_url: &str,
         capture: &crate::AudioCapture,
-        key_file: &Path,
+        master_key_file: &Path,
     ) -> Agent {
         let clips = dir.join(format!("{id}-clips"));
         std::fs::create_dir_all(&clips).expect("create the clips dir");
+        let key_file = crate::derive_agent_key_file(dir.path(), master_key_file, id);
         let mut env = capture.env();
         env.push((
             "PANTAU_SOUND__KEY_FILE".to_owned(),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use std::process::{Command, Output};
 
 use pantau_tests::{
-    Agent, Alertmanager, AudioCapture, Collector, Mosquitto, TestDir, example_config, http_post,
-    pantau_binary, run_with_timeout, wait_until,
+    Agent, Alertmanager, AudioCapture, Collector, Mosquitto, TestDir, derive_agent_key_file,
+    example_config, http_post, pantau_binary, run_with_timeout, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -89,7 +89,9 @@ impl Setup {
     }
 
     fn start_agent(&mut self) {
-        let key = self.dir.join("sound.key").display().to_string();
+        let key = derive_agent_key_file(self.dir.path(), &self.dir.join("sound.key"), AGENT)
+            .display()
+            .to_string();
         let clips = self.dir.join("clips").display().to_string();
         let mut env: Vec<(String, String)> = self.capture.env();
         env.push(("PANTAU_SOUND__KEY_FILE".to_owned(), key));

@@ -8,8 +8,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use pantau_tests::{
-    Agent, AudioCapture, Browser, Collector, Mosquitto, TestDir, example_config, http_post,
-    pantau_binary, poll_until, run_with_timeout, screenshot_dir, tone_hz, wait_until,
+    Agent, AudioCapture, Browser, Collector, Mosquitto, TestDir, derive_agent_key_file,
+    example_config, http_post, pantau_binary, poll_until, run_with_timeout, screenshot_dir,
+    tone_hz, wait_until,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -64,6 +65,9 @@ impl Setup {
         );
         let clips = dir.join("clips").display().to_string();
         let mut env: Vec<(String, String)> = capture.env();
+        let key = derive_agent_key_file(dir.path(), &dir.join("sound.key"), AGENT)
+            .display()
+            .to_string();
         env.push(("PANTAU_SOUND__KEY_FILE".to_owned(), key));
         env.push(("PANTAU_SOUND__CLIPS_DIR".to_owned(), clips));
         env.push(("PANTAU_SOUND__QUIET_HOURS".to_owned(), String::new()));

@@ -90,7 +90,7 @@ impl Sound {
         valid_ms: Option<i64>,
         key: Option<&[u8]>,
     ) {
-        let payload = signed_command(&self.id, "office", id, args, valid_ms, key);
+        let payload = signed_command(&self.id, "office", name, id, args, valid_ms, key);
         self.broker.mosquitto_pub(
             &format!("pantau/v1/office/{}/cmd/{name}", self.id),
             &payload,
@@ -438,6 +438,7 @@ fn refused_commands_play_nothing_and_say_why() {
     let payload = signed_command(
         &sound.id,
         "office",
+        "announce",
         "once-1",
         json!({"tone": {"seconds": 0.2}, "chime": false}),
         Some(60_000),
@@ -527,7 +528,15 @@ fn the_stored_schedule_plays_with_no_broker_after_a_restart() {
         "name": "masker", "times": [time],
         "announce": {"tone": {"frequency_hz": 700, "seconds": 1}, "chime": false}
     }]});
-    let payload = signed_command(&sound.id, "office", "schedule-7", schedule, None, Some(KEY));
+    let payload = signed_command(
+        &sound.id,
+        "office",
+        "schedule",
+        "schedule-7",
+        schedule,
+        None,
+        Some(KEY),
+    );
     let topic = format!("pantau/v1/office/{}/cmd/schedule", sound.id);
     sound.broker.mosquitto_pub(&topic, &payload, true);
     wait_until("schedule_applied", WAIT, || {

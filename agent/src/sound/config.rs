@@ -1,6 +1,6 @@
 //! `[sound]`: the sound role's config. The section's presence switches the role on.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::tz::TimeZone;
@@ -11,8 +11,8 @@ use super::player::Settings;
 use super::source::Voice;
 use pantau_protocol::schedule::QuietHours;
 
-/// The shortest command key accepted, in bytes.
-const MIN_KEY_BYTES: usize = 16;
+/// The largest replay memory room accepted: each id is written to disk with every change.
+const MAX_REMEMBERED: usize = 1_000_000;
 
 /// `[sound]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -24,9 +24,9 @@ pub struct SoundConfig {
     /// Where audio clips (WAV, MP3, OGG Vorbis, FLAC) are; their file names are the clip names.
     #[serde(default = "default_clips_dir")]
     pub clips_dir: PathBuf,
-    /// The key shared with the collector that signs commands (HMAC-SHA256). At least 16
-    /// bytes; e.g. `head -c 32 /dev/urandom | base64 > /etc/pantau/sound.key`. Commands that
-    /// are not signed with it are refused.
+    /// This agent's own command key (HMAC-SHA256), derived from the collector's master key
+    /// for this agent's id: `pantau-collector key derive ID --key-file MASTER --output FILE`.
+    /// At least 16 bytes. Commands not signed with it are refused.
     pub key_file: PathBuf,
     /// espeak-ng voice for text (`id`: Indonesian).
     #[serde(default = "default_voice")]
@@ -56,6 +56,15 @@ pub struct SoundConfig {
     /// Time zone of the quiet hours (schedules name their own).
     #[serde(default = "pantau_protocol::sound::default_time_zone")]
     pub time_zone: String,
+    /// Ids of ordinary announcements remembered until they expire (refusing replays). When
+    /// full, the one expiring soonest is forgotten, and commands expiring no later than it
+    /// are refused as `over_capacity`.
+    #[serde(default = "default_max_remembered_commands")]
+    pub max_remembered_commands: usize,
+    /// The same for `stop` and emergency announcements, in a room of their own, so ordinary
+    /// announcements can never crowd them out.
+    #[serde(default = "default_max_remembered_priority_commands")]
+    pub max_remembered_priority_commands: usize,
 }
 
 fn default_clips_dir() -> PathBuf {
@@ -90,11 +99,22 @@ fn default_collapse_window_seconds() -> u64 {
     60
 }
 
+fn default_max_remembered_commands() -> usize {
+    20_000
+}
+
+/// A stop per announcement and the rare emergency: a day of them fits many times over.
+fn default_max_remembered_priority_commands() -> usize {
+    5_000
+}
+
 /// The config after checking: what the role runs with.
 #[derive(Debug, Clone)]
 pub struct Checked {
     pub settings: Settings,
     pub key: Vec<u8>,
+    /// Replay memory: the ordinary room's and the priority room's size.
+    pub remembered: (usize, usize),
 }
 
 impl SoundConfig {
@@ -106,8 +126,16 @@ impl SoundConfig {
     /// Checks every value and reads the key file.
     pub fn check(&self) -> Result<Checked, ConfigError> {
         let settings = self.settings()?;
-        let key = read_key(&self.key_file)?;
-        Ok(Checked { settings, key })
+        let key = pantau_protocol::read_key(&self.key_file)
+            .map_err(|why| ConfigError::invalid("sound.key_file", self.key_file.display(), why))?;
+        Ok(Checked {
+            settings,
+            key,
+            remembered: (
+                self.max_remembered_commands,
+                self.max_remembered_priority_commands,
+            ),
+        })
     }
 
     fn settings(&self) -> Result<Settings, ConfigError> {
@@ -138,6 +166,24 @@ impl SoundConfig {
                 self.queue_capacity,
                 "must be 1 to 1000",
             ));
+        }
+        for (field, value) in [
+            (
+                "sound.max_remembered_commands",
+                self.max_remembered_commands,
+            ),
+            (
+                "sound.max_remembered_priority_commands",
+                self.max_remembered_priority_commands,
+            ),
+        ] {
+            if !(1..=MAX_REMEMBERED).contains(&value) {
+                return Err(ConfigError::invalid(
+                    field,
+                    value,
+                    format!("must be 1 to {MAX_REMEMBERED}"),
+                ));
+            }
         }
         if !self.clips_dir.is_absolute() {
             return Err(ConfigError::invalid(
@@ -183,23 +229,4 @@ impl SoundConfig {
             time_zone,
         })
     }
-}
-
-fn read_key(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let field = "sound.key_file";
-    let text = std::fs::read(path).map_err(|error| {
-        ConfigError::invalid(field, path.display(), format!("cannot be read: {error}"))
-    })?;
-    let key = text.trim_ascii().to_vec();
-    if key.len() < MIN_KEY_BYTES {
-        return Err(ConfigError::invalid(
-            field,
-            path.display(),
-            format!(
-                "holds {} bytes; a key needs at least {MIN_KEY_BYTES}",
-                key.len()
-            ),
-        ));
-    }
-    Ok(key)
 }

@@ -1,7 +1,8 @@
 //! The sound role: the PC wired to the amplifier plays announcements from the collector
 //! (`announce`, `stop`) and keeps the reminder schedule (`schedule`) by itself.
 //!
-//! Commands must be signed with the shared key (`guard.rs`); audio runs on its own thread
+//! Commands must be signed with this agent's own key (`guard.rs`), and their ids are kept
+//! until they expire (`replay.rs`); audio runs on its own thread
 //! (`player.rs`) fed by a channel; the schedule is kept on disk and played by a timer task
 //! here, so a broker, collector or link outage, or a restart without a broker, never silences
 //! the reminders.
@@ -10,6 +11,7 @@ mod config;
 mod guard;
 mod player;
 mod queue;
+mod replay;
 mod source;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +35,7 @@ use guard::Guard;
 use pantau_protocol::schedule::Schedule;
 use player::{AudioThread, Outcome, Request, SharedStatus};
 use queue::Announcement;
+use replay::Room;
 
 use crate::message::unix_millis;
 use crate::metric::FamilyBuilder;
@@ -71,7 +74,7 @@ impl SoundRole {
         let stored = load_schedule(&schedule_path);
         let clips = list_clips(&checked.settings.clips_dir);
         Ok(Self {
-            guard: Guard::open(checked.key, state_dir, now_ms),
+            guard: Guard::open(checked.key, state_dir, checked.remembered, now_ms),
             settings: checked.settings,
             schedule_path,
             schedule: watch::Sender::new(stored.map(Arc::new)),
@@ -135,7 +138,11 @@ impl SoundRole {
                 {
                     return Err(invalid(format!("no clip {clip:?} on this agent")));
                 }
-                self.guard.admit_once(command, now_ms)?;
+                let room = match args.priority {
+                    Priority::Emergency => Room::Priority,
+                    _ => Room::Ordinary,
+                };
+                let admitted = self.guard.admit(command, room, now_ms)?;
                 self.send(
                     command,
                     Request::Play(Announcement {
@@ -146,6 +153,8 @@ impl SoundRole {
                         schedule: None,
                     }),
                 )?;
+                // Only now: a command the audio thread did not take may be sent again.
+                self.guard.remember(admitted, now_ms);
                 Ok("taken; its events follow".to_owned())
             }
             protocol::STOP => {
@@ -153,8 +162,9 @@ impl SoundRole {
                 let args: StopArgs = serde_json::from_value(command.message.args.clone())
                     .map_err(|error| invalid(error.to_string()))?;
                 args.validate().map_err(invalid)?;
-                self.guard.admit_once(command, now_ms)?;
+                let admitted = self.guard.admit(command, Room::Priority, now_ms)?;
                 self.send(command, Request::Stop(args))?;
+                self.guard.remember(admitted, now_ms);
                 Ok("stopping".to_owned())
             }
             protocol::SCHEDULE => self.apply_schedule(command),
@@ -252,7 +262,8 @@ impl SoundRole {
             }
         }
         let flag = |on: bool| if on { 1.0 } else { 0.0 };
-        let mut families = vec![
+        let mut families = self.replay_families();
+        families.extend([
             FamilyBuilder::gauge(
                 "pantau_sound_device_up",
                 "1 if the audio output device is open and usable now, else 0.",
@@ -279,7 +290,7 @@ impl SoundRole {
                     .as_ref()
                     .map_or(0.0, |s| s.version as f64),
             ),
-        ];
+        ]);
         if let Some(at) = status.last_success {
             let seconds = at
                 .duration_since(SystemTime::UNIX_EPOCH)
@@ -303,6 +314,46 @@ impl SoundRole {
             );
         }
         families
+    }
+}
+
+impl SoundRole {
+    /// How full each room of the replay memory is, its size, its floor and what it forgot.
+    fn replay_families(&self) -> Vec<Family> {
+        let now_ms = unix_millis(SystemTime::now());
+        let memory = self.guard.memory();
+        let mut remembered = FamilyBuilder::gauge(
+            "pantau_sound_remembered_commands",
+            "Ids of signed commands kept until they expire, to refuse replays, by room \
+             (ordinary: announcements; priority: stops and emergencies).",
+        );
+        let mut capacity = FamilyBuilder::gauge(
+            "pantau_sound_remembered_commands_capacity",
+            "Most ids a room of the replay memory keeps (sound.max_remembered_commands, \
+             sound.max_remembered_priority_commands).",
+        );
+        let mut floor = FamilyBuilder::gauge(
+            "pantau_sound_remembered_commands_floor_timestamp_seconds",
+            "Latest expiry a full room forgot; commands expiring no later are refused \
+             (over_capacity). 0: nothing forgotten.",
+        );
+        let mut forgotten = FamilyBuilder::counter(
+            "pantau_sound_forgotten_commands_total",
+            "Ids a full room of the replay memory forgot (the soonest to expire) since start.",
+        );
+        for room in Room::ALL {
+            let labels = [("room", room.as_str())];
+            remembered.sample(&labels, memory.len(room, now_ms) as f64);
+            capacity.sample(&labels, memory.capacity(room) as f64);
+            floor.sample(&labels, memory.floor_ms(room) as f64 / 1000.0);
+            forgotten.sample(&labels, memory.forgotten(room) as f64);
+        }
+        vec![
+            remembered.build(),
+            capacity.build(),
+            floor.build(),
+            forgotten.build(),
+        ]
     }
 }
 
@@ -428,7 +479,7 @@ mod tests {
             "expires_ms": now + 60_000, "args": args
         }))
         .unwrap();
-        message.sign(key);
+        message.sign(key, "pantau", name);
         let payload = serde_json::to_vec(&message).unwrap();
         let topic = format!("pantau/v1/office/snd/cmd/{name}");
         decode_command("pantau", &topic, &payload, &Limits::default(), now).unwrap()
@@ -473,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn announcements_need_a_known_clip_and_are_carried_out_once() {
+    fn announcements_need_a_known_clip_and_are_remembered_once_taken() {
         let dir = tempfile::tempdir().unwrap();
         let mut sound = role(dir.path());
         let unknown = sound
@@ -488,14 +539,70 @@ mod tests {
         assert!(unknown.detail.contains("nope.ogg"), "{}", unknown.detail);
         let tone = serde_json::json!({"tone": {}});
         let signed = command("announce", "a2", tone, KEY);
-        // Not started here, so the audio thread is missing; the id is remembered all the same.
+        // Not started here, so the audio thread is missing: not taken, so not remembered,
+        // and the collector's resend is tried again rather than refused as a replay.
         assert_eq!(
             sound.handle(&signed).unwrap_err().reason,
             CommandRejectReason::Failed
         );
         assert_eq!(
             sound.handle(&signed).unwrap_err().reason,
+            CommandRejectReason::Failed
+        );
+        assert_eq!(sound.guard.memory().len(Room::Ordinary, 0), 0);
+        // Once the audio thread takes it, it is carried out once.
+        let (requests, taken) = sync_channel(4);
+        sound.requests = Some(requests);
+        assert!(sound.handle(&signed).is_ok());
+        assert!(matches!(taken.try_recv(), Ok(Request::Play(_))));
+        assert_eq!(
+            sound.handle(&signed).unwrap_err().reason,
             CommandRejectReason::Replayed
         );
+    }
+
+    #[test]
+    fn stops_and_emergencies_pass_a_full_ordinary_room() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key"), KEY).unwrap();
+        let config: SoundConfig = serde_json::from_value(serde_json::json!({
+            "key_file": dir.path().join("key"),
+            "clips_dir": dir.path().join("clips"),
+            "max_remembered_commands": 3,
+            "max_remembered_priority_commands": 2,
+        }))
+        .unwrap();
+        let mut sound = SoundRole::new(&config, dir.path()).unwrap();
+        let (requests, taken) = sync_channel(64);
+        sound.requests = Some(requests);
+        for n in 0..3 {
+            let text = serde_json::json!({"text": format!("pesan {n}")});
+            sound
+                .handle(&command("announce", &format!("o{n}"), text, KEY))
+                .unwrap();
+        }
+        let gauge = |sound: &SoundRole, room: &str| {
+            let families = sound.families();
+            let family = families
+                .iter()
+                .find(|f| f.name == "pantau_sound_remembered_commands")
+                .unwrap();
+            family
+                .samples
+                .iter()
+                .find(|s| s.labels["room"] == room)
+                .unwrap()
+                .value
+        };
+        assert_eq!(gauge(&sound, "ordinary"), 3.0, "the ordinary room is full");
+        let stop = serde_json::json!({"up_to": "emergency"});
+        sound.handle(&command("stop", "s1", stop, KEY)).unwrap();
+        let emergency = serde_json::json!({"text": "Evakuasi", "priority": "emergency"});
+        sound
+            .handle(&command("announce", "e1", emergency, KEY))
+            .unwrap();
+        assert_eq!(gauge(&sound, "priority"), 2.0);
+        assert_eq!(gauge(&sound, "ordinary"), 3.0);
+        assert_eq!(taken.try_iter().count(), 5);
     }
 }

@@ -12,8 +12,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnnouncementsConfig {
-    /// The command key shared with the sound agents (their `sound.key_file`). Without it the
-    /// announcement API answers 503 and nothing is signed.
+    /// The master command key. Each sound agent gets its own key derived from it
+    /// (`pantau-collector key derive AGENT_ID --key-file THIS_FILE`), its `sound.key_file`.
+    /// Without it the announcement API answers 503 and nothing is signed.
     #[serde(default, deserialize_with = "crate::config::empty_path_is_none")]
     pub key_file: Option<PathBuf>,
     /// Named groups of sound agents, targeted as `zones` in an announcement.
@@ -26,6 +27,11 @@ pub struct AnnouncementsConfig {
     /// schedule not yet acknowledged by the broker published again).
     #[serde(default = "default_resend_interval_seconds")]
     pub resend_interval_seconds: u64,
+    /// Unexpired announcements one agent may have (emergencies and stops are not counted);
+    /// beyond it the API answers 429. Keep it well below the agents'
+    /// `sound.max_remembered_commands` (20,000 by default).
+    #[serde(default = "default_max_unexpired_per_agent")]
+    pub max_unexpired_per_agent: u32,
     /// `[[announcements.schedules]]`: reminders from the config, read-only through the API.
     #[serde(default)]
     pub schedules: Vec<super::schedules::ScheduleSpec>,
@@ -87,6 +93,10 @@ fn default_resend_interval_seconds() -> u64 {
     5
 }
 
+fn default_max_unexpired_per_agent() -> u32 {
+    1_000
+}
+
 fn default_storage_dir() -> PathBuf {
     PathBuf::from("/var/lib/pantau-collector")
 }
@@ -98,6 +108,7 @@ impl Default for AnnouncementsConfig {
             zones: Vec::new(),
             default_expires_in_seconds: default_expires_in_seconds(),
             resend_interval_seconds: default_resend_interval_seconds(),
+            max_unexpired_per_agent: default_max_unexpired_per_agent(),
             schedules: Vec::new(),
             alert_rules: Vec::new(),
             sites: BTreeMap::new(),
@@ -129,6 +140,13 @@ impl AnnouncementsConfig {
                 "announcements.resend_interval_seconds",
                 self.resend_interval_seconds,
                 "must be 1 to 3600",
+            ));
+        }
+        if !(1..=10_000).contains(&self.max_unexpired_per_agent) {
+            return Err(ConfigError::invalid(
+                "announcements.max_unexpired_per_agent",
+                self.max_unexpired_per_agent,
+                "must be 1 to 10000",
             ));
         }
         for (index, zone) in self.zones.iter().enumerate() {
@@ -199,7 +217,7 @@ impl AnnouncementsConfig {
             validate_id(site).map_err(|why| ConfigError::invalid(&field, site, why))?;
         }
         if let Some(path) = &self.key_file {
-            super::read_key(path).map_err(|why| {
+            pantau_protocol::read_key(path).map_err(|why| {
                 ConfigError::invalid("announcements.key_file", path.display(), why)
             })?;
         }

@@ -1,9 +1,14 @@
-//! The announcer's own series: events of scheduled plays it refused, and sound agents'
-//! statuses that named another site than the pinned one.
+//! The announcer's own series: announcements refused before anything was sent, events of
+//! scheduled plays it refused, and sound agents' statuses that named another site than the
+//! pinned one.
 
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 
 use super::believe::Refusal;
+
+/// `reason` of an announcement refused because a target agent has as many unexpired
+/// announcements as `announcements.max_unexpired_per_agent` allows.
+pub const AGENT_CAP: &str = "agent_cap";
 
 /// What became of a status naming another site than the agent's pinned one; the `outcome`
 /// label of `pantau_collector_site_moves_total`.
@@ -46,6 +51,8 @@ pub struct AnnounceMetrics {
     site_moves: IntCounterVec,
     /// `pantau_collector_site_moves_waiting`.
     pub site_moves_waiting: IntGauge,
+    /// `pantau_collector_api_refused_announcements_total{reason}`.
+    refused: IntCounterVec,
 }
 
 impl AnnounceMetrics {
@@ -74,6 +81,17 @@ impl AnnounceMetrics {
             "Sound agents whose status names another site than the pinned one, waiting for \
              an admin in the console.",
         )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "pantau_collector_api_refused_announcements_total",
+                "Announcements refused before sending (API, console, Alertmanager webhook), by \
+                 reason (agent_cap: a target has announcements.max_unexpired_per_agent \
+                 unexpired announcements).",
+            ),
+            &["reason"],
+        )?;
+        refused.with_label_values(&[AGENT_CAP]);
+        registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(rejected_events.clone()))?;
         registry.register(Box::new(site_moves.clone()))?;
         registry.register(Box::new(site_moves_waiting.clone()))?;
@@ -87,6 +105,7 @@ impl AnnounceMetrics {
             rejected_events,
             site_moves,
             site_moves_waiting,
+            refused,
         })
     }
 
@@ -98,5 +117,9 @@ impl AnnounceMetrics {
 
     pub fn site_move(&self, outcome: SiteMove) {
         self.site_moves.with_label_values(&[outcome.as_str()]).inc();
+    }
+
+    pub(super) fn refused(&self, reason: &str) {
+        self.refused.with_label_values(&[reason]).inc();
     }
 }

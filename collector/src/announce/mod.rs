@@ -21,12 +21,11 @@ pub mod store;
 mod tap;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pantau_protocol::sound::{ANNOUNCE, SCHEDULE};
-use pantau_protocol::{CommandMessage, SCHEMA_VERSION};
+use pantau_protocol::sound::{ANNOUNCE, Priority, SCHEDULE};
+use pantau_protocol::{CommandMessage, SCHEMA_VERSION, derive_agent_key};
 use pantau_runtime::ratelimit::{LogLimiter, Verdict};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -54,6 +53,9 @@ pub enum AnnounceError {
     /// The thing exists already, or belongs to the config.
     #[error("{0}")]
     Conflict(String),
+    /// A target agent has as many unexpired commands as `max_unexpired_per_agent` allows.
+    #[error("{0}")]
+    TooMany(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -69,7 +71,10 @@ pub fn unix_ms(time: SystemTime) -> i64 {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub prefix: String,
+    /// The master key; each agent's key is derived from it (`derive_agent_key`).
     pub key: Vec<u8>,
+    /// Unexpired announcements (emergencies aside) per agent; beyond, a new one is refused.
+    pub max_unexpired_per_agent: u32,
     pub zones: Vec<Zone>,
     pub default_expires: Duration,
     pub resend_interval: Duration,
@@ -91,9 +96,10 @@ pub struct Announcer {
     sequence: Mutex<u32>,
     /// `pantau_collector_sound_schedule_version{instance,state}`, when registered.
     schedule_gauge: Option<prometheus::IntGaugeVec>,
-    /// Refused events and site moves, when registered.
+    /// Refused announcements, refused events and site moves, when registered.
     metrics: Option<AnnounceMetrics>,
-    /// Log lines of refused events and site claims: an agent triggers them.
+    /// Log lines of refused events, site claims and refused announcements: an agent or a
+    /// flood of requests triggers them.
     refusals_log: LogLimiter,
 }
 
@@ -116,7 +122,7 @@ impl Announcer {
         }
     }
 
-    /// Counts refused events and site moves in `metrics`.
+    /// Counts refused announcements, refused events and site moves in `metrics`.
     pub fn with_metrics(mut self, metrics: AnnounceMetrics) -> Self {
         if let Ok(waiting) = self.store().claims_waiting() {
             metrics.site_moves_waiting.set(waiting);
@@ -181,6 +187,10 @@ impl Announcer {
         };
         {
             let store = self.store();
+            // Under the same lock as the insert, so concurrent requests cannot both pass.
+            if args.priority != Priority::Emergency {
+                self.check_cap(&store, who, &agents, now_ms)?;
+            }
             store.insert_announcement(&row, &targets)?;
             store.audit(now_ms, who, "announce", &id, &row.args.to_string())?;
             row = store.announcement(&id)?.unwrap_or(row);
@@ -197,6 +207,44 @@ impl Announcer {
             .await;
         }
         Ok(row)
+    }
+
+    /// Refuses an announcement to an agent that has `max_unexpired_per_agent` unexpired ones:
+    /// the agent keeps every id until it expires, and its memory must not fill up.
+    fn check_cap(
+        &self,
+        store: &Store,
+        who: &str,
+        agents: &[String],
+        now_ms: i64,
+    ) -> Result<(), AnnounceError> {
+        let cap = i64::from(self.settings.max_unexpired_per_agent);
+        for agent in agents {
+            let unexpired = store.unexpired_announcements(agent, now_ms)?;
+            if unexpired < cap {
+                continue;
+            }
+            if let Some(metrics) = &self.metrics {
+                metrics.refused(metrics::AGENT_CAP);
+            }
+            if let Verdict::Log { suppressed } = self.refusals_log.check(agent) {
+                warn!(
+                    agent,
+                    who,
+                    unexpired,
+                    cap,
+                    suppressed,
+                    reason = metrics::AGENT_CAP,
+                    "announcement refused: the agent has too many unexpired announcements"
+                );
+            }
+            return Err(AnnounceError::TooMany(format!(
+                "agent '{agent}' has {unexpired} unexpired announcements, the most \
+                 announcements.max_unexpired_per_agent allows ({cap}); wait until some expire, \
+                 or give a shorter expires_in_seconds (stops and emergencies are not counted)"
+            )));
+        }
+        Ok(())
     }
 
     fn next_id(&self, now_ms: i64) -> String {
@@ -231,9 +279,11 @@ impl Announcer {
             timestamp_ms: unix_ms(SystemTime::now()),
             expires_ms,
             args,
+            hmac_version: None,
             hmac: None,
         };
-        message.sign(&self.settings.key);
+        let key = derive_agent_key(&self.settings.key, agent);
+        message.sign(key.as_bytes(), &self.settings.prefix, name);
         let topic = format!("{}/v1/{site}/{agent}/cmd/{name}", self.settings.prefix);
         let payload = serde_json::to_vec(&message).unwrap_or_default();
         let retain = name == SCHEDULE;
@@ -348,6 +398,11 @@ impl Announcer {
         mut observations: mpsc::Receiver<Observation>,
         shutdown: CancellationToken,
     ) {
+        // Every retained schedule is signed again with the current key and signature, so one
+        // signed before an upgrade (or with a former master key) does not stay on the broker.
+        if let Err(error) = schedules::republish_all(&self.store()) {
+            warn!(%error, "cannot mark the schedules for signing again");
+        }
         self.sync_schedules(SystemTime::now()).await;
         let mut prune = tokio::time::interval(Duration::from_secs(3600));
         let mut resend = tokio::time::interval(self.settings.resend_interval);
@@ -431,14 +486,4 @@ impl Announcer {
             .await;
         }
     }
-}
-
-/// Reads the shared command key, as the agent does: the file's bytes, trimmed.
-pub fn read_key(path: &Path) -> Result<Vec<u8>, String> {
-    let bytes = std::fs::read(path).map_err(|error| format!("cannot be read: {error}"))?;
-    let key = bytes.trim_ascii().to_vec();
-    if key.len() < 16 {
-        return Err(format!("holds {} bytes; at least 16 are needed", key.len()));
-    }
-    Ok(key)
 }

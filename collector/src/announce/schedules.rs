@@ -350,6 +350,14 @@ pub fn unpublished(store: &Store) -> Result<Vec<(String, ScheduleArgs)>, StoreEr
     Ok(out)
 }
 
+/// Marks every agent's schedule to be published (signed) again.
+pub fn republish_all(store: &Store) -> Result<(), StoreError> {
+    store
+        .conn()
+        .execute("UPDATE agent_schedules SET published = 0", [])?;
+    Ok(())
+}
+
 /// Marks `version` of `agent`'s schedule acknowledged by the broker.
 pub fn mark_published(store: &Store, agent: &str, version: u64) -> Result<(), StoreError> {
     store.conn().execute(

@@ -10,7 +10,7 @@ use pantau_protocol::{Event, Severity};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::test_support::{KEY, TOKEN, basic, call, error, fixture};
+use super::test_support::{TOKEN, basic, call, error, fixture, verify_sent};
 use super::*;
 use crate::announce::Observation;
 
@@ -117,7 +117,7 @@ async fn an_announcement_is_signed_per_target_and_followed_by_events() {
     assert_eq!(message.id, format!("{id}-0"));
     assert_eq!(message.args["text"], "Mohon tetap memakai masker");
     assert_eq!(message.args["priority"], "operator");
-    message.verify(KEY).unwrap();
+    verify_sent(topic, message);
     let expires = message.expires_ms.unwrap() - message.timestamp_ms;
     assert!((59_000..=60_000).contains(&expires), "{expires}");
 
@@ -347,7 +347,7 @@ async fn stop_sends_a_signed_stop_and_ends_pending_targets() {
     let (topic, message, _) = &sent[1];
     assert_eq!(topic, "pantau/v1/dc/aula/cmd/stop");
     assert_eq!(message.args, json!({"announcement": format!("{id}-0")}));
-    message.verify(KEY).unwrap();
+    verify_sent(topic, message);
     assert!(
         message.id.starts_with(&format!("{id}-0-stop-")),
         "{}",

@@ -28,6 +28,7 @@ impl From<AnnounceError> for ApiError {
             AnnounceError::Invalid(message) => ApiError::BadRequest(message),
             AnnounceError::NotFound(message) => ApiError::NotFound(message),
             AnnounceError::Conflict(message) => ApiError::Conflict(message),
+            AnnounceError::TooMany(message) => ApiError::TooManyAnnouncements(message),
             AnnounceError::Store(error) => ApiError::internal(error),
         }
     }

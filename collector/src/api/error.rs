@@ -27,6 +27,9 @@ pub enum ApiError {
     /// 413: a request body over its route's limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 429: an agent has as many unexpired announcements as allowed; the message says how many.
+    #[error("{0}")]
+    TooManyAnnouncements(String),
     /// 503: the feature is switched off by the config.
     #[error("{0}")]
     Unavailable(String),
@@ -67,6 +70,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(message) => (StatusCode::FORBIDDEN, message),
             ApiError::Conflict(message) => (StatusCode::CONFLICT, message),
             ApiError::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, message),
+            ApiError::TooManyAnnouncements(message) => (StatusCode::TOO_MANY_REQUESTS, message),
             ApiError::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, message),
             ApiError::Unauthorized(message) => {
                 // Both schemes are offered, one header each, so a browser asks for a user and

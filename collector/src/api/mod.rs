@@ -287,6 +287,8 @@ mod announcement_tests;
 #[cfg(test)]
 mod body_limit_tests;
 #[cfg(test)]
+mod cap_tests;
+#[cfg(test)]
 mod login_tests;
 #[cfg(test)]
 mod metrics_tests;

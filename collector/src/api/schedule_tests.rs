@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use pantau_protocol::{Event, Severity};
 use serde_json::json;
 
-use super::test_support::{KEY, TOKEN, basic, call, error, fixture};
+use super::test_support::{TOKEN, basic, call, error, fixture, verify_sent};
 use crate::announce::Observation;
 
 fn schedule_body(name: &str) -> serde_json::Value {
@@ -25,7 +25,7 @@ async fn config_schedules_are_published_retained_and_read_only() {
     let (topic, message, retain) = &sent[0];
     assert_eq!(topic, "pantau/v1/dc/aula/cmd/schedule");
     assert!(retain);
-    message.verify(KEY).unwrap();
+    verify_sent(topic, message);
     assert_eq!(message.expires_ms, None);
     assert_eq!(message.args["entries"][0]["name"], "config-pagi");
     let version = message.args["version"].as_u64().unwrap();
@@ -240,7 +240,7 @@ async fn the_time_zone_is_carried_to_the_agent_and_used_for_the_next_run() {
         .rev()
         .find(|(topic, _, _)| topic == "pantau/v1/dc/lobi/cmd/schedule")
         .unwrap();
-    message.verify(KEY).unwrap();
+    verify_sent("pantau/v1/dc/lobi/cmd/schedule", message);
     assert_eq!(message.args["entries"][0]["time_zone"], "Asia/Jayapura");
 
     let (_, value) = call(&f.app, "GET", "/api/v1/schedules", None, None).await;
@@ -563,4 +563,30 @@ async fn a_play_reported_with_the_version_it_belongs_to_in_one_message_is_believ
     );
     let row = f.announcer.store().announcement(&play).unwrap().unwrap();
     assert_eq!(row.targets[0].status, "started");
+
+#[tokio::test]
+async fn every_retained_schedule_is_signed_again_when_the_announcer_starts() {
+    let f = fixture();
+    f.announcer.sync_schedules(SystemTime::now()).await;
+    assert_eq!(f.sent.lock().unwrap().len(), 1, "published once");
+    // A start (after an upgrade, or with a new master key) publishes the same version again,
+    // signed as now, replacing what the broker retained.
+    let (_tap, observations) = crate::announce::Tap::channel();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(f.announcer.clone().run(observations, shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.sent.lock().unwrap().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap();
+    let sent = f.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2, "published again at start");
+    let (topic, message, retain) = &sent[1];
+    assert!(retain);
+    verify_sent(topic, message);
+    assert_eq!(
+        message.args, sent[0].1.args,
+        "the same schedule and version"
+    );
 }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::*;
-use crate::announce::{Announcer, Observation, Settings, Store, Zone};
+use crate::announce::{AnnounceMetrics, Announcer, Observation, Settings, Store, Zone};
 use crate::mqtt::MqttHandle;
 use crate::state::{Liveness, State as AgentsState};
 
@@ -22,6 +22,20 @@ pub(crate) const TOKEN: &str = "0123456789abcdef-ops";
 /// route under `/api/v1/` needs a login.
 pub(crate) const VIEWER_TOKEN: &str = "0123456789abcdef-viewer";
 pub(crate) const KEY: &[u8] = b"sixteen-byte-key-for-tests";
+
+/// Checks that `message`, published on `topic`, is signed with its agent's derived key for
+/// that topic, and with no other agent's key.
+pub(crate) fn verify_sent(topic: &str, message: &CommandMessage) {
+    let name = topic.split("/cmd/").nth(1).unwrap();
+    let own = pantau_protocol::derive_agent_key(KEY, &message.agent);
+    message.verify(own.as_bytes(), "pantau", name).unwrap();
+    let other = pantau_protocol::derive_agent_key(KEY, "someone-else");
+    assert!(message.verify(other.as_bytes(), "pantau", name).is_err());
+    assert!(
+        message.verify(KEY, "pantau", name).is_err(),
+        "not the master key"
+    );
+}
 
 pub(crate) struct Fixture {
     pub(crate) app: AppState,
@@ -32,6 +46,11 @@ pub(crate) struct Fixture {
 }
 
 pub(crate) fn fixture() -> Fixture {
+    fixture_with_cap(1_000)
+}
+
+/// As `fixture`, with `max_unexpired_per_agent` set to `cap`.
+pub(crate) fn fixture_with_cap(cap: u32) -> Fixture {
     let state = Arc::new(RwLock::new(AgentsState::new(Liveness {
         silent_intervals: 3,
         default_interval: Duration::from_secs(15),
@@ -58,6 +77,7 @@ pub(crate) fn fixture() -> Fixture {
             name: "lobby".to_owned(),
             agents: vec!["aula".to_owned(), "lobi".to_owned()],
         }],
+        max_unexpired_per_agent: cap,
         default_expires: Duration::from_secs(300),
         resend_interval: Duration::from_secs(5),
         schedules: vec![
@@ -79,9 +99,11 @@ pub(crate) fn fixture() -> Fixture {
             .unwrap(),
         ],
     };
+    let metrics = AnnounceMetrics::register(telemetry.registry()).unwrap();
     let announcer = Arc::new(
         Announcer::new(Store::open(dir.path()).unwrap(), settings, mqtt)
-            .with_schedule_gauge(telemetry.schedule_version.clone()),
+            .with_schedule_gauge(telemetry.schedule_version.clone())
+            .with_metrics(metrics),
     );
     for agent in ["aula", "lobi"] {
         announcer.observe(

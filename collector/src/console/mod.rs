@@ -296,6 +296,7 @@ impl Visitor {
             AnnounceError::Invalid(message) => self.refuse(StatusCode::BAD_REQUEST, message),
             AnnounceError::NotFound(message) => self.refuse(StatusCode::NOT_FOUND, message),
             AnnounceError::Conflict(message) => self.refuse(StatusCode::CONFLICT, message),
+            AnnounceError::TooMany(message) => self.refuse(StatusCode::TOO_MANY_REQUESTS, message),
             AnnounceError::Store(cause) => {
                 error!(%cause, "console: store failed");
                 self.refuse(

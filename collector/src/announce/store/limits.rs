@@ -7,6 +7,9 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 
+/// The longest an announcement may live (`expires_in_seconds` is at most a day), in ms.
+const MAX_VALIDITY_MS: i64 = super::super::request::MAX_EXPIRES_IN_SECONDS as i64 * 1000;
+
 /// Most (rule, alert, status) slots remembered.
 pub const MAX_ALERT_LIMITS: i64 = 10_000;
 
@@ -44,6 +47,21 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(false)
+    }
+
+    /// Announcements to `agent` not expired at `now_ms`, emergencies and schedule plays
+    /// aside: the commands the agent's ordinary replay memory may still hold.
+    pub fn unexpired_announcements(&self, agent: &str, now_ms: i64) -> Result<i64, StoreError> {
+        // Nothing lives longer than a day, so the index on created_ms bounds the scan.
+        let created_after = now_ms.saturating_sub(MAX_VALIDITY_MS);
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM announcements a JOIN targets t ON t.announcement = a.id
+             WHERE a.created_ms >= ?2 AND a.expires_ms >= ?3 AND t.agent = ?1
+               AND a.schedule IS NULL
+               AND COALESCE(json_extract(a.args, '$.priority'), '') <> 'emergency'",
+            params![agent, created_after, now_ms],
+            |row| row.get(0),
+        )?)
     }
 
     /// Forgets announcements of alerts before `before_ms` (past every rule's interval).
