@@ -163,6 +163,7 @@ mod tests {
             alert_rules: Vec::new(),
             retention: Duration::from_secs(86_400),
             sites: BTreeMap::from([("aula".to_owned(), "dc".to_owned())]),
+            max_unexpired_per_agent: 1000,
         };
         let registry = prometheus::Registry::new();
         let announcer = Announcer::new(Store::open(dir.path()).unwrap(), settings, mqtt)

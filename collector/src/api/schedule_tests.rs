@@ -563,6 +563,7 @@ async fn a_play_reported_with_the_version_it_belongs_to_in_one_message_is_believ
     );
     let row = f.announcer.store().announcement(&play).unwrap().unwrap();
     assert_eq!(row.targets[0].status, "started");
+}
 
 #[tokio::test]
 async fn every_retained_schedule_is_signed_again_when_the_announcer_starts() {
