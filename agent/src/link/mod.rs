@@ -632,7 +632,9 @@ mod tests {
     /// those sent but unacknowledged when the connection was lost also as dropped-sent.
     #[tokio::test]
     async fn messages_too_old_are_dropped_and_counted_once() {
-        let (mut delivery, _commands) = delivery_with_max_age(1);
+        // Old enough to outlive the steps before the sleep on a loaded machine (a 1 ms limit
+        // let seq 1-3 expire before they were sent), young enough to keep the test short.
+        let (mut delivery, _commands) = delivery_with_max_age(400);
         delivery.connected = true;
         for seq in 1..=3 {
             delivery.enqueue(envelope(seq));
@@ -645,7 +647,7 @@ mod tests {
         delivery.handle(Err(ConnectionError::NetworkTimeout));
         delivery.enqueue(envelope(4));
         // The outbox's clock is the wall clock in milliseconds: let it pass the age limit.
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(500));
         delivery.enqueue(envelope(5));
         delivery.telemetry.outbox(&delivery.outbox.stats());
         let families = delivery.telemetry.families();
