@@ -193,7 +193,9 @@ fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&temp, path)
 }
 
-fn read_password() -> Result<String, String> {
+/// The first line of standard input, without its line end: passwords never go on the
+/// command line, where the process list shows them.
+pub fn read_password() -> Result<String, String> {
     let mut line = String::new();
     std::io::stdin()
         .lock()

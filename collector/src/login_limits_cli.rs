@@ -4,7 +4,6 @@
 //! what it shows is what the service enforces now; the admin's password is the first line of
 //! standard input, as for `user add`.
 
-use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,7 +41,7 @@ pub fn run(args: LoginLimitsArgs) -> Result<String, String> {
     let https = config.http.tls_cert_file.is_some();
     let base = base_url(config.http.listen, https);
     let agent = agent(https, args.ca_file.as_deref())?;
-    let password = read_password()?;
+    let password = crate::commands::read_password()?;
     let authorization = basic(&args.admin, &password);
     let answer = if args.clear {
         let mut query = Vec::new();
@@ -165,15 +164,6 @@ fn encode(value: &str) -> String {
             _ => format!("%{byte:02X}"),
         })
         .collect()
-}
-
-fn read_password() -> Result<String, String> {
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|error| format!("cannot read the password from standard input: {error}"))?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 #[cfg(test)]

@@ -157,3 +157,35 @@ fn openssl(dir: &Path, args: &[&str]) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A self-signed certificate for localhost and 127.0.0.1 in `dir`, made by openssl:
+/// (`NAME.crt`, `NAME.key`).
+pub fn self_signed_certificate(dir: &Path, name: &str) -> (String, String) {
+    let cert = dir.join(format!("{name}.crt")).display().to_string();
+    let key = dir.join(format!("{name}.key")).display().to_string();
+    let out = run_with_timeout(
+        Command::new("openssl").args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            &key,
+            "-out",
+            &cert,
+        ]),
+        b"",
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{out:?}");
+    (cert, key)
+}

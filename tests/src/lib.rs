@@ -59,7 +59,7 @@ mod webhook;
 pub use alertmanager::Alertmanager;
 pub use audio::{AudioCapture, BYTES_PER_SECOND, Chunk, rms, tone_hz};
 pub use binary::pantau_binary;
-pub use certs::TestCa;
+pub use certs::{TestCa, self_signed_certificate};
 pub use dir::TestDir;
 pub use http::{http_get, http_get_with, http_post, http_post_json};
 pub use mosquitto::{

@@ -10,35 +10,8 @@ use pantau_tests::{
     run_with_timeout, wait_until,
 };
 
-/// A self-signed certificate for localhost and 127.0.0.1, made by openssl: (cert, key).
 fn certificate(dir: &TestDir, name: &str) -> (String, String) {
-    let cert = dir.join(format!("{name}.crt")).display().to_string();
-    let key = dir.join(format!("{name}.key")).display().to_string();
-    let out = run_with_timeout(
-        Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-        ]),
-        b"",
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{out:?}");
-    (cert, key)
+    pantau_tests::self_signed_certificate(dir.path(), name)
 }
 
 fn curl(cacert: &str, url: &str) -> (bool, String) {

@@ -62,13 +62,10 @@ fn port_of(collector: &Collector) -> u16 {
 
 /// A TCP connection to the collector from `source`.
 fn connect_from(source: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    socket.bind(&SocketAddr::from((source, 0)).into())?;
-    socket.connect_timeout(
-        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(),
-        Duration::from_secs(5),
-    )?;
-    Ok(socket.into())
+    pantau_tests::raw_http::connect_from(
+        source.into(),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+    )
 }
 
 /// `GET path` over HTTP/1.0 from `source` (so a streamed answer is close-delimited, not
@@ -381,35 +378,8 @@ fn one_address_gets_its_share_while_another_still_gets_in() {
     });
 }
 
-/// A self-signed certificate for 127.0.0.1, made by openssl: (cert, key).
 fn certificate(dir: &TestDir) -> (String, String) {
-    let cert = dir.join("collector.crt").display().to_string();
-    let key = dir.join("collector.key").display().to_string();
-    let out = run_with_timeout(
-        Command::new("openssl").args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            "-keyout",
-            &key,
-            "-out",
-            &cert,
-        ]),
-        b"",
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success(), "{out:?}");
-    (cert, key)
+    pantau_tests::self_signed_certificate(dir.path(), "collector")
 }
 
 /// `curl` over HTTPS from `source`: the body, or `None` when it failed.
