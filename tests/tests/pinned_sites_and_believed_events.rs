@@ -84,9 +84,11 @@ impl Setup {
         let capture = AudioCapture::new(&dir);
         let clips = dir.join("clips");
         std::fs::create_dir_all(&clips).expect("create the clips dir");
+        // The speaker holds only its own key, derived from the collector's master key.
+        let speaker_key = pantau_tests::derive_agent_key_file(dir.path(), &key, SPEAKER);
         let mut agent_env = capture.env();
         for (name, value) in [
-            ("PANTAU_SOUND__KEY_FILE", path(&key)),
+            ("PANTAU_SOUND__KEY_FILE", path(&speaker_key)),
             ("PANTAU_SOUND__CLIPS_DIR", path(&clips)),
             ("PANTAU_SOUND__QUIET_HOURS", String::new()),
             ("PANTAU_MQTT__USERNAME", SPEAKER.to_owned()),

@@ -147,7 +147,9 @@ fn a_healthy_link_passes_every_probe_kind() {
     for (name, target) in [("gw-v4", v4), ("gw-v6", v6)] {
         let max = series("pantau_probe_icmp_rtt_max_seconds", id, name, target, &[]);
         let rtt = collector.wait_for_sample(&max, WAIT, |_| true);
-        assert!(rtt > 0.0 && rtt < 0.005, "{name}: max RTT {rtt} s");
+        // A veth hop answers in well under a millisecond; the bound only tells a measured
+        // round trip from a timeout, with room for a loaded CI machine (7.7 ms was seen).
+        assert!(rtt > 0.0 && rtt < 0.1, "{name}: max RTT {rtt} s");
         let loss = series("pantau_probe_icmp_packet_loss_ratio", id, name, target, &[]);
         assert_eq!(collector.sample(&loss), Some(0.0), "{name}");
     }
