@@ -2,6 +2,7 @@
 //! the collector consumes. Both sides use these types, so a change here is a change to the wire
 //! format; see `protocol/README.md` for the specification this code implements.
 
+mod bundle;
 mod command;
 mod decode;
 mod histogram;
@@ -14,6 +15,7 @@ mod signing;
 pub mod sound;
 mod topic;
 
+pub use bundle::{AgentRole, BUNDLE_PREFIX, Bundle, BundleError, MAX_BUNDLE_BYTES};
 pub use command::{
     COMMAND_COMPLETED, COMMAND_REJECTED, Command, CommandMessage, CommandRejectReason,
     CommandRejection, decode_command, validate_command_name,
