@@ -1,5 +1,9 @@
 //! Log setup: human-readable lines on stderr, level from `PANTAU_LOG` (`RUST_LOG` syntax).
-//! journald adds its own timestamps, but plain runs need them, so keep them.
+//!
+//! Under systemd, when stderr is the journal (`journal::stderr_is_journal`), a line has no
+//! timestamp of its own (journald stamps every line) and no colours, and starts with the
+//! `<N>` syslog priority that journald reads, so `journalctl -p warning -u pantau-collector`
+//! filters by level. A plain run keeps timestamps, and colours on a terminal.
 //!
 //! Two guarantees hold for every line, whoever wrote the event (Pantau or a library such as
 //! rumqttd), because they live here and not at each call site:
@@ -11,6 +15,7 @@
 
 mod broker_limit;
 mod escape;
+mod journal;
 
 use std::io::IsTerminal;
 
@@ -30,14 +35,31 @@ pub const DEFAULT_FILTER: &str = "info,rumqttd=warn,rumqttd::router::routing=off
 pub fn init() {
     let filter =
         EnvFilter::try_from_env("PANTAU_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let format = tracing_subscriber::fmt::layer()
-        .fmt_fields(EscapedFields)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
     // The limit sits before the formatter, so a suppressed event is never formatted.
-    tracing_subscriber::registry()
+    let registry = tracing_subscriber::registry()
         .with(filter)
-        .with(BrokerConnectionLimit::default())
-        .with(format)
-        .init();
+        .with(BrokerConnectionLimit::default());
+    if journal::stderr_is_journal() {
+        let format = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_ansi(false);
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(EscapedFields)
+                    .with_writer(std::io::stderr)
+                    .with_ansi(false)
+                    .event_format(journal::WithPriority(format)),
+            )
+            .init();
+    } else {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(EscapedFields)
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            )
+            .init();
+    }
 }
