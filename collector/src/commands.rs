@@ -1,7 +1,7 @@
 //! The collector's subcommands, run instead of the service:
 //!
 //! - `pantau-collector user add|passwd|remove`: edits `api.users_file` (default
-//!   `/etc/pantau/api-users`). The password is read from the first line of standard input, so
+//!   `/var/lib/pantau/collector/api-users`). The password is read from the first line of standard input, so
 //!   it never shows in the process list or the shell history:
 //!   `printf '%s\n' "$PASSWORD" | pantau-collector user add rina --role operator`.
 //! - `pantau-collector login-limits --config CONFIG --admin NAME [--clear ...]`: who the
@@ -90,7 +90,9 @@ pub enum UserAction {
     },
 }
 
-const DEFAULT_FILE: &str = "/etc/pantau/api-users";
+/// Where the packages keep the users file: in the collector's state directory, because the
+/// collector rewrites it itself (console Users page) by temp file and rename.
+const DEFAULT_FILE: &str = "/var/lib/pantau/collector/api-users";
 
 /// Runs a subcommand; prints what it did or why not.
 pub fn run(command: Command) -> ExitCode {

@@ -43,6 +43,7 @@ mod http;
 mod mosquitto;
 mod nats;
 mod netns;
+mod nspawn;
 mod nut;
 mod pantau;
 mod port;
@@ -68,6 +69,7 @@ pub use mosquitto::{
 };
 pub use nats::NatsCluster;
 pub use netns::NetnsPair;
+pub use nspawn::{Container, ROOTFS_PACKAGES, SUITE, debian_rootfs};
 pub use nut::Nut;
 pub use pantau::{Agent, Collector, VIEWER_TOKEN, example_config, sample, write_password_file};
 pub use port::free_port;

@@ -184,6 +184,12 @@ impl Accounts {
             ));
         }
         let temp = path.with_extension("tmp");
+        // The file keeps its owner: `pantau-collector user add` run as root must leave it
+        // readable by the service user that owns it, not a root-owned 0600 file.
+        let owner = std::fs::metadata(path).ok().map(|old| {
+            use std::os::unix::fs::MetadataExt;
+            (old.uid(), old.gid())
+        });
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
@@ -191,6 +197,13 @@ impl Accounts {
                 .truncate(true)
                 .mode(0o600)
                 .open(&temp)?;
+            if let Some((uid, gid)) = owner {
+                match std::os::unix::fs::fchown(&file, Some(uid), Some(gid)) {
+                    // Not root and not ours to give away: the collector saving its own file.
+                    Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => {}
+                    other => other?,
+                }
+            }
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
             std::fs::rename(&temp, path)
@@ -210,6 +223,31 @@ fn hash_password(password: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saving_as_root_keeps_the_service_users_ownership() {
+        use std::os::unix::fs::MetadataExt;
+        if !rustix::process::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api-users");
+        let mut accounts = Accounts::load(&path, true).unwrap();
+        accounts
+            .set("rina", Some(Role::Operator), "a good password", false)
+            .unwrap();
+        accounts.save(&path).unwrap();
+        // The service user's file (uid/gid 65534 stands in for `pantau`).
+        std::os::unix::fs::chown(&path, Some(65534), Some(65534)).unwrap();
+        accounts
+            .set("budi", Some(Role::Viewer), "another password", false)
+            .unwrap();
+        accounts.save(&path).unwrap();
+        let saved = std::fs::metadata(&path).unwrap();
+        assert_eq!((saved.uid(), saved.gid()), (65534, 65534));
+        assert_eq!(saved.mode() & 0o777, 0o600);
+    }
 
     #[test]
     fn add_verify_passwd_remove_and_reload() {
