@@ -609,6 +609,12 @@ impl CollectorConfig {
         Ok(config.storage.dir)
     }
 
+    /// The config at `path` (and the environment) parsed, not validated and with no file it
+    /// names opened: `cert renew` must work on a config whose certificate is broken.
+    pub fn parse_only(path: Option<&Path>) -> Result<Self, ConfigError> {
+        config::load(path, SECTIONS)
+    }
+
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Self = config::load(path, SECTIONS)?;
         config.validate()?;
@@ -888,10 +894,10 @@ impl CollectorConfig {
     }
 
     /// The HTTPS config when `http.tls_cert_file` and `http.tls_key_file` are both set.
-    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<crate::tls::HttpCertificate>>, String> {
         match (&self.http.tls_cert_file, &self.http.tls_key_file) {
             (None, None) => Ok(None),
-            (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
+            (Some(cert), Some(key)) => crate::tls::HttpCertificate::load(cert, key).map(Some),
             (Some(_), None) => {
                 Err("http.tls_key_file: is required with http.tls_cert_file".to_owned())
             }
