@@ -246,6 +246,46 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_takes_a_new_pair_and_a_broken_one_keeps_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::pki::new_ca("test CA").unwrap();
+        let cert_file = dir.path().join("cert.pem");
+        let key_file = dir.path().join("key.pem");
+        let write = |days: u32| {
+            let (cert, key) =
+                crate::pki::issue_server(&ca, &["localhost".to_owned()], &[], days).unwrap();
+            std::fs::write(&cert_file, &cert).unwrap();
+            std::fs::write(&key_file, key).unwrap();
+            crate::pki::inspect(&cert).unwrap().not_after
+        };
+        let first = write(10);
+        let certificate = HttpCertificate::load(&cert_file, &key_file).unwrap();
+        assert_eq!(certificate.not_after(), first);
+        let served = |certificate: &HttpCertificate| {
+            certificate
+                .current
+                .read()
+                .unwrap()
+                .key
+                .end_entity_cert()
+                .unwrap()
+                .to_vec()
+        };
+        let before = served(&certificate);
+
+        std::fs::write(&key_file, "not a key").unwrap();
+        let error = certificate.reload().unwrap_err();
+        assert!(error.starts_with("http.tls_key_file: '"), "{error}");
+        assert_eq!(certificate.not_after(), first, "the old one stays");
+        assert_eq!(served(&certificate), before);
+
+        let second = write(20);
+        assert_eq!(certificate.reload().unwrap(), second);
+        assert_eq!(certificate.not_after(), second);
+        assert_ne!(served(&certificate), before);
+    }
+
+    #[test]
     fn bad_files_are_named() {
         let dir = tempfile::tempdir().unwrap();
         let cert_file = dir.path().join("cert.pem");
