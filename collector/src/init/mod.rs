@@ -10,6 +10,8 @@
 //! collector.toml is written last, so an init that failed half way can simply be run again.
 
 mod files;
+mod summary;
+mod templates;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,10 +25,6 @@ use crate::broker_logins;
 use crate::pki;
 pub(crate) use files::{FileError, Ids, Ownership, install};
 
-/// The collector's config, with `@NAME@` placeholders.
-const CONFIG_TEMPLATE: &str = include_str!("collector.toml");
-/// Mosquitto's drop-in, with `@NAME@` placeholders.
-const MOSQUITTO_TEMPLATE: &str = include_str!("mosquitto.conf");
 /// The shipped topic rules (the package also installs them under /usr/share/pantau).
 const ACL: &str = include_str!("../../../configs/mosquitto/pantau-acl");
 
@@ -264,7 +262,7 @@ pub fn run(mut args: InitArgs) -> Result<String, InitError> {
     install(&paths.mosquitto_acl, ACL.as_bytes(), ids.root(0o644))?;
     install(
         &paths.mosquitto_conf,
-        mosquitto_conf(&args, &paths).as_bytes(),
+        templates::mosquitto_conf(&args, &paths).as_bytes(),
         ids.root(0o644),
     )?;
     install(
@@ -274,7 +272,7 @@ pub fn run(mut args: InitArgs) -> Result<String, InitError> {
     )?;
     install(
         &paths.config,
-        collector_toml(&args, &paths).as_bytes(),
+        templates::collector_toml(&args, &paths).as_bytes(),
         ids.root_service(0o640),
     )?;
 
@@ -282,7 +280,7 @@ pub fn run(mut args: InitArgs) -> Result<String, InitError> {
         true => None,
         false => Some(start_services()?),
     };
-    Ok(summary(
+    Ok(summary::summary(
         &args,
         &paths,
         &ca,
@@ -356,82 +354,6 @@ fn master_key() -> String {
     )
 }
 
-/// A TOML basic string (JSON's string escapes are TOML's).
-fn quoted(text: impl AsRef<str>) -> String {
-    serde_json::to_string(text.as_ref()).unwrap_or_default()
-}
-
-fn path(path: &Path) -> String {
-    quoted(path.display().to_string())
-}
-
-fn fill(template: &str, values: &[(&str, String)]) -> String {
-    let mut text = template.to_owned();
-    for (name, value) in values {
-        text = text.replace(&format!("@{name}@"), value);
-    }
-    text
-}
-
-fn today() -> String {
-    jiff::Timestamp::now().strftime("%Y-%m-%d").to_string()
-}
-
-fn collector_toml(args: &InitArgs, paths: &Paths) -> String {
-    let host = first_host(args).unwrap_or_default();
-    fill(
-        CONFIG_TEMPLATE,
-        &[
-            ("DATE", today()),
-            ("CONFIG", paths.config.display().to_string()),
-            ("ENV_FILE", paths.env.display().to_string()),
-            ("MQTTS_PORT", args.mqtts_port.to_string()),
-            ("HTTP_LISTEN", quoted(args.http_listen.to_string())),
-            ("TLS_CERT_FILE", path(&paths.cert)),
-            ("TLS_KEY_FILE", path(&paths.key)),
-            ("METRICS_TOKEN_FILE", path(&paths.metrics_tokens)),
-            (
-                "MQTT_URL",
-                quoted(format!("mqtt://127.0.0.1:{}", args.mqtt_local_port)),
-            ),
-            ("API_TOKEN_FILE", path(&paths.api_tokens)),
-            ("USERS_FILE", path(&paths.users)),
-            ("KEY_FILE", path(&paths.master_key)),
-            ("STATE_DIR", path(&args.state_dir)),
-            (
-                "BROKER_URL",
-                quoted(format!("mqtts://{host}:{}", args.mqtts_port)),
-            ),
-            ("CA_FILE", path(&paths.ca_cert)),
-            ("CA_KEY_FILE", path(&paths.ca_key)),
-            ("CLIENT_CERTIFICATES", args.client_certificates.to_string()),
-            ("MOSQUITTO_PASSWORD_FILE", path(&paths.mosquitto_passwd)),
-            ("BUNDLE_DIR", path(&paths.bundle_dir)),
-        ],
-    )
-}
-
-fn mosquitto_conf(args: &InitArgs, paths: &Paths) -> String {
-    let (ca, cert, key) = mosquitto_cert_files(&args.mosquitto_dir);
-    fill(
-        MOSQUITTO_TEMPLATE,
-        &[
-            ("DATE", today()),
-            (
-                "PASSWORD_FILE",
-                paths.mosquitto_passwd.display().to_string(),
-            ),
-            ("ACL_FILE", paths.mosquitto_acl.display().to_string()),
-            ("LOCAL_PORT", args.mqtt_local_port.to_string()),
-            ("MQTTS_PORT", args.mqtts_port.to_string()),
-            ("CAFILE", ca.display().to_string()),
-            ("CERTFILE", cert.display().to_string()),
-            ("KEYFILE", key.display().to_string()),
-            ("REQUIRE_CERTIFICATE", args.client_certificates.to_string()),
-        ],
-    )
-}
-
 /// systemd's commands, in order: Mosquitto first, so the collector finds its broker.
 const START_COMMANDS: [&[&str]; 3] = [
     &["systemctl", "restart", "mosquitto"],
@@ -460,163 +382,11 @@ fn start_services() -> Result<String, InitError> {
         .join("; "))
 }
 
-fn summary(
-    args: &InitArgs,
-    paths: &Paths,
-    ca: &pki::Ca,
-    admin_password: &str,
-    notes: &[String],
-    started: Option<String>,
-) -> String {
-    let host = first_host(args).unwrap_or_default();
-    let (mosquitto_ca, mosquitto_cert, mosquitto_key) = mosquitto_cert_files(&args.mosquitto_dir);
-    let service = &args.service_user;
-    let group = &args.mosquitto_group;
-    let files: [(&Path, String, &str); 18] = [
-        (
-            &paths.config,
-            format!("root:{service} 0640"),
-            "the collector's config",
-        ),
-        (
-            &paths.env,
-            "root:root 0600".into(),
-            "the collector's broker password",
-        ),
-        (
-            &paths.master_key,
-            format!("root:{service} 0640"),
-            "command master key",
-        ),
-        (
-            &paths.api_tokens,
-            format!("root:{service} 0640"),
-            "operator token (Alertmanager, scripts)",
-        ),
-        (
-            &paths.metrics_tokens,
-            format!("root:{service} 0640"),
-            "Prometheus's /metrics token",
-        ),
-        (
-            &paths.ca_cert,
-            "root:root 0644".into(),
-            "the office CA certificate",
-        ),
-        (
-            &paths.ca_key,
-            "root:root 0600".into(),
-            "the office CA key (root only)",
-        ),
-        (&paths.cert, "root:root 0644".into(), "HTTPS certificate"),
-        (&paths.key, format!("root:{service} 0640"), "HTTPS key"),
-        (
-            &paths.bundle_dir,
-            "root:root 0700".into(),
-            "agent enrolment bundles",
-        ),
-        (
-            &paths.users,
-            format!("{service}:{service} 0600"),
-            "console/API users",
-        ),
-        (
-            &paths.mosquitto_conf,
-            "root:root 0644".into(),
-            "Mosquitto listeners",
-        ),
-        (
-            &paths.mosquitto_passwd,
-            format!("root:{group} 0640"),
-            "broker logins",
-        ),
-        (
-            &paths.mosquitto_acl,
-            "root:root 0644".into(),
-            "broker topic rules",
-        ),
-        (
-            &mosquitto_ca,
-            "root:root 0644".into(),
-            "CA copy for Mosquitto",
-        ),
-        (
-            &mosquitto_cert,
-            "root:root 0644".into(),
-            "broker certificate",
-        ),
-        (&mosquitto_key, format!("root:{group} 0640"), "broker key"),
-        (
-            &args.state_dir,
-            format!("{service}:{service} 0750"),
-            "storage.dir",
-        ),
-    ];
-    let mut out = String::from("Pantau collector set up. Files:\n");
-    for (file, owner, what) in files {
-        out.push_str(&format!("  {:<48} {owner:<22} {what}\n", file.display()));
-    }
-    for note in notes {
-        out.push_str(&format!("  ({note})\n"));
-    }
-    let (names, addresses) = certificate_names(args);
-    let sans: Vec<String> = names
-        .iter()
-        .cloned()
-        .chain(addresses.iter().map(IpAddr::to_string))
-        .collect();
-    out.push_str(&format!(
-        "\nCertificate names: {}\nConsole: https://{host}:{}/console/\nAgents' broker: \
-         mqtts://{host}:{} (Mosquitto; the collector uses mqtt://127.0.0.1:{} locally)\n",
-        sans.join(", "),
-        args.http_listen.port(),
-        args.mqtts_port,
-        args.mqtt_local_port,
-    ));
-    match args.admin_password_stdin {
-        true => out.push_str(&format!(
-            "\nConsole admin: {} (the password given on standard input)\n",
-            args.admin
-        )),
-        false => out.push_str(&format!(
-            "\nConsole admin: {}\nPassword:      {admin_password}\n\
-             >>> Write this password down now: it is shown only this once and stored only as a \
-             hash. <<<\n",
-            args.admin
-        )),
-    }
-    out.push_str(&format!(
-        "\nOffice CA: {}\nSHA-256 fingerprint: {}\nInstall it as a trusted CA on every phone \
-         and PC that opens the console (docs/install.md, \"Trusting the office CA\"); compare \
-         the fingerprint before trusting it.\n",
-        paths.ca_cert.display(),
-        ca.fingerprint().unwrap_or_default()
-    ));
-    match started {
-        Some(commands) => out.push_str(&format!("\nStarted: {commands}\n")),
-        None => out.push_str(&format!(
-            "\nNot started. To start: systemctl restart mosquitto && systemctl enable --now \
-             pantau-collector (or run: pantau-collector --config {} with {}'s variables)\n",
-            paths.config.display(),
-            paths.env.display()
-        )),
-    }
-    out.push_str(&format!(
-        "Open {}/tcp (HTTPS) and {}/tcp (MQTT over TLS) in the firewall; the plain MQTT port \
-         {} stays on loopback.\n",
-        args.http_listen.port(),
-        args.mqtts_port,
-        args.mqtt_local_port
-    ));
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::config::CollectorConfig;
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -631,51 +401,18 @@ mod tests {
     }
 
     #[test]
-    fn the_written_config_parses_and_requires_tls() {
-        // validate() reads the master key.
-        let etc = tempfile::tempdir().unwrap();
-        std::fs::write(etc.path().join("command-master.key"), master_key()).unwrap();
-        let etc_dir = etc.path().display().to_string();
-        let args = args(&[
-            "--name",
-            "pantau.kantor.lan",
-            "--address",
-            "192.168.1.10",
-            "--etc-dir",
-            &etc_dir,
-        ]);
-        let text = collector_toml(&args, &Paths::new(&args));
-        assert!(!text.contains('@'), "{text}");
-        let config: CollectorConfig = toml_config(&text);
-        config.validate().unwrap();
-        assert!(config.security.require_tls_beyond_loopback);
-        assert!(!config.broker.embedded);
-        let enrolment = config.enrolment.unwrap();
-        assert_eq!(enrolment.broker_urls, ["mqtts://pantau.kantor.lan:8883"]);
-        assert_eq!(enrolment.ca_key_file, etc.path().join("ca/ca.key"));
+    fn the_certificate_also_names_this_host_once() {
+        let (names, addresses) =
+            certificate_names(&args(&["--name", "pantau.lan", "--address", "127.0.0.1"]));
+        assert_eq!(names, ["pantau.lan", "localhost"]);
+        assert_eq!(addresses, [IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let (names, addresses) = certificate_names(&args(&["--address", "10.0.0.5"]));
+        assert_eq!(names, ["localhost"]);
+        assert_eq!(addresses.len(), 2);
         assert_eq!(
-            config.api.users_file.unwrap(),
-            Path::new("/var/lib/pantau/collector/api-users")
+            first_host(&args(&["--address", "fd00::1"])).as_deref(),
+            Some("[fd00::1]")
         );
-        let mut config: CollectorConfig = toml_config(&text);
-        config.http.tls_cert_file = None;
-        let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("TLS is required beyond loopback"), "{error}");
-    }
-
-    #[test]
-    fn an_address_alone_names_the_broker_and_ipv6_is_bracketed() {
-        let args = args(&["--address", "fd00::10", "--mqtts-port", "18883"]);
-        let text = collector_toml(&args, &Paths::new(&args));
-        assert!(
-            text.contains(r#"broker_urls = ["mqtts://[fd00::10]:18883"]"#),
-            "{text}"
-        );
-        let conf = mosquitto_conf(&args, &Paths::new(&args));
-        assert!(conf.contains("listener 1883 127.0.0.1\n"), "{conf}");
-        assert!(conf.contains("listener 18883\n"), "{conf}");
-        assert!(conf.contains("require_certificate false\n"), "{conf}");
-        assert!(!conf.contains('@'), "{conf}");
     }
 
     #[test]
@@ -685,12 +422,5 @@ mod tests {
         if !std::io::stdin().is_terminal() {
             assert!(matches!(ask_names(&mut args), Err(InitError::NoName)));
         }
-    }
-
-    fn toml_config(text: &str) -> CollectorConfig {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("collector.toml");
-        std::fs::write(&file, text).unwrap();
-        pantau_runtime::config::load(Some(&file), &[]).unwrap()
     }
 }
