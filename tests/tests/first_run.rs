@@ -498,13 +498,28 @@ fn init_sets_up_a_collector_reachable_over_tls_only() {
     );
     let metric_before = expiry_metric(&setup);
     assert_eq!(metric_before, unix_seconds(line(&before_file, "notAfter=")));
-    let renewed = run_with_timeout(
-        Command::new(pantau_binary("pantau-collector"))
-            .args(["cert", "renew", "--force", "--no-reload", "--config"])
-            .arg(setup.config()),
-        b"",
-        WAIT,
+    let renew = |extra: &[&str]| {
+        run_with_timeout(
+            Command::new(pantau_binary("pantau-collector"))
+                .args(["cert", "renew", "--no-reload", "--config"])
+                .arg(setup.config())
+                .args(extra),
+            b"",
+            WAIT,
+        )
+    };
+    // 397 days left is not within the default 45: nothing changes.
+    let early = renew(&[]);
+    assert!(early.status.success(), "{early:?}");
+    assert!(
+        String::from_utf8_lossy(&early.stdout).starts_with("not renewed:"),
+        "{early:?}"
     );
+    assert_eq!(
+        certificate_fields(&std::fs::read(setup.etc.join("tls/collector.pem")).expect("pem")),
+        before_file
+    );
+    let renewed = renew(&["--force"]);
     assert!(renewed.status.success(), "{renewed:?}");
     let after_file =
         certificate_fields(&std::fs::read(setup.etc.join("tls/collector.pem")).expect("pem"));

@@ -154,6 +154,11 @@ mod tests {
         assert!(conf.contains("listener 1883 127.0.0.1\n"), "{conf}");
         assert!(conf.contains("listener 18883\n"), "{conf}");
         assert!(conf.contains("require_certificate false\n"), "{conf}");
+        let with_certificates = self::args(&["--address", "10.0.0.5", "--client-certificates"]);
+        let conf = mosquitto_conf(&with_certificates, &Paths::new(&with_certificates));
+        assert!(conf.contains("require_certificate true\n"), "{conf}");
+        let text = collector_toml(&with_certificates, &Paths::new(&with_certificates));
+        assert!(text.contains("client_certificates = true\n"), "{text}");
         assert!(!conf.contains('@'), "{conf}");
     }
 
