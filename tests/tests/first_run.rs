@@ -2,8 +2,8 @@
 //! its owner and mode, then real Mosquitto with the written drop-in and the collector with the
 //! written config. HTTPS only with the office CA, MQTT over TLS from the LAN, the plain MQTT
 //! listener on 127.0.0.1 only, the first admin's console login; a second init refuses; the
-//! TLS requirement stops a collector whose config was made insecure; and `cert renew` plus
-//! SIGHUP serves a new certificate.
+//! TLS requirement stops a collector whose config was made insecure; `cert renew` plus
+//! SIGHUP serves a new certificate; and `--client-certificates` makes Mosquitto want one.
 
 use std::collections::BTreeMap;
 use std::net::TcpStream;
@@ -642,4 +642,60 @@ fn a_config_made_insecure_stops_the_collector() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn with_client_certificates_the_tls_listener_wants_one_from_the_office_ca() {
+    let dir = TestDir::new();
+    let setup = Setup::new(&dir);
+    let output = setup.init(&["--client-certificates"]);
+    assert!(output.status.success(), "{output:?}");
+    let passwd = setup.mosquitto.join("pantau-passwd");
+    let added = run_with_timeout(
+        Command::new("mosquitto_passwd")
+            .arg("-b")
+            .arg(&passwd)
+            .args(["aula-1", "agent-password-1"]),
+        b"",
+        WAIT,
+    );
+    assert!(added.status.success(), "{added:?}");
+    let office = dir.join("office-ca");
+    std::fs::create_dir(&office).expect("mkdir");
+    std::fs::copy(setup.etc.join("tls/ca.pem"), office.join("ca.pem")).expect("ca.pem");
+    std::fs::copy(setup.etc.join("ca/ca.key"), office.join("ca.key")).expect("ca.key");
+    let (cert, key) = TestCa::existing(&office).client("aula-1");
+    let _mosquitto = setup.start_mosquitto(&dir);
+    let publish = |client: &[&str]| {
+        run_with_timeout(
+            Command::new("mosquitto_pub")
+                .args([
+                    "-h",
+                    "localhost",
+                    "-p",
+                    &setup.mqtts_port.to_string(),
+                    "--cafile",
+                    &setup.ca(),
+                    "-u",
+                    "aula-1",
+                    "-P",
+                    "agent-password-1",
+                    "-q",
+                    "1",
+                    "-t",
+                    "pantau/v1/kantor/aula-1/status",
+                    "-m",
+                    "x",
+                ])
+                .args(client),
+            b"",
+            WAIT,
+        )
+    };
+    let without = publish(&[]);
+    assert!(!without.status.success(), "{without:?}");
+    let cert = cert.display().to_string();
+    let key = key.display().to_string();
+    let with = publish(&["--cert", &cert, "--key", &key]);
+    assert!(with.status.success(), "{with:?}");
 }
