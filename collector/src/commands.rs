@@ -11,6 +11,9 @@
 //! - `pantau-collector key derive AGENT_ID --key-file MASTER [--output FILE]`: a sound agent's
 //!   own command key (its `sound.key_file`), derived from the master key
 //!   (`announcements.key_file`); written mode 0600 to FILE, or to standard output.
+//! - `pantau-collector init`: the secure first run of an installed host (`init/`).
+//! - `pantau-collector cert renew`: a new server certificate from the office CA
+//!   (`cert_renew.rs`).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -46,6 +49,14 @@ pub enum Command {
     Key {
         #[command(subcommand)]
         action: KeyAction,
+    },
+    /// First run on an installed host (as root): the office CA, HTTPS and MQTT-over-TLS
+    /// certificates, keys, tokens, the first console admin and Mosquitto's listeners.
+    Init(Box<crate::init::InitArgs>),
+    /// The HTTPS/MQTT server certificate.
+    Cert {
+        #[command(subcommand)]
+        action: crate::cert_renew::CertAction,
     },
 }
 
@@ -101,6 +112,8 @@ pub fn run(command: Command) -> ExitCode {
         Command::Backup { file, config } => ("backup", backup(&file, config.as_deref())),
         Command::LoginLimits(args) => ("login-limits", crate::login_limits_cli::run(args)),
         Command::Key { action } => ("key", key(action)),
+        Command::Init(args) => ("init", crate::init::run(*args).map_err(|e| e.to_string())),
+        Command::Cert { action } => ("cert", crate::cert_renew::run(action)),
     };
     match result {
         Ok(done) => {

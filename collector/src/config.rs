@@ -1,6 +1,8 @@
 //! The collector's config: `[http]`, `[broker]`, `[mqtt]`, `[ingest]`, `[agents]` and
 //! `[limits]`, parsed and validated once at start.
 
+mod security;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +15,7 @@ use serde::Deserialize;
 pub use crate::announce::{AnnouncementsConfig, StorageConfig};
 pub use crate::api::ApiConfig;
 pub use crate::backfill::RemoteWriteConfig;
+pub use security::SecurityConfig;
 
 /// Sections that `PANTAU_<SECTION>__<KEY>` may override.
 const SECTIONS: &[&str] = &[
@@ -28,6 +31,7 @@ const SECTIONS: &[&str] = &[
     "console",
     "remote_write",
     "sensors",
+    "security",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -58,7 +62,41 @@ pub struct CollectorConfig {
     /// Room sensors read from MQTT directly, each its own `[[sensors]]` table.
     #[serde(default)]
     pub sensors: Vec<crate::sensors::SensorRule>,
+    #[serde(default)]
+    pub security: SecurityConfig,
+    /// Written by `init`; read by `cert renew` (and `agent add`).
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub enrolment: Option<EnrolmentConfig>,
 }
+
+// ---- [enrolment] (begin) ----------------------------------------------------------------
+// The same struct is defined on the enrolment branch (`agent add`), which owns it; on merge
+// keep that branch's block and drop this one.
+
+/// `[enrolment]`: what `agent add` and `cert renew` need to issue credentials. Written by
+/// `pantau-collector init`.
+// `cert renew` reads the CA's files only; `agent add` reads the rest.
+#[allow(dead_code)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentConfig {
+    /// The broker URLs an enrolled agent is given, e.g. `["mqtts://pantau.lan:8883"]`.
+    pub broker_urls: Vec<String>,
+    /// The office CA's certificate (PEM), which agents trust.
+    pub ca_file: PathBuf,
+    /// The office CA's private key (PEM); root only, never read by the service.
+    pub ca_key_file: PathBuf,
+    /// Whether Mosquitto's TLS listener also requires client certificates.
+    pub client_certificates: bool,
+    /// Mosquitto's password file, where agents' logins go.
+    pub mosquitto_password_file: PathBuf,
+    /// Run after the password file or the broker's certificate changed.
+    pub mosquitto_reload_command: Vec<String>,
+    /// Where `agent add` writes enrolment bundles.
+    pub bundle_dir: PathBuf,
+}
+// ---- [enrolment] (end) ------------------------------------------------------------------
 
 /// `[http]`: the Prometheus endpoint and the API.
 #[derive(Debug, Clone, Deserialize)]
@@ -571,6 +609,12 @@ impl CollectorConfig {
         Ok(config.storage.dir)
     }
 
+    /// The config at `path` (and the environment) parsed, not validated and with no file it
+    /// names opened: `cert renew` must work on a config whose certificate is broken.
+    pub fn parse_only(path: Option<&Path>) -> Result<Self, ConfigError> {
+        config::load(path, SECTIONS)
+    }
+
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Self = config::load(path, SECTIONS)?;
         config.validate()?;
@@ -719,7 +763,13 @@ impl CollectorConfig {
         self.storage.validate()?;
         crate::sensors::validate(&self.sensors, &self.mqtt.prefix)?;
         self.remote_write.validate()?;
-        self.validate_broker()
+        self.validate_broker()?;
+        self.security.check(&security::Exposure {
+            http_listen: self.http.listen,
+            http_tls: self.http.tls_cert_file.is_some(),
+            mqtt: &self.broker_endpoints()?,
+            remote_write_url: self.remote_write.url.as_deref(),
+        })
     }
 
     /// The packet limit shared by the broker and the collector's client, and who may log in.
@@ -844,10 +894,10 @@ impl CollectorConfig {
     }
 
     /// The HTTPS config when `http.tls_cert_file` and `http.tls_key_file` are both set.
-    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<crate::tls::HttpCertificate>>, String> {
         match (&self.http.tls_cert_file, &self.http.tls_key_file) {
             (None, None) => Ok(None),
-            (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
+            (Some(cert), Some(key)) => crate::tls::HttpCertificate::load(cert, key).map(Some),
             (Some(_), None) => {
                 Err("http.tls_key_file: is required with http.tls_cert_file".to_owned())
             }

@@ -45,6 +45,15 @@ impl TestCa {
         }
     }
 
+    /// A CA whose `ca.pem` and `ca.key` are already in `dir` (one `pantau-collector init`
+    /// made, copied there), to issue with it as an admin would with openssl.
+    pub fn existing(dir: &Path) -> TestCa {
+        assert!(dir.join("ca.pem").is_file() && dir.join("ca.key").is_file());
+        TestCa {
+            dir: dir.to_owned(),
+        }
+    }
+
     /// `ca.pem`.
     pub fn cert(&self) -> PathBuf {
         self.dir.join("ca.pem")
