@@ -11,6 +11,8 @@
 //! - `pantau-collector key derive AGENT_ID --key-file MASTER [--output FILE]`: a sound agent's
 //!   own command key (its `sound.key_file`), derived from the master key
 //!   (`announcements.key_file`); written mode 0600 to FILE, or to standard output.
+//! - `pantau-collector agent add|remove|list`: enrol and revoke agents with the LAN broker
+//!   (`enrol.rs`).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,11 @@ pub enum Command {
     Key {
         #[command(subcommand)]
         action: KeyAction,
+    },
+    /// Enrol (add), revoke (remove) and list agents of the LAN broker ([enrolment] section).
+    Agent {
+        #[command(subcommand)]
+        action: crate::enrol::AgentAction,
     },
 }
 
@@ -99,6 +106,10 @@ pub fn run(command: Command) -> ExitCode {
         Command::Backup { file, config } => ("backup", backup(&file, config.as_deref())),
         Command::LoginLimits(args) => ("login-limits", crate::login_limits_cli::run(args)),
         Command::Key { action } => ("key", key(action)),
+        Command::Agent { action } => (
+            "agent",
+            crate::enrol::run(action).map_err(|e| e.to_string()),
+        ),
     };
     match result {
         Ok(done) => {
@@ -178,7 +189,7 @@ fn key(action: KeyAction) -> Result<String, String> {
 
 /// Writes `text` to `path` through a temporary file created 0600, so the key is never
 /// readable by others, not even for a moment.
-fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let temp = path.with_extension("tmp");

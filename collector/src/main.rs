@@ -13,12 +13,11 @@ mod announce;
 mod api;
 mod backfill;
 mod broker;
-// Used by `init` and `agent add` (being written); the allow goes with them.
-#[allow(dead_code)]
 mod broker_logins;
 mod commands;
 mod config;
 mod console;
+mod enrol;
 mod exposition;
 mod ingest;
 mod login_limits_cli;
