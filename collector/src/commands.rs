@@ -11,6 +11,9 @@
 //! - `pantau-collector key derive AGENT_ID --key-file MASTER [--output FILE]`: a sound agent's
 //!   own command key (its `sound.key_file`), derived from the master key
 //!   (`announcements.key_file`); written mode 0600 to FILE, or to standard output.
+//! - `pantau-collector init`: the secure first run of an installed host (`init/`).
+//! - `pantau-collector cert renew`: a new server certificate from the office CA
+//!   (`cert_renew.rs`).
 //! - `pantau-collector agent add|remove|list`: enrol and revoke agents with the LAN broker
 //!   (`enrol.rs`).
 
@@ -53,6 +56,14 @@ pub enum Command {
     Agent {
         #[command(subcommand)]
         action: crate::enrol::AgentAction,
+    },
+    /// First run on an installed host (as root): the office CA, HTTPS and MQTT-over-TLS
+    /// certificates, keys, tokens, the first console admin and Mosquitto's listeners.
+    Init(Box<crate::init::InitArgs>),
+    /// The HTTPS/MQTT server certificate.
+    Cert {
+        #[command(subcommand)]
+        action: crate::cert_renew::CertAction,
     },
 }
 
@@ -110,6 +121,8 @@ pub fn run(command: Command) -> ExitCode {
             "agent",
             crate::enrol::run(action).map_err(|e| e.to_string()),
         ),
+        Command::Init(args) => ("init", crate::init::run(*args).map_err(|e| e.to_string())),
+        Command::Cert { action } => ("cert", crate::cert_renew::run(action)),
     };
     match result {
         Ok(done) => {

@@ -1,6 +1,8 @@
 //! The collector's config: `[http]`, `[broker]`, `[mqtt]`, `[ingest]`, `[agents]`,
 //! `[limits]` and `[enrolment]`, parsed and validated once at start.
 
+mod security;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +15,7 @@ use serde::Deserialize;
 pub use crate::announce::{AnnouncementsConfig, StorageConfig};
 pub use crate::api::ApiConfig;
 pub use crate::backfill::RemoteWriteConfig;
+pub use security::SecurityConfig;
 
 /// Sections that `PANTAU_<SECTION>__<KEY>` may override.
 const SECTIONS: &[&str] = &[
@@ -28,6 +31,7 @@ const SECTIONS: &[&str] = &[
     "console",
     "remote_write",
     "sensors",
+    "security",
     "enrolment",
 ];
 
@@ -59,7 +63,10 @@ pub struct CollectorConfig {
     /// Room sensors read from MQTT directly, each its own `[[sensors]]` table.
     #[serde(default)]
     pub sensors: Vec<crate::sensors::SensorRule>,
-    /// What `pantau-collector agent add|remove|list` need; the service does not read it.
+    #[serde(default)]
+    pub security: SecurityConfig,
+    /// What `init` writes and `agent add|remove|list` and `cert renew` read; the service
+    /// does not use it.
     #[serde(default)]
     pub enrolment: Option<EnrolmentConfig>,
 }
@@ -583,6 +590,12 @@ impl CollectorConfig {
         Ok(config)
     }
 
+    /// The config at `path` (and the environment) parsed, not validated and with no file it
+    /// names opened: `cert renew` must work on a config whose certificate is broken.
+    pub fn parse_only(path: Option<&Path>) -> Result<Self, ConfigError> {
+        config::load(path, SECTIONS)
+    }
+
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Self = config::load(path, SECTIONS)?;
         config.validate()?;
@@ -734,7 +747,13 @@ impl CollectorConfig {
         if let Some(enrolment) = &self.enrolment {
             enrolment.validate()?;
         }
-        self.validate_broker()
+        self.validate_broker()?;
+        self.security.check(&security::Exposure {
+            http_listen: self.http.listen,
+            http_tls: self.http.tls_cert_file.is_some(),
+            mqtt: &self.broker_endpoints()?,
+            remote_write_url: self.remote_write.url.as_deref(),
+        })
     }
 
     /// The packet limit shared by the broker and the collector's client, and who may log in.
@@ -859,10 +878,10 @@ impl CollectorConfig {
     }
 
     /// The HTTPS config when `http.tls_cert_file` and `http.tls_key_file` are both set.
-    pub fn tls(&self) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
+    pub fn tls(&self) -> Result<Option<std::sync::Arc<crate::tls::HttpCertificate>>, String> {
         match (&self.http.tls_cert_file, &self.http.tls_key_file) {
             (None, None) => Ok(None),
-            (Some(cert), Some(key)) => crate::tls::server_config(cert, key).map(Some),
+            (Some(cert), Some(key)) => crate::tls::HttpCertificate::load(cert, key).map(Some),
             (Some(_), None) => {
                 Err("http.tls_key_file: is required with http.tls_cert_file".to_owned())
             }

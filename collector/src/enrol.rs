@@ -415,16 +415,21 @@ fn reload(enrolment: &EnrolmentConfig) -> Result<(), (String, String)> {
     }
 }
 
-/// A client certificate and key (PEM) for `id`, signed by the office CA.
+/// A client certificate and key (PEM) for `id` (its CN, which Mosquitto's
+/// `use_identity_as_username` would take as the login), signed by the office CA.
 fn client_certificate(
     enrolment: &EnrolmentConfig,
     id: &str,
 ) -> Result<(String, String), EnrolError> {
-    let _ = (enrolment, id, CLIENT_CERT_DAYS);
-    Err(EnrolError::ClientCert(
-        "enrolment.client_certificates = true needs the CA support of `pantau-collector init`"
-            .to_owned(),
-    ))
+    let ca = crate::pki::Ca::load(&enrolment.ca_file, &enrolment.ca_key_file).map_err(|error| {
+        EnrolError::ClientCert(format!(
+            "enrolment.ca_file/ca_key_file ('{}', '{}'): {error}",
+            enrolment.ca_file.display(),
+            enrolment.ca_key_file.display()
+        ))
+    })?;
+    crate::pki::issue_client(&ca, id, CLIENT_CERT_DAYS)
+        .map_err(|error| EnrolError::ClientCert(error.to_string()))
 }
 
 #[cfg(test)]

@@ -14,14 +14,17 @@ mod api;
 mod backfill;
 mod broker;
 mod broker_logins;
+mod cert_renew;
 mod commands;
 mod config;
 mod console;
 mod enrol;
 mod exposition;
 mod ingest;
+mod init;
 mod login_limits_cli;
 mod mqtt;
+mod pki;
 #[cfg(test)]
 mod properties;
 mod readiness;
@@ -244,10 +247,6 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     let mut app_state = api::AppState::new(state.clone(), telemetry.clone(), readiness)
         .with_credentials(credentials)
         .with_login(login);
-    supervisor.spawn(
-        "credentials",
-        reload_credentials_on_sighup(app_state.credentials.clone(), shutdown.clone()),
-    );
     if let Some(key_file) = &config.announcements.key_file {
         let key = pantau_protocol::read_key(key_file).map_err(|why| {
             anyhow::anyhow!("announcements.key_file: '{}' {why}", key_file.display())
@@ -281,7 +280,25 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("http.listen: cannot bind {}", config.http.listen))?;
-    let tls = config.tls().map_err(anyhow::Error::msg)?;
+    let certificate = match config.tls().map_err(anyhow::Error::msg)? {
+        Some(certificate) => {
+            let expiry = tls::register_expiry(telemetry.registry())
+                .context("registering the certificate expiry metric")?
+                .with_label_values(&["http"]);
+            expiry.set(certificate.not_after());
+            Some((certificate, expiry))
+        }
+        None => None,
+    };
+    let tls = certificate
+        .as_ref()
+        .map(|(certificate, _)| tls::server_config_with(certificate.clone()))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    supervisor.spawn(
+        "credentials",
+        reload_on_sighup(app_state.credentials.clone(), certificate, shutdown.clone()),
+    );
     let scheme = if tls.is_some() { "https" } else { "http" };
     info!(listen = %config.http.listen, scheme, "serving /metrics, /api/v1 and /console/");
     let app_state =
@@ -310,10 +327,12 @@ async fn run(config: CollectorConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the token and user files again on SIGHUP, so a token can be added or revoked
-/// without a restart; a file that fails to read keeps the old credentials.
-async fn reload_credentials_on_sighup(
+/// Reads the token and user files, and the HTTPS certificate, again on SIGHUP, so a token can
+/// be added or revoked and a renewed certificate served without a restart; a file that fails
+/// to read keeps the old credentials or certificate.
+async fn reload_on_sighup(
     credentials: Arc<api::Credentials>,
+    certificate: Option<(Arc<tls::HttpCertificate>, prometheus::IntGauge)>,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -321,15 +340,29 @@ async fn reload_credentials_on_sighup(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = hangups.recv() => match credentials.reload() {
-                Ok(reloaded) => info!(
-                    tokens = reloaded.tokens,
-                    users = reloaded.users,
-                    metrics_tokens = ?reloaded.metrics_tokens,
-                    "SIGHUP: credentials reloaded"
-                ),
-                Err(why) => warn!(reason = %why, "SIGHUP: credentials not reloaded; the old ones stay"),
-            },
+            _ = hangups.recv() => {
+                match credentials.reload() {
+                    Ok(reloaded) => info!(
+                        tokens = reloaded.tokens,
+                        users = reloaded.users,
+                        metrics_tokens = ?reloaded.metrics_tokens,
+                        "SIGHUP: credentials reloaded"
+                    ),
+                    Err(why) => warn!(reason = %why, "SIGHUP: credentials not reloaded; the old ones stay"),
+                }
+                if let Some((certificate, expiry)) = &certificate {
+                    match certificate.reload() {
+                        Ok(not_after) => {
+                            expiry.set(not_after);
+                            info!(not_after, "SIGHUP: HTTPS certificate reloaded");
+                        }
+                        Err(why) => warn!(
+                            reason = %why,
+                            "SIGHUP: HTTPS certificate not reloaded; the old one is served"
+                        ),
+                    }
+                }
+            }
         }
     }
 }

@@ -1,27 +1,127 @@
 //! HTTPS for `/metrics` and the API: `http.tls_cert_file` and `http.tls_key_file` (PEM), served
 //! by rustls with the `ring` provider. Both files are read at start (and by
-//! `--check-config`), so a missing or mismatched pair is named before the service runs.
+//! `--check-config`), so a missing or mismatched pair is named before the service runs, and
+//! again on SIGHUP, so a renewed certificate (`pantau-collector cert renew`) is served without
+//! a restart; a pair that fails to load then keeps the old one.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
+use prometheus::{IntGaugeVec, Opts, Registry};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ConfigBuilder, ServerConfig, WantsVerifier};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-/// A rustls server config from PEM files: the certificate chain and its private key.
-pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, String> {
+/// The served certificate: read from its files at start and on [`HttpCertificate::reload`];
+/// every new handshake gets the current one.
+#[derive(Debug)]
+pub struct HttpCertificate {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    /// Handshakes only clone the `Arc` under the read lock, so a reload never waits long.
+    current: RwLock<Loaded>,
+}
+
+#[derive(Debug, Clone)]
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    /// notAfter, Unix seconds (for the expiry metric).
+    not_after: i64,
+}
+
+impl HttpCertificate {
+    /// Reads the pair; errors name the field and the file.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<Self>, String> {
+        Ok(Arc::new(HttpCertificate {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            current: RwLock::new(read_loaded(cert_file, key_file)?),
+        }))
+    }
+
+    /// Reads the files again; on any error the old certificate stays. Returns the new
+    /// notAfter.
+    pub fn reload(&self) -> Result<i64, String> {
+        let loaded = read_loaded(&self.cert_file, &self.key_file)?;
+        let not_after = loaded.not_after;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = loaded;
+        Ok(not_after)
+    }
+
+    /// notAfter of the served certificate, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .not_after
+    }
+}
+
+impl ResolvesServerCert for HttpCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .key
+                .clone(),
+        )
+    }
+}
+
+fn read_loaded(cert_file: &Path, key_file: &Path) -> Result<Loaded, String> {
     let (certs, key) = read_pair(
         ("http.tls_cert_file", cert_file),
         ("http.tls_key_file", key_file),
     )?;
+    let not_after = certs
+        .first()
+        .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+        .ok_or_else(|| {
+            format!(
+                "http.tls_cert_file: '{}' holds no readable certificate",
+                cert_file.display()
+            )
+        })?;
+    let key = CertifiedKey::from_der(certs, key, &rustls::crypto::ring::default_provider())
+        .map_err(|error| mismatch("http.tls_key_file", key_file, &error))?;
+    Ok(Loaded {
+        key: Arc::new(key),
+        not_after,
+    })
+}
+
+/// A rustls server config that serves `certificate`'s current pair.
+pub fn server_config_with(certificate: Arc<HttpCertificate>) -> Result<Arc<ServerConfig>, String> {
     let mut config = builder()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|error| mismatch("http.tls_key_file", key_file, &error))?;
+        .with_cert_resolver(certificate);
     // HTTP/1.1 only: the server's header, body and idle deadlines (serve/) are HTTP/1's.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A rustls server config from PEM files: the certificate chain and its private key.
+#[cfg(test)]
+pub fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, String> {
+    server_config_with(HttpCertificate::load(cert_file, key_file)?)
+}
+
+/// `pantau_collector_tls_certificate_expiry_timestamp_seconds{certificate}`: when a served
+/// certificate expires, so an alert fires weeks before browsers and agents refuse it.
+pub fn register_expiry(registry: &Registry) -> prometheus::Result<IntGaugeVec> {
+    let gauge = IntGaugeVec::new(
+        Opts::new(
+            "pantau_collector_tls_certificate_expiry_timestamp_seconds",
+            "notAfter of a certificate the collector serves, Unix seconds",
+        ),
+        &["certificate"],
+    )?;
+    registry.register(Box::new(gauge.clone()))?;
+    Ok(gauge)
 }
 
 /// A server config builder on the `ring` provider, before its client-auth choice.

@@ -75,6 +75,7 @@ pub use process::{ChildGuard, Signal, run_with_timeout};
 pub use prometheus::{Prometheus, PrometheusBuilder};
 pub use promtool::{
     promtool_check_metrics, promtool_check_rules, promtool_metric_lints, promtool_test_rules,
+    shipped_prometheus_config,
 };
 pub use signing::{derive_agent_key_file, old_style_signed_command, signed_command};
 pub use snmpd::{

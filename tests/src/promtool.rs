@@ -75,3 +75,36 @@ fn promtool<S: AsRef<OsStr>>(args: &[S], stdin: &[u8]) -> Result<(), String> {
         String::from_utf8_lossy(&output.stderr),
     ))
 }
+
+/// The shipped dashboards/prometheus/prometheus.yml as `promtool check config` can check it on
+/// a machine without an installed collector: copied with its rules into `dir`, the files it
+/// reads from /etc/pantau (which promtool requires to exist) pointed at stand-ins in `dir`.
+/// Returns the copy's path.
+pub fn shipped_prometheus_config(dir: &Path) -> std::path::PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/prometheus");
+    let mut text = std::fs::read_to_string(shipped.join("prometheus.yml"))
+        .expect("read the shipped prometheus.yml");
+    for (from, file, contents) in [
+        (
+            "/etc/pantau/metrics-tokens",
+            "metrics-tokens",
+            "stand-in-token\n",
+        ),
+        ("/etc/pantau/tls/ca.pem", "ca.pem", ""),
+    ] {
+        assert!(text.contains(from), "prometheus.yml no longer reads {from}");
+        let stand_in = dir.join(file);
+        std::fs::write(&stand_in, contents).expect("write a stand-in");
+        text = text.replace(from, &stand_in.display().to_string());
+    }
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).expect("create rules/");
+    for entry in std::fs::read_dir(shipped.join("rules")).expect("read rules/") {
+        let path = entry.expect("a rules/ entry").path();
+        std::fs::copy(&path, rules.join(path.file_name().expect("a file name")))
+            .expect("copy a rules file");
+    }
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, text).expect("write prometheus.yml");
+    config
+}

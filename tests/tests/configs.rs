@@ -6,7 +6,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use pantau_tests::{
-    TestDir, example_config, free_port, pantau_binary, run_with_timeout, write_password_file,
+    TestDir, example_config, free_port, pantau_binary, run_with_timeout, shipped_prometheus_config,
+    write_password_file,
 };
 
 fn run(binary: &str, config: &str, env: &[(&str, &str)], check: bool) -> (i32, String, String) {
@@ -123,7 +124,8 @@ fn a_taken_port_stops_the_collector_with_the_key_named() {
 
 #[test]
 fn the_shipped_prometheus_config_is_valid() {
-    let path = example_config("../dashboards/prometheus/prometheus.yml");
+    let dir = TestDir::new();
+    let path = shipped_prometheus_config(dir.path());
     let output = run_with_timeout(
         Command::new("promtool")
             .arg("check")

@@ -174,15 +174,7 @@ impl Accounts {
     pub fn save(&self, path: &Path) -> Result<(), String> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let mut text = String::from(
-            "# Pantau API users: name:role:argon2id hash. Edit with `pantau-collector user`.\n",
-        );
-        for account in &self.accounts {
-            text.push_str(&format!(
-                "{}:{}:{}\n",
-                account.name, account.role, account.hash
-            ));
-        }
+        let text = self.to_text();
         let temp = path.with_extension("tmp");
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::OpenOptions::new()
@@ -196,6 +188,22 @@ impl Accounts {
             std::fs::rename(&temp, path)
         };
         write().map_err(|error| format!("cannot write {}: {error}", path.display()))
+    }
+}
+
+impl Accounts {
+    /// The file's text, as `save` writes it.
+    pub fn to_text(&self) -> String {
+        let mut text = String::from(
+            "# Pantau API users: name:role:argon2id hash. Edit with `pantau-collector user`.\n",
+        );
+        for account in &self.accounts {
+            text.push_str(&format!(
+                "{}:{}:{}\n",
+                account.name, account.role, account.hash
+            ));
+        }
+        text
     }
 }
 

@@ -169,3 +169,32 @@ fn remove_revokes_the_login_and_deletes_the_bundle_keeping_other_logins() {
     let error = remove(&enrolment, "gor-link-01").unwrap_err().to_string();
     assert!(error.contains("neither a login"), "{error}");
 }
+
+#[test]
+fn with_client_certificates_the_bundle_holds_one_for_the_agent_signed_by_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut enrolment = enrolment_in(dir.path(), &["true"]);
+    let ca = crate::pki::new_ca("Pantau test CA").unwrap();
+    std::fs::write(&enrolment.ca_file, &ca.cert_pem).unwrap();
+    std::fs::write(&enrolment.ca_key_file, &ca.key_pem).unwrap();
+    enrolment.client_certificates = true;
+    let added = add(&enrolment, &request("gor-link-01", AgentRole::Link)).unwrap();
+    let bundle = Bundle::decode(&added.line).unwrap();
+    let cert = bundle.client_cert_pem.unwrap();
+    assert!(bundle.client_key_pem.unwrap().contains("PRIVATE KEY"));
+    let der = x509_parser::pem::parse_x509_pem(cert.as_bytes())
+        .unwrap()
+        .1
+        .contents;
+    let (_, x509) = x509_parser::parse_x509_certificate(&der).unwrap();
+    assert_eq!(x509.subject().to_string(), "CN=gor-link-01");
+    let days =
+        (x509.validity().not_after.timestamp() - x509.validity().not_before.timestamp()) / 86_400;
+    assert!((396..=398).contains(&days), "{days} days");
+
+    std::fs::remove_file(&enrolment.ca_key_file).unwrap();
+    let mut again = request("gor-link-02", AgentRole::Link);
+    again.replace = true;
+    let error = add(&enrolment, &again).unwrap_err().to_string();
+    assert!(error.contains("enrolment.ca_file/ca_key_file"), "{error}");
+}

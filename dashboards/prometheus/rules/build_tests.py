@@ -40,6 +40,10 @@ case("PantauCollectorRejectingMessages", "15m",
      [S("pantau_collector_rejected_messages_total", {"job": "pantau", "instance": "c:9810", "reason": "invalid_json"}, "0+10x15"),
       S("pantau_collector_rejected_messages_total", {"job": "pantau", "instance": "c:9810", "reason": "oversized"}, "0x15")],
      [{"reason": "invalid_json"}])
+case("PantauCertificateExpiresSoon", "2h",
+     [S("pantau_collector_tls_certificate_expiry_timestamp_seconds", {"job": "pantau", "instance": "c:9810", "certificate": "http"}, "871200x150"),
+      S("pantau_collector_tls_certificate_expiry_timestamp_seconds", {"job": "pantau", "instance": "d:9810", "certificate": "http"}, "5191200x150")],
+     [{"job": "pantau", "instance": "c:9810", "certificate": "http"}])
 case("HostHighCpu", "25m",
      [S("node_cpu_seconds_total", {"instance": "srv-1", **dc, "cpu": "0", "mode": "idle"}, "0+3x25"),
       S("node_cpu_seconds_total", {"instance": "srv-2", **dc, "cpu": "0", "mode": "idle"}, "0+50x25")],
