@@ -32,18 +32,23 @@ struct Office {
 
 impl Office {
     fn start() -> Office {
+        Office::start_with(false)
+    }
+
+    /// With `client_certificates`, the TLS listener requires a client certificate signed by
+    /// the CA (besides the login), and `agent add` issues one.
+    fn start_with(client_certificates: bool) -> Office {
         let dir = TestDir::new();
         let ca = TestCa::new(dir.path(), "Pantau test CA");
         ca.server("server", &["127.0.0.1"]);
         let plain_port = free_port();
         // per_listener_settings is false: the password file and ACL hold on both listeners.
         let plain = format!("per_listener_settings false\nlistener {plain_port} 127.0.0.1");
-        let broker = start_shipped(
-            dir.path(),
-            "server",
-            &[COLLECTOR],
-            &[("per_listener_settings false", plain.as_str())],
-        );
+        let mut more = vec![("per_listener_settings false", plain.as_str())];
+        if client_certificates {
+            more.push(("#require_certificate true", "require_certificate true"));
+        }
+        let broker = start_shipped(dir.path(), "server", &[COLLECTOR], &more);
         let master = dir.write("master.key", format!("{MASTER_KEY}\n"));
         let config = dir.write(
             "collector.toml",
@@ -61,6 +66,8 @@ key_file = "{master}"
 [enrolment]
 broker_urls = ["mqtts://127.0.0.1:{tls_port}"]
 ca_file = "{ca}"
+ca_key_file = "{ca_key}"
+client_certificates = {client_certificates}
 mosquitto_password_file = "{passwords}"
 mosquitto_reload_command = ["kill", "-HUP", "{pid}"]
 bundle_dir = "{bundles}"
@@ -69,6 +76,7 @@ bundle_dir = "{bundles}"
                 master = master.display(),
                 tls_port = broker.port(),
                 ca = ca.cert().display(),
+                ca_key = dir.join("ca.key").display(),
                 passwords = dir.join("passwords").display(),
                 pid = broker.pid(),
                 bundles = dir.join("agents").display(),
@@ -113,7 +121,14 @@ bundle_dir = "{bundles}"
     /// A TLS login to the broker as `user`, publishing to a topic the ACL does not give it,
     /// so the message goes nowhere: what matters is the CONNACK.
     fn try_login(&self, user: &str, password: &str) -> String {
+        self.try_login_with(user, password, &[])
+    }
+
+    fn try_login_with(&self, user: &str, password: &str, args: &[&Path]) -> String {
         let mut command = Command::new("mosquitto_pub");
+        if let [cert, key] = args {
+            command.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
         command
             .args(["-h", "127.0.0.1", "-p", &self.broker.port().to_string()])
             .arg("--cafile")
@@ -333,4 +348,40 @@ fn a_damaged_bundle_is_refused_and_nothing_is_written() {
     let said = text(&again);
     assert!(!again.status.success(), "{said}");
     assert!(said.contains("--replace"), "{said}");
+}
+
+#[test]
+fn with_client_certificates_the_agent_logs_in_with_the_one_its_bundle_brought() {
+    let office = Office::start_with(true);
+    let collector = office.collector();
+    let id = "dc-srv-07";
+    let added = office.agent_command(&["add", id, "--role", "server", "--site", "dc"]);
+    assert!(added.status.success(), "{}", text(&added));
+    let host = AgentHost::new(&office.dir, "cert-host");
+    let init = host.init(&office.bundle(id).display().to_string(), b"");
+    assert!(init.status.success(), "{}", text(&init));
+    let (cert, key) = (
+        host.etc.join("tls/agent.pem"),
+        host.etc.join("tls/agent.key"),
+    );
+    assert_eq!(mode(&cert), 0o644);
+    assert_eq!(mode(&key), 0o640);
+    let env_file = host.etc.join("agent.env");
+    let password = std::fs::read_to_string(&env_file).unwrap();
+    let password = password.trim().trim_start_matches("PANTAU_MQTT__PASSWORD=");
+    // Control: the password alone is not enough on this listener.
+    let without = office.try_login(id, password);
+    assert!(!without.contains("received CONNACK (0)"), "{without}");
+    let with = office.try_login_with(id, password, &[&cert, &key]);
+    assert!(with.contains("received CONNACK (0)"), "{with}");
+
+    let _agent = Agent::start_installed(
+        &office.dir,
+        id,
+        &host.etc.join("agent.toml"),
+        &env_file,
+        &host.state,
+        &[("PANTAU_AGENT__INTERVAL_SECONDS", "1")],
+    );
+    collector.wait_for_sample(&series("pantau_agent_up", id, "dc"), WAIT, |v| v == 1.0);
 }
