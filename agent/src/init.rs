@@ -19,7 +19,8 @@ use pantau_protocol::{AgentRole, Bundle, MAX_BUNDLE_BYTES};
 pub use files::Owners;
 pub use render::Layout;
 
-/// The agent's subcommands, run instead of the service.
+// The agent's subcommands, run instead of the service. A plain comment: clap would make a
+// doc comment the program's `about`, replacing the one `main` gives.
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
     /// Set this host up from an enrolment bundle (`pantau-collector agent add` makes it):
