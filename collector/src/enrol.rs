@@ -320,6 +320,10 @@ pub fn remove(enrolment: &EnrolmentConfig, id: &str) -> Result<String, EnrolErro
             dir: enrolment.bundle_dir.display().to_string(),
         });
     }
+    // The login first: once it is gone the bundle is worthless, whatever fails next.
+    if had_login {
+        broker_logins::remove_login(password_file, id)?;
+    }
     if had_bundle {
         std::fs::remove_file(&bundle_file).map_err(|source| EnrolError::DeleteBundle {
             path: bundle_file.display().to_string(),
@@ -333,7 +337,6 @@ pub fn remove(enrolment: &EnrolmentConfig, id: &str) -> Result<String, EnrolErro
             bundle_file.display()
         ));
     }
-    broker_logins::remove_login(password_file, id)?;
     reload(enrolment).map_err(|(command, why)| EnrolError::Reload {
         done: format!(
             "removed the login of agent '{id}' from {}",
