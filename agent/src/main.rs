@@ -1,11 +1,13 @@
 //! `pantau-agent`: reports this host to the Pantau collector over MQTT. Roles (host metrics
 //! today; link probes, devices and sound later) are switched on by their config sections and
-//! plug in through `role.rs`.
+//! plug in through `role.rs`. `pantau-agent init --bundle FILE` sets a host up from an
+//! enrolment bundle (`init.rs`) instead of running.
 
 mod command;
 mod config;
 mod device;
 mod host;
+mod init;
 mod link;
 mod message;
 mod metric;
@@ -47,13 +49,14 @@ fn main() -> ExitCode {
     // Before any thread starts: the agent's few threads allocate little, and an arena per
     // thread kept about 0.8 MiB resident for nothing (BENCHMARKS.md, issue 13).
     pantau_sys::malloc::limit_arenas(1);
-    pantau_runtime::cli::main_with_workers(
+    pantau_runtime::cli::main_with_workers_and_commands(
         "pantau-agent",
         "Pantau agent: reports this host to the Pantau collector over MQTT",
         WORKER_THREADS,
         config::AgentConfig::load,
         |resolved| format!("config OK (agent id '{}')", resolved.id),
         run,
+        init::run,
     )
 }
 

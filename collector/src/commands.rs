@@ -14,6 +14,8 @@
 //! - `pantau-collector init`: the secure first run of an installed host (`init/`).
 //! - `pantau-collector cert renew`: a new server certificate from the office CA
 //!   (`cert_renew.rs`).
+//! - `pantau-collector agent add|remove|list`: enrol and revoke agents with the LAN broker
+//!   (`enrol.rs`).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -49,6 +51,11 @@ pub enum Command {
     Key {
         #[command(subcommand)]
         action: KeyAction,
+    },
+    /// Enrol (add), revoke (remove) and list agents of the LAN broker ([enrolment] section).
+    Agent {
+        #[command(subcommand)]
+        action: crate::enrol::AgentAction,
     },
     /// First run on an installed host (as root): the office CA, HTTPS and MQTT-over-TLS
     /// certificates, keys, tokens, the first console admin and Mosquitto's listeners.
@@ -112,6 +119,10 @@ pub fn run(command: Command) -> ExitCode {
         Command::Backup { file, config } => ("backup", backup(&file, config.as_deref())),
         Command::LoginLimits(args) => ("login-limits", crate::login_limits_cli::run(args)),
         Command::Key { action } => ("key", key(action)),
+        Command::Agent { action } => (
+            "agent",
+            crate::enrol::run(action).map_err(|e| e.to_string()),
+        ),
         Command::Init(args) => ("init", crate::init::run(*args).map_err(|e| e.to_string())),
         Command::Cert { action } => ("cert", crate::cert_renew::run(action)),
     };
@@ -193,7 +204,7 @@ fn key(action: KeyAction) -> Result<String, String> {
 
 /// Writes `text` to `path` through a temporary file created 0600, so the key is never
 /// readable by others, not even for a moment.
-fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let temp = path.with_extension("tmp");

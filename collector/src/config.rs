@@ -1,5 +1,5 @@
-//! The collector's config: `[http]`, `[broker]`, `[mqtt]`, `[ingest]`, `[agents]` and
-//! `[limits]`, parsed and validated once at start.
+//! The collector's config: `[http]`, `[broker]`, `[mqtt]`, `[ingest]`, `[agents]`,
+//! `[limits]` and `[enrolment]`, parsed and validated once at start.
 
 mod security;
 
@@ -32,6 +32,7 @@ const SECTIONS: &[&str] = &[
     "remote_write",
     "sensors",
     "security",
+    "enrolment",
 ];
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -64,39 +65,11 @@ pub struct CollectorConfig {
     pub sensors: Vec<crate::sensors::SensorRule>,
     #[serde(default)]
     pub security: SecurityConfig,
-    /// Written by `init`; read by `cert renew` (and `agent add`).
-    #[allow(dead_code)]
+    /// What `init` writes and `agent add|remove|list` and `cert renew` read; the service
+    /// does not use it.
     #[serde(default)]
     pub enrolment: Option<EnrolmentConfig>,
 }
-
-// ---- [enrolment] (begin) ----------------------------------------------------------------
-// The same struct is defined on the enrolment branch (`agent add`), which owns it; on merge
-// keep that branch's block and drop this one.
-
-/// `[enrolment]`: what `agent add` and `cert renew` need to issue credentials. Written by
-/// `pantau-collector init`.
-// `cert renew` reads the CA's files only; `agent add` reads the rest.
-#[allow(dead_code)]
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnrolmentConfig {
-    /// The broker URLs an enrolled agent is given, e.g. `["mqtts://pantau.lan:8883"]`.
-    pub broker_urls: Vec<String>,
-    /// The office CA's certificate (PEM), which agents trust.
-    pub ca_file: PathBuf,
-    /// The office CA's private key (PEM); root only, never read by the service.
-    pub ca_key_file: PathBuf,
-    /// Whether Mosquitto's TLS listener also requires client certificates.
-    pub client_certificates: bool,
-    /// Mosquitto's password file, where agents' logins go.
-    pub mosquitto_password_file: PathBuf,
-    /// Run after the password file or the broker's certificate changed.
-    pub mosquitto_reload_command: Vec<String>,
-    /// Where `agent add` writes enrolment bundles.
-    pub bundle_dir: PathBuf,
-}
-// ---- [enrolment] (end) ------------------------------------------------------------------
 
 /// `[http]`: the Prometheus endpoint and the API.
 #[derive(Debug, Clone, Deserialize)]
@@ -609,6 +582,14 @@ impl CollectorConfig {
         Ok(config.storage.dir)
     }
 
+    /// The config at `path` (and the environment), parsed and validated, for subcommands
+    /// (`agent add`): no file it names is opened.
+    pub fn load_unopened(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let config: Self = config::load(path, SECTIONS)?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// The config at `path` (and the environment) parsed, not validated and with no file it
     /// names opened: `cert renew` must work on a config whose certificate is broken.
     pub fn parse_only(path: Option<&Path>) -> Result<Self, ConfigError> {
@@ -763,6 +744,9 @@ impl CollectorConfig {
         self.storage.validate()?;
         crate::sensors::validate(&self.sensors, &self.mqtt.prefix)?;
         self.remote_write.validate()?;
+        if let Some(enrolment) = &self.enrolment {
+            enrolment.validate()?;
+        }
         self.validate_broker()?;
         self.security.check(&security::Exposure {
             http_listen: self.http.listen,
@@ -911,6 +895,118 @@ impl CollectorConfig {
         Duration::from_secs(self.agents.default_interval_seconds)
     }
 }
+
+// ---- [enrolment] (owned by `agent add|remove|list`, enrol.rs) ----
+
+/// `[enrolment]`: how `pantau-collector agent add` enrols an agent with the LAN broker
+/// (Mosquitto on this host) and what it tells the agent. Written by `pantau-collector init`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentConfig {
+    /// The broker URLs agents are told to connect to, `mqtts://HOST:PORT`, tried in order.
+    /// HOST must be the name in the broker's certificate.
+    pub broker_urls: Vec<String>,
+    /// The CA certificate (PEM) that signed the broker's certificate; it goes into every
+    /// bundle, so agents trust the broker without the system's CA store.
+    #[serde(default = "default_enrolment_ca_file")]
+    pub ca_file: PathBuf,
+    /// The CA's private key, read only to sign client certificates
+    /// (`client_certificates = true`).
+    #[serde(default = "default_enrolment_ca_key_file")]
+    pub ca_key_file: PathBuf,
+    /// Also issue each agent a client certificate (CN = its id), for a broker that requires
+    /// them (`require_certificate true`).
+    #[serde(default)]
+    pub client_certificates: bool,
+    /// Mosquitto's password file (`password_file` in its config), where agents' logins go.
+    #[serde(default = "default_enrolment_password_file")]
+    pub mosquitto_password_file: PathBuf,
+    /// Run after the password file changed, so Mosquitto reads it again: a new login works
+    /// and a removed one is disconnected at once. Program and arguments, no shell.
+    #[serde(default = "default_enrolment_reload_command")]
+    pub mosquitto_reload_command: Vec<String>,
+    /// Where `agent add` keeps each agent's bundle (`ID.bundle`, mode 0600, in a 0700 dir).
+    #[serde(default = "default_enrolment_bundle_dir")]
+    pub bundle_dir: PathBuf,
+}
+
+fn default_enrolment_ca_file() -> PathBuf {
+    PathBuf::from("/etc/pantau/tls/ca.pem")
+}
+
+fn default_enrolment_ca_key_file() -> PathBuf {
+    PathBuf::from("/etc/pantau/ca/ca.key")
+}
+
+fn default_enrolment_password_file() -> PathBuf {
+    PathBuf::from("/etc/mosquitto/pantau-passwd")
+}
+
+fn default_enrolment_reload_command() -> Vec<String> {
+    ["systemctl", "reload", "mosquitto"]
+        .map(str::to_owned)
+        .into()
+}
+
+fn default_enrolment_bundle_dir() -> PathBuf {
+    PathBuf::from("/etc/pantau/agents")
+}
+
+impl EnrolmentConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.broker_urls.is_empty() || self.broker_urls.len() > 16 {
+            return Err(ConfigError::invalid(
+                "enrolment.broker_urls",
+                format!("{:?}", self.broker_urls),
+                "give 1 to 16 URLs",
+            ));
+        }
+        for (index, url) in self.broker_urls.iter().enumerate() {
+            let field = format!("enrolment.broker_urls[{index}]");
+            let endpoint = Endpoint::parse(url)
+                .map_err(|why| ConfigError::invalid(field.as_str(), url, why))?;
+            // The bundle's password would cross the LAN in clear text otherwise.
+            if !endpoint.tls || !url.starts_with("mqtts://") {
+                return Err(ConfigError::invalid(
+                    field,
+                    url,
+                    "must be mqtts://HOST:PORT: agents send their password to it",
+                ));
+            }
+        }
+        for (field, path) in [
+            ("enrolment.ca_file", &self.ca_file),
+            ("enrolment.ca_key_file", &self.ca_key_file),
+            (
+                "enrolment.mosquitto_password_file",
+                &self.mosquitto_password_file,
+            ),
+            ("enrolment.bundle_dir", &self.bundle_dir),
+        ] {
+            if !path.is_absolute() {
+                return Err(ConfigError::invalid(
+                    field,
+                    path.display(),
+                    "must be an absolute path",
+                ));
+            }
+        }
+        if self
+            .mosquitto_reload_command
+            .first()
+            .is_none_or(String::is_empty)
+        {
+            return Err(ConfigError::invalid(
+                "enrolment.mosquitto_reload_command",
+                format!("{:?}", self.mosquitto_reload_command),
+                "needs a program, e.g. [\"systemctl\", \"reload\", \"mosquitto\"]",
+            ));
+        }
+        Ok(())
+    }
+}
+
+// ---- end [enrolment] ----
 
 #[cfg(test)]
 mod tests {

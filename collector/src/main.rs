@@ -13,14 +13,12 @@ mod announce;
 mod api;
 mod backfill;
 mod broker;
-// `init` adds a login; removing and listing them is for `agent add`/`agent remove` (the
-// enrolment branch), which takes this allow away.
-#[allow(dead_code)]
 mod broker_logins;
 mod cert_renew;
 mod commands;
 mod config;
 mod console;
+mod enrol;
 mod exposition;
 mod ingest;
 mod init;

@@ -193,8 +193,6 @@ pub fn issue_server(
 
 /// A client certificate and its new key (both PEM) with `common_name`, clientAuth, valid
 /// `days`.
-// For `agent add` (the enrolment branch); tested here.
-#[allow(dead_code)]
 pub fn issue_client(ca: &Ca, common_name: &str, days: u32) -> Result<(String, String), PkiError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();

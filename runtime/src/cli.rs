@@ -74,6 +74,32 @@ where
     )
 }
 
+/// As [`main_with_workers`], plus the subcommands `S` (see [`main_with_commands`]).
+pub fn main_with_workers_and_commands<S, C, E, Fut>(
+    name: &'static str,
+    about: &'static str,
+    worker_threads: usize,
+    load: impl FnOnce(Option<&Path>) -> Result<C, ConfigError>,
+    summary: impl FnOnce(&C) -> String,
+    run: impl FnOnce(C) -> Fut,
+    command: impl FnOnce(S) -> ExitCode,
+) -> ExitCode
+where
+    S: Subcommand,
+    E: Display,
+    Fut: Future<Output = Result<(), E>>,
+{
+    run_main(
+        name,
+        about,
+        Some(worker_threads),
+        load,
+        summary,
+        run,
+        command,
+    )
+}
+
 /// No subcommands: the service only.
 #[derive(Debug, Subcommand)]
 pub enum NoCommands {}

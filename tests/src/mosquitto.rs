@@ -139,6 +139,11 @@ impl Mosquitto {
         self.port
     }
 
+    /// The broker's process id, e.g. to send it SIGHUP (reload) as `systemctl reload` would.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     /// `mqtt://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)

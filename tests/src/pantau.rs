@@ -481,6 +481,39 @@ impl Agent {
         )
     }
 
+    /// An agent as installed by `pantau-agent init`: `config` as written, with the
+    /// `KEY=value` lines of `env_file` in its environment (systemd's EnvironmentFile), plus
+    /// `extra` overrides. `state_dir` is the config's `agent.state_dir`.
+    pub fn start_installed(
+        dir: &TestDir,
+        id: &str,
+        config: &Path,
+        env_file: &Path,
+        state_dir: &Path,
+        extra: &[(&str, &str)],
+    ) -> Agent {
+        let text = std::fs::read_to_string(env_file)
+            .unwrap_or_else(|error| panic!("{}: {error}", env_file.display()));
+        let env: Vec<(&str, &str)> = text
+            .lines()
+            .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+            .map(|line| line.split_once('=').expect("a KEY=value line"))
+            .collect();
+        let mut command = Command::new(pantau_binary("pantau-agent"));
+        command
+            .arg("--config")
+            .arg(config)
+            .env("PANTAU_LOG", "info,pantau_agent=debug")
+            .envs(env)
+            .envs(extra.iter().copied());
+        let guard = ChildGuard::spawn(&format!("agent-{id}"), &mut command, dir.path());
+        Agent {
+            guard,
+            id: id.to_owned(),
+            state_dir: state_dir.to_owned(),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn start_command(
         mut command: Command,

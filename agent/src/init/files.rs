@@ -1,0 +1,163 @@
+//! Files and directories with the owner and mode the packaged service expects, and the
+//! service user's ids.
+//!
+//! A file is written to a temporary file that already has its final mode and owner, then
+//! renamed over the old one: a key is never readable by others, not even for a moment, and
+//! a reader sees either the old file or the new one.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use super::InitError;
+
+/// The ids of root and of the service user, whose (primary) group may read the config
+/// and keys.
+#[derive(Debug, Clone)]
+pub struct Owners {
+    root: (u32, u32),
+    service: (u32, u32),
+    service_name: String,
+}
+
+impl Owners {
+    /// root (0:0) and `user`, looked up in `passwd` (a system user such as `pantau` is a local
+    /// user: the package creates it with systemd-sysusers, so /etc/passwd has it).
+    pub fn root_and(user: &str, passwd: &Path) -> Result<Owners, InitError> {
+        let failed = |why: String| InitError::ServiceUser {
+            user: user.to_owned(),
+            why,
+        };
+        let text = std::fs::read_to_string(passwd)
+            .map_err(|error| failed(format!("cannot read {}: {error}", passwd.display())))?;
+        let service = lookup(&text, user).ok_or_else(|| {
+            failed(format!(
+                "no such user in {} (the pantau-agent package creates `pantau`)",
+                passwd.display()
+            ))
+        })?;
+        Ok(Owners {
+            root: (0, 0),
+            service,
+            service_name: user.to_owned(),
+        })
+    }
+
+    /// Given ids, for tests that cannot chown to root.
+    #[cfg(test)]
+    pub fn with_ids(root: (u32, u32), service: (u32, u32), service_name: &str) -> Owners {
+        Owners {
+            root,
+            service,
+            service_name: service_name.to_owned(),
+        }
+    }
+
+    pub fn root(&self) -> (u32, u32) {
+        self.root
+    }
+
+    pub fn service(&self) -> (u32, u32) {
+        self.service
+    }
+
+    /// `root:root`, `root:pantau` or `pantau:pantau`, for the report.
+    pub fn describe(&self, (uid, gid): (u32, u32)) -> String {
+        let user = match uid == self.root.0 {
+            true => "root",
+            false => self.service_name.as_str(),
+        };
+        let group = match gid == self.root.1 {
+            true => "root",
+            false => self.service_name.as_str(),
+        };
+        format!("{user}:{group}")
+    }
+}
+
+/// (uid, gid) of `user` in passwd(5) text.
+fn lookup(passwd: &str, user: &str) -> Option<(u32, u32)> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        if fields.next()? != user {
+            return None;
+        }
+        let _password = fields.next()?;
+        let uid = fields.next()?.parse().ok()?;
+        let gid = fields.next()?.parse().ok()?;
+        Some((uid, gid))
+    })
+}
+
+/// Creates `path` (and its parents) with `mode` and `owner` if it does not exist; an existing
+/// directory keeps its owner and mode (the package may have made it so).
+pub fn dir(path: &Path, mode: u32, (uid, gid): (u32, u32)) -> Result<(), InitError> {
+    let failed = |source| InitError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    if path.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(failed)?;
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(failed)?;
+    // The umask may have taken bits away.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(failed)
+}
+
+/// Writes `text` to `path` with `mode` and `owner`, through a temporary file beside it.
+pub fn write(path: &Path, text: &str, mode: u32, (uid, gid): (u32, u32)) -> Result<(), InitError> {
+    let failed = |source| InitError::Write {
+        path: path.display().to_string(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |name| name.to_string_lossy());
+    let temp = path.with_file_name(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&temp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(failed)?;
+    let done = (|| {
+        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if done.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    done.map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_user_is_found_in_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n\
+                      pantau:x:998:997:Pantau:/nonexistent:/usr/sbin/nologin\n";
+        assert_eq!(lookup(passwd, "pantau"), Some((998, 997)));
+        assert_eq!(lookup(passwd, "panta"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passwd");
+        std::fs::write(&file, passwd).unwrap();
+        let error = Owners::root_and("nobody-here", &file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("--service-user nobody-here: no such user"),
+            "{error}"
+        );
+    }
+}
