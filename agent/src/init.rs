@@ -106,6 +106,10 @@ fn init(args: &InitArgs) -> Result<String, InitError> {
     let systemd = Path::new("/run/systemd/system").exists();
     match (args.no_start, systemd) {
         (false, true) => {
+            if bundle.role == AgentRole::Sound {
+                report.push_str(&format!("\n{}", install_sound_drop_in()?));
+                systemctl(&["daemon-reload"])?;
+            }
             for step in [["enable", "pantau-agent"], ["restart", "pantau-agent"]] {
                 systemctl(&step)?;
             }
@@ -120,6 +124,27 @@ fn init(args: &InitArgs) -> Result<String, InitError> {
         )),
     }
     Ok(report)
+}
+
+/// The package's drop-in for sound hosts (docs/install.md "Sound hosts"): the packaged unit
+/// hides /dev/snd (`PrivateDevices=yes`), and only this drop-in lets the ALSA devices in.
+const SOUND_DROP_IN_SOURCE: &str = "/usr/share/pantau/systemd/pantau-agent-sound.conf";
+const SOUND_DROP_IN: &str = "/etc/systemd/system/pantau-agent.service.d/sound.conf";
+
+fn install_sound_drop_in() -> Result<String, InitError> {
+    let failed = |source| InitError::Write {
+        path: SOUND_DROP_IN.to_owned(),
+        source,
+    };
+    let text = std::fs::read(SOUND_DROP_IN_SOURCE).map_err(failed)?;
+    let target = Path::new(SOUND_DROP_IN);
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    std::fs::write(target, text).map_err(failed)?;
+    Ok(format!(
+        "{SOUND_DROP_IN} (0644): lets the service reach the sound card"
+    ))
 }
 
 fn read_bundle(path: &Path) -> Result<Bundle, InitError> {

@@ -26,7 +26,8 @@ use clap::Subcommand;
 use crate::api::accounts::{Accounts, Role};
 use crate::config::CollectorConfig;
 
-/// The collector's subcommands.
+// The collector's subcommands. A plain comment: clap would make a doc comment the program's
+// `about`, replacing the one `main` gives.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Manage the people who may log in to the API (api.users_file).
