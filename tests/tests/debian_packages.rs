@@ -541,10 +541,10 @@ fn upgrade_from_the_previous_release_keeps_config_users_history_outbox_and_seque
     );
     // The previous release listened on plain HTTP: ask it over http until the upgrade.
     let old_api = |path: &str| -> Value {
-        let text = container.stdout(&format!(
-            "curl -sS -H \"Authorization: Bearer $(awk 'NR==1{{print $1}}' /etc/pantau/api-tokens)\" http://127.0.0.1:9810{path}"
+        let output = container.run(&format!(
+            "curl -fsS -H \"Authorization: Bearer $(awk 'NR==1{{print $1}}' /etc/pantau/api-tokens)\" http://127.0.0.1:9810{path}"
         ));
-        serde_json::from_str(&text).unwrap_or(Value::Null)
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
     };
     container.wait_for(
         "the previous collector ready",
