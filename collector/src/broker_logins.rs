@@ -6,9 +6,9 @@
 //! file replaces the old one by rename, keeping its owner, group and mode, so Mosquitto (which
 //! reads it as user `mosquitto`) can still read it; other users' lines stay as they are.
 
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+use pantau_runtime::owned_files::{self, Ownership};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::Engine;
@@ -134,41 +134,26 @@ fn read_lines(path: &Path) -> Result<Vec<String>, LoginsError> {
     }
 }
 
-/// Replaces the file through a temporary file beside it that already has the old file's
-/// owner, group and mode (0600 for a new file), so the secret is never readable by others.
+/// Replaces the file keeping its owner, group and mode (0600 and ours for a new file), through
+/// pantau_runtime::owned_files, so the secret is never readable by others.
 fn write_lines(path: &Path, lines: &[String]) -> Result<(), LoginsError> {
-    let failed = |source| LoginsError::Write {
+    let ownership = Ownership::of(path).unwrap_or(Ownership {
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+        mode: 0o600,
+    });
+    let mut text = lines.join("\n");
+    text.push('\n');
+    owned_files::install(path, text.as_bytes(), ownership).map_err(|source| LoginsError::Write {
         path: path.display().to_string(),
         source,
-    };
-    let old = std::fs::metadata(path).ok();
-    let temp = path.with_extension("pantau-tmp");
-    let _ = std::fs::remove_file(&temp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(failed)?;
-    let result = (|| {
-        let mut text = lines.join("\n");
-        text.push('\n');
-        file.write_all(text.as_bytes())?;
-        if let Some(old) = &old {
-            std::os::unix::fs::fchown(&file, Some(old.uid()), Some(old.gid()))?;
-            file.set_permissions(std::fs::Permissions::from_mode(old.mode() & 0o7777))?;
-        }
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    result.map_err(failed)
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
     use crate::users::Users;
 

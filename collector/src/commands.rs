@@ -203,21 +203,15 @@ fn key(action: KeyAction) -> Result<String, String> {
     ))
 }
 
-/// Writes `text` to `path` through a temporary file created 0600, so the key is never
-/// readable by others, not even for a moment.
+/// Writes `text` to `path`, ours and mode 0600 from its first byte (owned_files), so the key
+/// is never readable by others, not even for a moment.
 pub(crate) fn write_secret(path: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let temp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&temp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
+    let ownership = pantau_runtime::owned_files::Ownership {
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+        mode: 0o600,
+    };
+    pantau_runtime::owned_files::install(path, text.as_bytes(), ownership)
 }
 
 /// The first line of standard input, without its line end: passwords never go on the

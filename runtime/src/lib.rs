@@ -9,6 +9,7 @@ pub mod logging;
 pub mod mqtt;
 pub mod mqtt_failover;
 pub mod mqtt_tls;
+pub mod owned_files;
 pub mod ratelimit;
 pub mod shutdown;
 pub mod supervise;

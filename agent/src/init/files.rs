@@ -5,8 +5,7 @@
 //! renamed over the old one: a key is never readable by others, not even for a moment, and
 //! a reader sees either the old file or the new one.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use super::InitError;
@@ -75,19 +74,7 @@ impl Owners {
     }
 }
 
-/// (uid, gid) of `user` in passwd(5) text.
-fn lookup(passwd: &str, user: &str) -> Option<(u32, u32)> {
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        if fields.next()? != user {
-            return None;
-        }
-        let _password = fields.next()?;
-        let uid = fields.next()?.parse().ok()?;
-        let gid = fields.next()?.parse().ok()?;
-        Some((uid, gid))
-    })
-}
+use pantau_runtime::owned_files::user_ids as lookup;
 
 /// Creates `path` (and its parents) with `mode` and `owner` if it does not exist; an existing
 /// directory keeps its owner and mode (the package may have made it so).
@@ -109,34 +96,15 @@ pub fn dir(path: &Path, mode: u32, (uid, gid): (u32, u32)) -> Result<(), InitErr
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(failed)
 }
 
-/// Writes `text` to `path` with `mode` and `owner`, through a temporary file beside it.
+/// Writes `text` to `path` with `mode` and `owner` (pantau_runtime::owned_files).
 pub fn write(path: &Path, text: &str, mode: u32, (uid, gid): (u32, u32)) -> Result<(), InitError> {
-    let failed = |source| InitError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |name| name.to_string_lossy());
-    let temp = path.with_file_name(format!(".{name}.tmp"));
-    let _ = std::fs::remove_file(&temp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(failed)?;
-    let done = (|| {
-        std::os::unix::fs::fchown(&file, Some(uid), Some(gid))?;
-        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if done.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    done.map_err(failed)
+    let ownership = pantau_runtime::owned_files::Ownership { uid, gid, mode };
+    pantau_runtime::owned_files::install(path, text.as_bytes(), ownership).map_err(|source| {
+        InitError::Write {
+            path: path.display().to_string(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]

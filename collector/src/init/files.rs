@@ -3,8 +3,7 @@
 //! place, so a secret is never readable by anyone else, not even for a moment, and a crash
 //! leaves either the old file or the new one.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Why a file could not be installed.
@@ -24,13 +23,8 @@ pub enum FileError {
     },
 }
 
-/// A file's owner and mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ownership {
-    pub uid: u32,
-    pub gid: u32,
-    pub mode: u32,
-}
+pub use pantau_runtime::owned_files::Ownership;
+use pantau_runtime::owned_files::id_in as id_of;
 
 /// The numeric ids of the users and groups `init` installs files for.
 #[derive(Debug, Clone, Copy)]
@@ -109,41 +103,13 @@ impl Ids {
     }
 }
 
-/// The id (third field) of `name` in a passwd or group file.
-fn id_of(text: &str, name: &str) -> Option<u32> {
-    text.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == name).then_some(())?;
-        fields.nth(1)?.parse().ok()
-    })
-}
-
 /// Writes `contents` to `path` with `ownership` (see the module header).
 pub fn install(path: &Path, contents: &[u8], ownership: Ownership) -> Result<(), FileError> {
-    let error = |source| FileError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let mut temp_name = path.as_os_str().to_owned();
-    temp_name.push(".pantau-new");
-    let temp = PathBuf::from(temp_name);
-    let _ = std::fs::remove_file(&temp);
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(ownership.mode)
-            .open(&temp)?;
-        // The umask may have taken bits away from the mode asked for.
-        file.set_permissions(std::fs::Permissions::from_mode(ownership.mode))?;
-        std::os::unix::fs::fchown(&file, Some(ownership.uid), Some(ownership.gid))?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, path)
-    };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&temp);
-        error(source)
+    pantau_runtime::owned_files::install(path, contents, ownership).map_err(|source| {
+        FileError::Write {
+            path: path.to_owned(),
+            source,
+        }
     })
 }
 
@@ -176,15 +142,6 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
-
-    #[test]
-    fn ids_are_read_from_passwd_and_group_lines() {
-        let passwd = "root:x:0:0:root:/root:/bin/bash\npantau:x:998:997::/var/lib/pantau:/usr/sbin/nologin\n";
-        assert_eq!(id_of(passwd, "pantau"), Some(998));
-        assert_eq!(id_of(passwd, "root"), Some(0));
-        assert_eq!(id_of(passwd, "pant"), None);
-        assert_eq!(id_of("mosquitto:x:112:\n", "mosquitto"), Some(112));
-    }
 
     #[test]
     fn a_missing_service_user_is_named() {
