@@ -21,7 +21,7 @@ pub struct Owners {
 
 impl Owners {
     /// root (0:0) and `user`, looked up in `passwd` (a system user such as `pantau` is a local
-    /// user: the package creates it with systemd-sysusers, so /etc/passwd has it).
+    /// user: the packages create it with adduser in postinst, so /etc/passwd has it).
     pub fn root_and(user: &str, passwd: &Path) -> Result<Owners, InitError> {
         let failed = |why: String| InitError::ServiceUser {
             user: user.to_owned(),
