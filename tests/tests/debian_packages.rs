@@ -570,6 +570,10 @@ fn upgrade_from_the_previous_release_keeps_config_users_history_outbox_and_seque
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    let messages_before = old_api("/api/v1/agents/office-sound")["messages_total"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(messages_before > 0);
     // A backlog in the agent's outbox: the collector (and its broker) stop for a while.
     container.stdout("systemctl stop pantau-collector");
     std::thread::sleep(Duration::from_secs(8));
@@ -611,6 +615,11 @@ fn upgrade_from_the_previous_release_keeps_config_users_history_outbox_and_seque
         let view = old_api("/api/v1/agents/office-sound");
         if view["late_messages_total"].as_u64().unwrap_or(0) > 0 {
             assert_eq!(view["missed_messages_total"], 0, "{view}");
+            // The sequence accounting went on from where the previous release left it.
+            assert!(
+                view["messages_total"].as_u64().unwrap_or(0) > messages_before,
+                "{view}"
+            );
             break;
         }
         assert!(
