@@ -220,6 +220,11 @@ fn a_fake_agent_cannot_take_a_metric_name_from_real_ones() {
                 v == 1.0
             });
         rig.start_agent("dc-real");
+        // The real agent's first message may be its birth alone: wait for its load sample.
+        rig.collector
+            .wait_for_sample(r#"node_load1{instance="dc-real",site="dc"}"#, WAIT, |_| {
+                true
+            });
         let text = rig.collector.metrics();
         assert!(text.contains("# TYPE node_load1 gauge\n"), "{text}");
         assert!(!text.contains(r#"node_load1{instance="dc-fake""#), "{text}");
