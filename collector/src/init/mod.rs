@@ -383,7 +383,7 @@ fn start_services() -> Result<String, InitError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use clap::Parser;
 
     use super::*;
@@ -394,7 +394,8 @@ mod tests {
         init: InitArgs,
     }
 
-    fn args(extra: &[&str]) -> InitArgs {
+    /// `init` with these flags, as clap reads them (also for templates.rs's tests).
+    pub(in crate::init) fn args(extra: &[&str]) -> InitArgs {
         let mut argv = vec!["init"];
         argv.extend_from_slice(extra);
         Cli::parse_from(argv).init

@@ -88,22 +88,9 @@ pub(super) fn mosquitto_conf(args: &InitArgs, paths: &Paths) -> String {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
     use crate::config::CollectorConfig;
-
-    #[derive(Debug, Parser)]
-    struct Cli {
-        #[command(flatten)]
-        init: InitArgs,
-    }
-
-    fn args(extra: &[&str]) -> InitArgs {
-        let mut argv = vec!["init"];
-        argv.extend_from_slice(extra);
-        Cli::parse_from(argv).init
-    }
+    use crate::init::tests::args;
 
     #[test]
     fn the_written_config_parses_and_requires_tls() {
